@@ -1,0 +1,143 @@
+"""The ``freemask`` command line: one subcommand per stage plus config, export and run.
+
+Exit codes: 0 success, 2 bad input (one line per problem, no traceback), 1 internal error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from freemask.config import RunConfig, load_config
+from freemask.errors import FreemaskError
+from freemask.export import FORMATS, export_dataset
+from freemask.records import MANIFEST, validate_manifest
+from freemask.stage_output import join_shards
+from freemask.storage import open_storage
+
+app = typer.Typer(
+    name="freemask",
+    help="Synthetic segmentation datasets with no manual labels (Free-Mask method).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Check and show run configs.", no_args_is_help=True)
+manifest_app = typer.Typer(help="Inspect sample manifests.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(manifest_app, name="manifest")
+
+out = Console()
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Run config YAML.")]
+
+
+@config_app.command("validate")
+def config_validate(file: Annotated[Path, typer.Argument(help="Run config YAML.")]) -> None:
+    """Validate a config file; print one line per problem."""
+    config = load_config(file)
+    out.print(f"ok: {file} ({len(config.classes)} classes, workdir {config.workdir})")
+
+
+@config_app.command("show")
+def config_show(file: Annotated[Path, typer.Argument(help="Run config YAML.")]) -> None:
+    """Print the resolved config (defaults and environment overrides applied) as YAML."""
+    config = load_config(file)
+    sys.stdout.write(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+
+
+@manifest_app.command("validate")
+def manifest_validate(
+    inputs: Annotated[str, typer.Option("--in", help="Stage output prefix (local path or gs://).")],
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Run config, to check class ids.")] = None,
+) -> None:
+    """Check a manifest against its files and sizes."""
+    classes = load_config(config).classes if config else None
+    problems = validate_manifest(open_storage(inputs), MANIFEST, len(classes) if classes else None)
+    if problems:
+        raise FreemaskError("\n".join(problems))
+    out.print(f"ok: {inputs}/{MANIFEST}")
+
+
+@app.command("export")
+def export(
+    config: ConfigOption,
+    inputs: Annotated[str, typer.Option("--in", help="Stage output prefix holding manifest.jsonl.")],
+    outputs: Annotated[str, typer.Option("--out", help="Where to write the dataset.")],
+    fmt: Annotated[str, typer.Option("--format", help=f"One of: {', '.join(FORMATS)}.")] = "coco",
+    val_fraction: Annotated[float, typer.Option(help="VOC only: share of samples in val.txt.")] = 0.1,
+) -> None:
+    """Export a manifest as a COCO or VOC dataset."""
+    run_config = load_config(config)
+    options = {"val_fraction": val_fraction} if fmt == "voc" else {}
+    counts = export_dataset(open_storage(inputs), open_storage(outputs), run_config.classes, fmt, **options)
+    out.print(f"exported {json.dumps(counts)} to {outputs}")
+
+
+@app.command("join")
+def join(
+    inputs: Annotated[str, typer.Option("--in", help="The sharded stage's output prefix.")],
+    stage: Annotated[str, typer.Option(help="Stage name, for the summary.")],
+    shards: Annotated[int, typer.Option(min=1, help="Number of shards the stage ran with.")],
+) -> None:
+    """Merge a sharded stage's per-shard manifests into one manifest and _SUCCESS."""
+    result = join_shards(open_storage(inputs), stage, shards)
+    out.print(f"joined {shards} shards of {stage}: {result.written} samples")
+
+
+@app.command("run")
+def run(config: ConfigOption) -> None:
+    """Run the whole pipeline in this process on local defaults (no cluster needed)."""
+    from freemask.local import run_local
+
+    run_config: RunConfig = load_config(config)
+    report = run_local(run_config)
+    table = Table(title=f"freemask run {run_config.name}")
+    table.add_column("stage")
+    table.add_column("status")
+    for stage, result in report.ran.items():
+        table.add_row(stage, f"done: {result}")
+    for stage in report.missing:
+        table.add_row(stage, "[yellow]not built yet[/yellow]")
+    for stage in report.blocked:
+        table.add_row(stage, f"[yellow]waiting for {report.missing[0]}[/yellow]")
+    out.print(table)
+    out.print(f"workdir: {report.workdir}\nMLflow: {report.tracking_uri} (run {report.run_id})")
+    if report.missing:
+        out.print(f"[yellow]stages not built yet: {', '.join(report.missing)}[/yellow]")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI with ``argv``; return the exit code (2 bad input, 1 internal error)."""
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="freemask", standalone_mode=False)
+    except FreemaskError as exc:
+        for line in str(exc).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return 2
+    except click.exceptions.Abort:
+        print("aborted", file=sys.stderr)
+        return 1
+    except Exception:
+        traceback.print_exc()
+        print("internal error: the traceback above shows where; please report it", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+"""Run and stage configuration: YAML in, validated pydantic models out, clear errors on bad input.
+
+A run config is one YAML file. Any field can be overridden from the environment with
+``FREEMASK__<SECTION>__<FIELD>=value`` (value parsed as YAML), e.g.
+``FREEMASK__GENERATE__IMAGES_PER_CLASS=4``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from freemask.errors import ConfigError
+
+ENV_PREFIX = "FREEMASK__"
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class GenerateConfig(StrictModel):
+    """Stage 1: single-object images and attention masks from Stable Diffusion."""
+
+    model_id: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    device: str = "auto"
+    scheduler: Literal["dpm++", "ddim", "euler", "pndm"] = "dpm++"
+    images_per_class: PositiveInt = 100
+    batch_size: PositiveInt = 4
+    num_inference_steps: PositiveInt = 25
+    guidance_scale: Annotated[float, Field(ge=1.0)] = 7.5
+    height: Annotated[int, Field(ge=64, multiple_of=8)] = 512
+    width: Annotated[int, Field(ge=64, multiple_of=8)] = 512
+    prompt_templates: list[str] = Field(default_factory=lambda: ["a photo of a {name}"], min_length=1)
+    negative_prompt: str = "low quality, blurry, cropped, multiple objects"
+    synonyms: dict[str, list[str]] = Field(default_factory=dict)
+    cross_attention_resolutions: list[PositiveInt] = Field(default_factory=lambda: [16, 32])
+    self_attention_resolution: PositiveInt = 32
+    timestep_window: tuple[Probability, Probability] = (0.0, 1.0)
+    self_attention_power: Annotated[int, Field(ge=0)] = 1
+    threshold: Literal["otsu", "fixed"] = "otsu"
+    fixed_threshold: Probability = 0.5
+    ignore_band: tuple[Probability, Probability] = (0.35, 0.6)
+    min_component_fraction: Probability = 0.002
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> Self:
+        low, high = self.timestep_window
+        if low >= high:
+            raise ValueError(f"timestep_window must be (low, high) with low < high, got {low}, {high}")
+        low, high = self.ignore_band
+        if low > high:
+            raise ValueError(f"ignore_band must be (low, high) with low <= high, got {low}, {high}")
+        return self
+
+
+class RelateConfig(StrictModel):
+    """Stage 2: the adaptive matching thesaurus (class -> background scenes)."""
+
+    thesaurus: str | None = None
+    embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    similarity_threshold: Probability = 0.5
+
+
+class ComposeConfig(StrictModel):
+    """Stage 3: placement and multi-object compositing."""
+
+    backgrounds: str | None = None
+    backgrounds_per_scene: PositiveInt = 20
+    placer: Literal["heuristic", "fopa"] = "heuristic"
+    fopa_weights: str | None = None
+    images: PositiveInt = 200
+    objects_per_image: tuple[PositiveInt, PositiveInt] = (2, 4)
+
+    @model_validator(mode="after")
+    def _check_placer(self) -> Self:
+        low, high = self.objects_per_image
+        if low > high:
+            raise ValueError(f"objects_per_image must be (min, max) with min <= max, got {low}, {high}")
+        if self.placer == "fopa" and not self.fopa_weights:
+            raise ValueError("placer 'fopa' needs fopa_weights (a folder with the FOPA checkpoint)")
+        return self
+
+
+class RefineConfig(StrictModel):
+    """Stage 4: mask refinement (AffinityNet random walk, or a training-free guided filter)."""
+
+    method: Literal["affinity", "guided_filter", "none"] = "affinity"
+    radius: PositiveInt = 5
+    beta: Annotated[float, Field(gt=0.0)] = 8.0
+    logt: Annotated[int, Field(ge=0, le=12)] = 8
+    foreground_threshold: Probability = 0.6
+    background_threshold: Probability = 0.35
+    epochs: PositiveInt = 4
+
+
+class HarmonizeConfig(StrictModel):
+    """Stage 5: harmonization of pasted objects."""
+
+    method: Literal["color_transfer", "pctnet", "none"] = "color_transfer"
+    weights: str | None = None
+    strength: Probability = 0.8
+    feather_sigma: Annotated[float, Field(ge=0.0, le=10.0)] = 2.0
+
+
+class SegmentConfig(StrictModel):
+    """Stage 6: the Mask2Former segmenter (pseudo-labels, training, evaluation)."""
+
+    model_id: str = "facebook/mask2former-swin-large-ade-semantic"
+    revision: str | None = None
+    image_size: Annotated[int, Field(ge=32, multiple_of=32)] = 512
+    batch_size: PositiveInt = 4
+    learning_rate: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-4
+    train_steps: PositiveInt = 2000
+    checkpoint_every: PositiveInt = 500
+    label_map: dict[str, str] = Field(default_factory=dict)
+
+
+class ActiveConfig(StrictModel):
+    """Stage 7: the IoU quality filter and the active-learning stop rule."""
+
+    max_rounds: PositiveInt = 3
+    iou_threshold: Probability = 0.5
+    keep_rule: Literal["any_class", "mean_over_classes", "percentile"] = "any_class"
+    keep_percentile: Annotated[float, Field(gt=0.0, lt=100.0)] = 25.0
+    min_miou_gain: Annotated[float, Field(ge=0.0)] = 0.005
+    min_kept_fraction: Probability = 0.2
+
+
+class TrackingConfig(StrictModel):
+    """MLflow tracking. Without a uri: MLFLOW_TRACKING_URI, else a sqlite file in the workdir."""
+
+    uri: str | None = None
+    experiment: str = "freemask"
+
+
+class RunConfig(StrictModel):
+    """A whole pipeline run: where it writes, which classes, and every stage's settings."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")] = "freemask"
+    workdir: str = "runs/freemask"
+    seed: Annotated[int, Field(ge=0)] = 0
+    classes: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    relate: RelateConfig = Field(default_factory=RelateConfig)
+    compose: ComposeConfig = Field(default_factory=ComposeConfig)
+    refine: RefineConfig = Field(default_factory=RefineConfig)
+    harmonize: HarmonizeConfig = Field(default_factory=HarmonizeConfig)
+    segment: SegmentConfig = Field(default_factory=SegmentConfig)
+    active: ActiveConfig = Field(default_factory=ActiveConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="after")
+    def _check_classes(self) -> Self:
+        seen: set[str] = set()
+        for name in self.classes:
+            if name in seen:
+                raise ValueError(f"classes lists {name!r} twice")
+            seen.add(name)
+        return self
+
+
+def config_hash(section: BaseModel) -> str:
+    """Return a short, stable hash of a config section's resolved values."""
+    canonical = json.dumps(section.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> RunConfig:
+    """Load and validate a run config from YAML, applying ``FREEMASK__`` environment overrides.
+
+    Raises ConfigError with one line per problem: where (file:line or the environment
+    variable), the field path, the bad value and what was expected.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+        lines = _line_numbers(yaml.compose(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
+    env_origins = _apply_env_overrides(data, os.environ if environ is None else environ)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe(error, path, lines, env_origins) for error in exc.errors()]
+        raise ConfigError("\n".join(problems)) from None
+
+
+def _apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[tuple, str]:
+    """Set ``FREEMASK__A__B=value`` as data['a']['b'] = yaml(value); return path -> variable."""
+    origins: dict[tuple, str] = {}
+    for variable, raw in sorted(environ.items()):
+        if not variable.startswith(ENV_PREFIX):
+            continue
+        keys = [part.lower() for part in variable[len(ENV_PREFIX) :].split("__")]
+        if not all(keys):
+            raise ConfigError(f"{variable}: empty key in override; expected FREEMASK__SECTION__FIELD")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{variable}: {key!r} is not a section, cannot set {keys[-1]!r}")
+            node = child
+        node[keys[-1]] = value
+        origins[tuple(keys)] = variable
+    return origins
+
+
+def _line_numbers(node: yaml.Node | None, prefix: tuple = ()) -> dict[tuple, int]:
+    """Map each key path of a composed YAML document to its 1-based line number."""
+    lines: dict[tuple, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = (*prefix, key_node.value)
+            lines[path] = key_node.start_mark.line + 1
+            lines.update(_line_numbers(value_node, path))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            path = (*prefix, index)
+            lines[path] = item.start_mark.line + 1
+            lines.update(_line_numbers(item, path))
+    return lines
+
+
+def _describe(error: Mapping[str, Any], path: Path, lines: dict, env_origins: dict) -> str:
+    """Turn one pydantic error into 'where: field: got X; expected Y'."""
+    loc = tuple(error["loc"])
+    field = ".".join(str(part) for part in loc) or "(top level)"
+    where = str(path)
+    for depth in range(len(loc), 0, -1):
+        if loc[:depth] in env_origins:
+            where = f"environment {env_origins[loc[:depth]]}"
+            break
+        if loc[:depth] in lines:
+            where = f"{path}:{lines[loc[:depth]]}"
+            break
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"{where}: {field}: unknown key; expected one of: {', '.join(_known_keys(loc))}"
+    if kind == "missing":
+        return f"{where}: {field}: missing; this field is required"
+    message = error["msg"]
+    if kind == "value_error":
+        return f"{where}: {field}: {message.removeprefix('Value error, ')}"
+    expected = message[0].lower() + message[1:]
+    expected = expected.removeprefix("input should be ").removeprefix("input ")
+    for words, symbol in _COMPARISONS:
+        if expected.startswith(words):
+            expected = f"a value {symbol}{expected[len(words) :]}"
+    return f"{where}: {field}: got {error['input']!r}; expected {expected}"
+
+
+_COMPARISONS = (
+    ("greater than or equal to", ">="),
+    ("less than or equal to", "<="),
+    ("greater than", ">"),
+    ("less than", "<"),
+)
+
+
+def _known_keys(loc: tuple) -> list[str]:
+    """The field names allowed in the section that holds ``loc``'s last key."""
+    model: type[BaseModel] = RunConfig
+    for part in loc[:-1]:
+        annotation = model.model_fields[str(part)].annotation if isinstance(part, str) else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    return sorted(model.model_fields)

@@ -1,0 +1,28 @@
+"""Exception types: every error a user can fix is a FreemaskError with a specific message."""
+
+
+class FreemaskError(Exception):
+    """Base for errors caused by input the user controls (config, data, URIs).
+
+    The CLI prints the message as one line and exits with code 2.
+    """
+
+
+class ConfigError(FreemaskError):
+    """A config file is missing, unreadable or invalid."""
+
+
+class StorageError(FreemaskError):
+    """A URI or object path is invalid, missing or refused."""
+
+
+class WriteConflictError(StorageError):
+    """A write-once object already exists."""
+
+
+class ManifestError(FreemaskError):
+    """A manifest or one of its records is malformed or inconsistent."""
+
+
+class ExportError(FreemaskError):
+    """A dataset cannot be exported in the requested format."""

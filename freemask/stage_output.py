@@ -1,0 +1,160 @@
+"""How a stage writes its output prefix: per-sample commits, resumable, sharded, success marker last.
+
+Layout under the prefix: the sample files (``images/``, ``masks/`` ...), the manifest
+(``manifest.jsonl``, or ``parts/manifest-<i>-of-<n>.jsonl`` per shard before the join) and
+``_SUCCESS``, a JSON summary written last. A sample counts as done once its record is in a
+manifest; its files are written before the record, so a crash leaves at most files that the
+re-run overwrites with the same bytes.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from freemask.errors import FreemaskError, ManifestError
+from freemask.records import MANIFEST, Sample, append_manifest, read_manifest, write_manifest
+from freemask.storage import Storage, read_json, write_json
+
+SUCCESS = "_SUCCESS"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count`` (0-based): the items whose position modulo count is index."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise FreemaskError(f"shard {self.index}/{self.count}: expected 0 <= i < n, n >= 1")
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """Parse ``"i/n"`` (e.g. ``"2/8"``)."""
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+        if not match:
+            raise FreemaskError(f"--shard {text!r}: expected i/n, e.g. 0/4")
+        return cls(int(match.group(1)), int(match.group(2)))
+
+    def select(self, items: list) -> list:
+        """This shard's share of ``items``."""
+        return items[self.index :: self.count]
+
+    @property
+    def manifest_path(self) -> str:
+        if self.count == 1:
+            return MANIFEST
+        return f"parts/manifest-{self.index:05d}-of-{self.count:05d}.jsonl"
+
+    @property
+    def success_path(self) -> str:
+        if self.count == 1:
+            return SUCCESS
+        return f"parts/_SUCCESS-{self.index:05d}-of-{self.count:05d}"
+
+
+@dataclass
+class StageResult:
+    """What a stage run did: where it wrote and how many samples it wrote, skipped and dropped."""
+
+    stage: str
+    output: str
+    written: int = 0
+    skipped: int = 0
+    dropped: int = 0
+    seconds: float = 0.0
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "output": self.output,
+            "written": self.written,
+            "skipped": self.skipped,
+            "dropped": self.dropped,
+            "seconds": round(self.seconds, 3),
+            "summary": self.summary,
+        }
+
+
+class StageOutput:
+    """Writes one stage's (shard's) samples: skip what is done, commit each sample whole."""
+
+    def __init__(self, storage: Storage, stage: str, shard: Shard = Shard()):
+        self.storage = storage
+        self.shard = shard
+        self.result = StageResult(stage=stage, output=storage.uri)
+        self._started = time.monotonic()
+        self._done = self._read_done_ids()
+
+    def _read_done_ids(self) -> set[str]:
+        paths = [self.shard.manifest_path]
+        if self.shard.count > 1:
+            paths.append(MANIFEST)
+        return {
+            sample.id for path in paths if self.storage.exists(path) for sample in read_manifest(self.storage, path)
+        }
+
+    def is_done(self, sample_id: str) -> bool:
+        """True if the sample was committed by an earlier run; counts it as skipped."""
+        if sample_id in self._done:
+            self.result.skipped += 1
+            return True
+        return False
+
+    def commit(self, sample: Sample, files: dict[str, bytes]) -> None:
+        """Write the sample's files, then its record; the record makes it count as done."""
+        unwritten = [path for path in sample.files() if path not in files and not self.storage.exists(path)]
+        if unwritten:
+            raise ManifestError(f"sample {sample.id}: record refers to files not written: {sorted(unwritten)}")
+        for path, data in files.items():
+            self.storage.write_bytes(path, data)
+        append_manifest(self.storage, [sample], self.shard.manifest_path)
+        self._done.add(sample.id)
+        self.result.written += 1
+
+    def drop(self) -> None:
+        """Count a sample that was rejected (e.g. empty mask) rather than written."""
+        self.result.dropped += 1
+
+    def finish(self, summary: dict[str, Any] | None = None) -> StageResult:
+        """Write the success marker (per shard when sharded) with the run's summary."""
+        self.result.seconds = time.monotonic() - self._started
+        self.result.summary = summary or {}
+        write_json(self.storage, self.shard.success_path, self.result.to_json())
+        return self.result
+
+
+def join_shards(storage: Storage, stage: str, count: int) -> StageResult:
+    """Merge the per-shard manifests of a finished sharded stage into one manifest and _SUCCESS.
+
+    Raises FreemaskError naming the shards that have not finished.
+    """
+    shards = [Shard(index, count) for index in range(count)]
+    unfinished = [shard.index for shard in shards if not storage.exists(shard.success_path)]
+    if unfinished:
+        raise FreemaskError(f"{storage.uri}: cannot join {stage}: shards {unfinished} of {count} have not finished")
+    samples: dict[str, Sample] = {}
+    result = StageResult(stage=stage, output=storage.uri)
+    for shard in shards:
+        shard_summary = read_json(storage, shard.success_path)
+        result.skipped += shard_summary.get("skipped", 0)
+        result.dropped += shard_summary.get("dropped", 0)
+        result.seconds += shard_summary.get("seconds", 0.0)
+        if storage.exists(shard.manifest_path):
+            samples.update((sample.id, sample) for sample in read_manifest(storage, shard.manifest_path))
+    ordered = [samples[key] for key in sorted(samples)]
+    write_manifest(storage, ordered)
+    result.written = len(ordered)
+    result.summary = {"shards": count}
+    write_json(storage, SUCCESS, result.to_json())
+    return result
+
+
+def is_complete(storage: Storage) -> bool:
+    """True if the prefix holds a finished stage output."""
+    return storage.exists(SUCCESS)

@@ -1,0 +1,252 @@
+"""Experiment tracking in MLflow: a parent run per pipeline run, a nested run per round.
+
+Stages receive a ``Tracker`` (``MlflowTracker``, or ``NullTracker`` where nothing is logged);
+they never reach for global MLflow state. Models are logged as safetensors weights plus a JSON
+config, and registered in the Model Registry, so loading one back never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from freemask.errors import FreemaskError
+
+PARENT_RUN_TAG = "mlflow.parentRunId"
+MODEL_WEIGHTS = "model.safetensors"
+MODEL_CONFIG = "config.json"
+
+
+def resolve_tracking_uri(configured: str | None, workdir: str, environ: Mapping[str, str] | None = None) -> str:
+    """The tracking URI: the config's, else ``MLFLOW_TRACKING_URI``, else a sqlite file in a local workdir."""
+    environ = os.environ if environ is None else environ
+    if configured:
+        return configured
+    if environ.get("MLFLOW_TRACKING_URI"):
+        return environ["MLFLOW_TRACKING_URI"]
+    if "://" in workdir and not workdir.startswith("file://"):
+        raise FreemaskError(
+            f"workdir {workdir} is remote: set tracking.uri (or MLFLOW_TRACKING_URI) to an MLflow server"
+        )
+    path = Path(workdir.removeprefix("file://")).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path / 'mlflow.db'}"
+
+
+class Run(Protocol):
+    """One tracked run (a pipeline run or one of its rounds)."""
+
+    run_id: str
+
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
+
+    def set_tags(self, tags: Mapping[str, str]) -> None: ...
+
+    def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None: ...
+
+    def log_model(self, module: Any, name: str, registered_name: str | None = None) -> str | None: ...
+
+    def alias_model(self, registered_name: str, alias: str, version: str) -> None: ...
+
+    def child(self, name: str, tags: Mapping[str, str] | None = None) -> Run: ...
+
+    def finish(self, status: str = "FINISHED") -> None: ...
+
+    def __enter__(self) -> Run: ...
+
+    def __exit__(self, kind: type | None, *_: object) -> None: ...
+
+
+class Tracker(Protocol):
+    """Starts or resumes runs."""
+
+    def start_run(self, name: str, tags: Mapping[str, str] | None = None) -> Run: ...
+
+    def resume_run(self, run_id: str) -> Run: ...
+
+
+class MlflowRun:
+    """A run in MLflow, logged through an explicit ``MlflowClient``."""
+
+    def __init__(self, client: Any, experiment_id: str, run_id: str):
+        self.client = client
+        self.experiment_id = experiment_id
+        self.run_id = run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        flat = _flatten(params)
+        items = [Param(key, str(value)[:6000]) for key, value in flat.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        items = [Metric(key, float(value), stamp, step or 0) for key, value in metrics.items()]
+        for start in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[start : start + 1000])
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value))
+
+    def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
+        path = Path(local_path)
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_model(self, module: Any, name: str, registered_name: str | None = None) -> str | None:
+        """Log ``module``'s weights (safetensors) and config under ``models/<name>``.
+
+        With ``registered_name`` the model is registered and its new version returned.
+        """
+        from safetensors.torch import save_model
+
+        with tempfile.TemporaryDirectory() as folder:
+            save_model(module, os.path.join(folder, MODEL_WEIGHTS))
+            config = module.config.to_dict() if hasattr(getattr(module, "config", None), "to_dict") else {}
+            config["_class"] = f"{type(module).__module__}.{type(module).__qualname__}"
+            Path(folder, MODEL_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+            self.client.log_artifacts(self.run_id, folder, f"models/{name}")
+        if registered_name is None:
+            return None
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(registered_name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        source = f"{self.client.get_run(self.run_id).info.artifact_uri}/models/{name}"
+        version = self.client.create_model_version(registered_name, source, run_id=self.run_id)
+        return str(version.version)
+
+    def alias_model(self, registered_name: str, alias: str, version: str) -> None:
+        """Point ``alias`` (e.g. 'best') at a registered model version."""
+        self.client.set_registered_model_alias(registered_name, alias, version)
+
+    def child(self, name: str, tags: Mapping[str, str] | None = None) -> MlflowRun:
+        """Start a nested run under this one."""
+        run = self.client.create_run(
+            self.experiment_id, run_name=name, tags={**(tags or {}), PARENT_RUN_TAG: self.run_id}
+        )
+        return MlflowRun(self.client, self.experiment_id, run.info.run_id)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)
+
+    def __enter__(self) -> MlflowRun:
+        return self
+
+    def __exit__(self, kind: type | None, *_: object) -> None:
+        self.finish("FINISHED" if kind is None else "FAILED")
+
+
+class MlflowTracker:
+    """Creates and resumes runs in one MLflow experiment."""
+
+    def __init__(self, tracking_uri: str, experiment: str, artifact_location: str | None = None):
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
+        else:
+            self.experiment_id = found.experiment_id
+
+    def start_run(self, name: str, tags: Mapping[str, str] | None = None) -> MlflowRun:
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=dict(tags or {}))
+        return MlflowRun(self.client, self.experiment_id, run.info.run_id)
+
+    def resume_run(self, run_id: str) -> MlflowRun:
+        """Continue logging into an existing run (e.g. the parent run in a later pipeline step)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            raise FreemaskError(f"MLflow run {run_id!r} not found at {self.client.tracking_uri}") from None
+        self.client.update_run(run_id, status="RUNNING")
+        return MlflowRun(self.client, run.info.experiment_id, run_id)
+
+
+
+class NullRun:
+    """A run that logs nothing: for library calls and unit tests without tracking."""
+
+    run_id = "untracked"
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        pass
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        pass
+
+    def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
+        pass
+
+    def log_model(self, module: Any, name: str, registered_name: str | None = None) -> str | None:
+        return None
+
+    def alias_model(self, registered_name: str, alias: str, version: str) -> None:
+        pass
+
+    def child(self, name: str, tags: Mapping[str, str] | None = None) -> NullRun:
+        return self
+
+    def finish(self, status: str = "FINISHED") -> None:
+        pass
+
+    def __enter__(self) -> NullRun:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        pass
+
+
+class NullTracker:
+    """A tracker whose runs log nothing."""
+
+    def start_run(self, name: str, tags: Mapping[str, str] | None = None) -> NullRun:
+        return NullRun()
+
+    def resume_run(self, run_id: str) -> NullRun:
+        return NullRun()
+
+
+def load_logged_weights(tracking_uri: str, artifact_uri: str) -> dict[str, Any]:
+    """Download a model logged by ``log_model`` and return its tensors (safetensors; no pickle)."""
+    import mlflow.artifacts
+    from safetensors.torch import load_file
+
+    with tempfile.TemporaryDirectory() as folder:
+        local = mlflow.artifacts.download_artifacts(artifact_uri, dst_path=folder, tracking_uri=tracking_uri)
+        return load_file(os.path.join(local, MODEL_WEIGHTS))
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts to dotted keys, as MLflow params are flat."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
