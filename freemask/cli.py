@@ -11,7 +11,6 @@ import traceback
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 import yaml
 from rich.console import Console
@@ -57,7 +56,9 @@ def config_show(file: Annotated[Path, typer.Argument(help="Run config YAML.")]) 
 @manifest_app.command("validate")
 def manifest_validate(
     inputs: Annotated[str, typer.Option("--in", help="Stage output prefix (local path or gs://).")],
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="Run config, to check class ids.")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Run config, to check class ids.")
+    ] = None,
 ) -> None:
     """Check a manifest against its files and sizes."""
     classes = load_config(config).classes if config else None
@@ -70,15 +71,21 @@ def manifest_validate(
 @app.command("export")
 def export(
     config: ConfigOption,
-    inputs: Annotated[str, typer.Option("--in", help="Stage output prefix holding manifest.jsonl.")],
+    inputs: Annotated[
+        str, typer.Option("--in", help="Stage output prefix holding manifest.jsonl.")
+    ],
     outputs: Annotated[str, typer.Option("--out", help="Where to write the dataset.")],
     fmt: Annotated[str, typer.Option("--format", help=f"One of: {', '.join(FORMATS)}.")] = "coco",
-    val_fraction: Annotated[float, typer.Option(help="VOC only: share of samples in val.txt.")] = 0.1,
+    val_fraction: Annotated[
+        float, typer.Option(help="VOC only: share of samples in val.txt.")
+    ] = 0.1,
 ) -> None:
     """Export a manifest as a COCO or VOC dataset."""
     run_config = load_config(config)
     options = {"val_fraction": val_fraction} if fmt == "voc" else {}
-    counts = export_dataset(open_storage(inputs), open_storage(outputs), run_config.classes, fmt, **options)
+    counts = export_dataset(
+        open_storage(inputs), open_storage(outputs), run_config.classes, fmt, **options
+    )
     out.print(f"exported {json.dumps(counts)} to {outputs}")
 
 
@@ -124,14 +131,14 @@ def main(argv: list[str] | None = None) -> int:
         for line in str(exc).splitlines():
             print(f"error: {line}", file=sys.stderr)
         return 2
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return 2
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("aborted", file=sys.stderr)
         return 1
+    except typer.TyperException as exc:  # usage errors: unknown command, missing option, bad value
+        exc.show()
+        return 2
     except Exception:
         traceback.print_exc()
         print("internal error: the traceback above shows where; please report it", file=sys.stderr)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from freemask.errors import ConfigError
 
@@ -45,7 +45,9 @@ class GenerateConfig(StrictModel):
     guidance_scale: Annotated[float, Field(ge=1.0)] = 7.5
     height: Annotated[int, Field(ge=64, multiple_of=8)] = 512
     width: Annotated[int, Field(ge=64, multiple_of=8)] = 512
-    prompt_templates: list[str] = Field(default_factory=lambda: ["a photo of a {name}"], min_length=1)
+    prompt_templates: list[str] = Field(
+        default_factory=lambda: ["a photo of a {name}"], min_length=1
+    )
     negative_prompt: str = "low quality, blurry, cropped, multiple objects"
     synonyms: dict[str, list[str]] = Field(default_factory=dict)
     cross_attention_resolutions: list[PositiveInt] = Field(default_factory=lambda: [16, 32])
@@ -61,7 +63,9 @@ class GenerateConfig(StrictModel):
     def _check_ranges(self) -> Self:
         low, high = self.timestep_window
         if low >= high:
-            raise ValueError(f"timestep_window must be (low, high) with low < high, got {low}, {high}")
+            raise ValueError(
+                f"timestep_window must be (low, high) with low < high, got {low}, {high}"
+            )
         low, high = self.ignore_band
         if low > high:
             raise ValueError(f"ignore_band must be (low, high) with low <= high, got {low}, {high}")
@@ -90,7 +94,9 @@ class ComposeConfig(StrictModel):
     def _check_placer(self) -> Self:
         low, high = self.objects_per_image
         if low > high:
-            raise ValueError(f"objects_per_image must be (min, max) with min <= max, got {low}, {high}")
+            raise ValueError(
+                f"objects_per_image must be (min, max) with min <= max, got {low}, {high}"
+            )
         if self.placer == "fopa" and not self.fopa_weights:
             raise ValueError("placer 'fopa' needs fopa_weights (a folder with the FOPA checkpoint)")
         return self
@@ -164,14 +170,13 @@ class RunConfig(StrictModel):
     active: ActiveConfig = Field(default_factory=ActiveConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
-    @model_validator(mode="after")
-    def _check_classes(self) -> Self:
-        seen: set[str] = set()
-        for name in self.classes:
-            if name in seen:
-                raise ValueError(f"classes lists {name!r} twice")
-            seen.add(name)
-        return self
+    @field_validator("classes")
+    @classmethod
+    def _unique_classes(cls, classes: list[str]) -> list[str]:
+        repeated = sorted({name for name in classes if classes.count(name) > 1})
+        if repeated:
+            raise ValueError(f"each class must be listed once; repeated: {', '.join(repeated)}")
+        return classes
 
 
 def config_hash(section: BaseModel) -> str:
@@ -200,13 +205,17 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> R
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
+        raise ConfigError(
+            f"{path}: expected a mapping of config sections, got {type(data).__name__}"
+        )
     env_origins = _apply_env_overrides(data, os.environ if environ is None else environ)
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        problems = [_describe(error, path, lines, env_origins) for error in exc.errors()]
-        raise ConfigError("\n".join(problems)) from None
+        errors = sorted(exc.errors(), key=lambda error: _line_of(tuple(error["loc"]), lines))
+        raise ConfigError(
+            "\n".join(_describe(error, path, lines, env_origins) for error in errors)
+        ) from None
 
 
 def _apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[tuple, str]:
@@ -217,7 +226,9 @@ def _apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> di
             continue
         keys = [part.lower() for part in variable[len(ENV_PREFIX) :].split("__")]
         if not all(keys):
-            raise ConfigError(f"{variable}: empty key in override; expected FREEMASK__SECTION__FIELD")
+            raise ConfigError(
+                f"{variable}: empty key in override; expected FREEMASK__SECTION__FIELD"
+            )
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
@@ -249,18 +260,24 @@ def _line_numbers(node: yaml.Node | None, prefix: tuple = ()) -> dict[tuple, int
     return lines
 
 
+def _line_of(loc: tuple, lines: dict[tuple, int]) -> int:
+    """The line of ``loc``'s nearest enclosing key in the file (0 when it is not in the file)."""
+    for depth in range(len(loc), 0, -1):
+        if loc[:depth] in lines:
+            return lines[loc[:depth]]
+    return 0
+
+
 def _describe(error: Mapping[str, Any], path: Path, lines: dict, env_origins: dict) -> str:
     """Turn one pydantic error into 'where: field: got X; expected Y'."""
     loc = tuple(error["loc"])
     field = ".".join(str(part) for part in loc) or "(top level)"
-    where = str(path)
-    for depth in range(len(loc), 0, -1):
-        if loc[:depth] in env_origins:
-            where = f"environment {env_origins[loc[:depth]]}"
-            break
-        if loc[:depth] in lines:
-            where = f"{path}:{lines[loc[:depth]]}"
-            break
+    overridden = [loc[:depth] for depth in range(len(loc), 0, -1) if loc[:depth] in env_origins]
+    line = _line_of(loc, lines)
+    if overridden:
+        where = f"environment {env_origins[overridden[0]]}"
+    else:
+        where = f"{path}:{line}" if line else str(path)
     kind = error["type"]
     if kind == "extra_forbidden":
         return f"{where}: {field}: unknown key; expected one of: {', '.join(_known_keys(loc))}"

@@ -30,7 +30,9 @@ def voc_palette() -> list[int]:
     return palette
 
 
-def export_dataset(source: Storage, target: Storage, classes: list[str], fmt: str, **options) -> dict:
+def export_dataset(
+    source: Storage, target: Storage, classes: list[str], fmt: str, **options
+) -> dict:
     """Export the manifest under ``source`` into ``target`` as ``fmt`` ('coco' or 'voc')."""
     exporters: dict[str, Callable[..., dict]] = {"coco": export_coco, "voc": export_voc}
     if fmt not in exporters:
@@ -38,7 +40,9 @@ def export_dataset(source: Storage, target: Storage, classes: list[str], fmt: st
     return exporters[fmt](source, target, classes, **options)
 
 
-def export_coco(source: Storage, target: Storage, classes: list[str], manifest: str = MANIFEST) -> dict:
+def export_coco(
+    source: Storage, target: Storage, classes: list[str], manifest: str = MANIFEST
+) -> dict:
     """Write ``annotations/instances.json`` and ``images/`` in COCO format; return counts.
 
     Category ids are 1-based in ``classes`` order; segmentations are compressed RLE.
@@ -49,7 +53,9 @@ def export_coco(source: Storage, target: Storage, classes: list[str], manifest: 
     for image_id, sample in enumerate(samples, start=1):
         file_name = f"{sample.id}{PurePosixPath(sample.image).suffix}"
         target.write_bytes(f"images/{file_name}", source.read_bytes(sample.image))
-        images.append({"id": image_id, "file_name": file_name, "width": sample.width, "height": sample.height})
+        images.append(
+            {"id": image_id, "file_name": file_name, "width": sample.width, "height": sample.height}
+        )
         for instance in sample.instances:
             category_id = _lookup(class_ids, instance.class_name, sample)
             annotations.append(
@@ -57,13 +63,18 @@ def export_coco(source: Storage, target: Storage, classes: list[str], manifest: 
                     "id": len(annotations) + 1,
                     "image_id": image_id,
                     "category_id": category_id,
-                    "segmentation": {"size": list(instance.rle.size), "counts": instance.rle.counts},
+                    "segmentation": {
+                        "size": list(instance.rle.size),
+                        "counts": instance.rle.counts,
+                    },
                     "area": float(instance.area),
                     "bbox": list(instance.bbox),
                     "iscrowd": 0,
                 }
             )
-    categories = [{"id": index, "name": name, "supercategory": "object"} for name, index in class_ids.items()]
+    categories = [
+        {"id": index, "name": name, "supercategory": "object"} for name, index in class_ids.items()
+    ]
     document = {
         "info": {"description": "freemask synthetic dataset", "version": "1.0"},
         "licenses": [],
@@ -97,16 +108,31 @@ def export_voc(
         image = read_image(source, sample.image, mode="RGB")
         target.write_bytes(f"JPEGImages/{sample.id}.jpg", encode_image(image, "x.jpg"))
         semantic, objects = _voc_masks(source, sample, class_ids)
-        target.write_bytes(f"SegmentationClass/{sample.id}.png", encode_image(semantic, "x.png", palette))
-        target.write_bytes(f"SegmentationObject/{sample.id}.png", encode_image(objects, "x.png", palette))
+        target.write_bytes(
+            f"SegmentationClass/{sample.id}.png", encode_image(semantic, "x.png", palette)
+        )
+        target.write_bytes(
+            f"SegmentationObject/{sample.id}.png", encode_image(objects, "x.png", palette)
+        )
         splits["val" if _in_validation(sample.id, val_fraction) else "train"].append(sample.id)
     for split, ids in {**splits, "trainval": splits["train"] + splits["val"]}.items():
-        target.write_bytes(f"ImageSets/Segmentation/{split}.txt", "".join(f"{i}\n" for i in sorted(ids)).encode())
-    target.write_bytes("labels.txt", "".join(f"{name}\n" for name in ["background", *classes]).encode())
-    return {"format": "voc", "images": len(samples), "train": len(splits["train"]), "val": len(splits["val"])}
+        target.write_bytes(
+            f"ImageSets/Segmentation/{split}.txt", "".join(f"{i}\n" for i in sorted(ids)).encode()
+        )
+    target.write_bytes(
+        "labels.txt", "".join(f"{name}\n" for name in ["background", *classes]).encode()
+    )
+    return {
+        "format": "voc",
+        "images": len(samples),
+        "train": len(splits["train"]),
+        "val": len(splits["val"]),
+    }
 
 
-def _voc_masks(source: Storage, sample: Sample, class_ids: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+def _voc_masks(
+    source: Storage, sample: Sample, class_ids: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """The sample's class-index mask and object-index mask (instances 1..n, ignore kept at 255)."""
     shape = (sample.height, sample.width)
     objects = np.zeros(shape, dtype=np.uint8)
@@ -127,7 +153,9 @@ def _voc_masks(source: Storage, sample: Sample, class_ids: dict[str, int]) -> tu
         for instance in sample.instances:
             semantic[instance.mask()] = _lookup(class_ids, instance.class_name, sample)
     if len(sample.instances) >= IGNORE_INDEX:
-        raise ExportError(f"sample {sample.id}: {len(sample.instances)} instances; VOC object masks hold 254")
+        raise ExportError(
+            f"sample {sample.id}: {len(sample.instances)} instances; VOC object masks hold 254"
+        )
     for number, instance in enumerate(sample.instances, start=1):
         objects[instance.mask()] = number
     objects[semantic == IGNORE_INDEX] = IGNORE_INDEX

@@ -56,14 +56,18 @@ def run_local(config: RunConfig, run: Run | None = None) -> LocalRunReport:
     """Run every available stage in order under one MLflow parent run; report the rest."""
     # 1. Work directory and the resolved config, so the run can be reproduced from its folder.
     workdir = open_storage(config.workdir)
-    workdir.write_bytes("config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).encode())
+    workdir.write_bytes(
+        "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).encode()
+    )
 
     # 2. Tracking: a parent run for the whole pipeline.
     tracking_uri = resolve_tracking_uri(config.tracking.uri, config.workdir)
     if run is None:
         # With the embedded sqlite store, artifacts go beside it; a server decides for itself.
         artifacts = workdir.child("mlartifacts").uri if tracking_uri.startswith("sqlite:") else None
-        tracker = MlflowTracker(tracking_uri, config.tracking.experiment, artifact_location=artifacts)
+        tracker = MlflowTracker(
+            tracking_uri, config.tracking.experiment, artifact_location=artifacts
+        )
         run = tracker.start_run(config.name, tags={"freemask.runner": "local"})
     run.log_params(config.model_dump(mode="json"))
     report = LocalRunReport(run_id=run.run_id, tracking_uri=tracking_uri, workdir=workdir.uri)
@@ -84,4 +88,3 @@ def run_local(config: RunConfig, run: Run | None = None) -> LocalRunReport:
             inputs = outputs
         run.set_tags({"freemask.missing_stages": ",".join(report.missing) or "none"})
     return report
-

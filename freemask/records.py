@@ -154,7 +154,9 @@ def parse_manifest(data: bytes, where: str) -> list[Sample]:
                 break
             raise ManifestError(f"{where}:{number}: {_first_problem(exc)}") from None
         if sample.id in seen:
-            raise ManifestError(f"{where}:{number}: sample id {sample.id!r} already on line {seen[sample.id]}")
+            raise ManifestError(
+                f"{where}:{number}: sample id {sample.id!r} already on line {seen[sample.id]}"
+            )
         seen[sample.id] = number
         samples.append(sample)
     return samples
@@ -167,7 +169,9 @@ def read_manifest(storage: Storage, path: str = MANIFEST) -> list[Sample]:
 
 def serialize_samples(samples: list[Sample]) -> bytes:
     """Samples as JSONL bytes, one compact record per line."""
-    return b"".join(sample.model_dump_json(exclude_none=True).encode() + b"\n" for sample in samples)
+    return b"".join(
+        sample.model_dump_json(exclude_none=True).encode() + b"\n" for sample in samples
+    )
 
 
 def write_manifest(storage: Storage, samples: list[Sample], path: str = MANIFEST) -> None:
@@ -185,7 +189,9 @@ def append_manifest(storage: Storage, samples: list[Sample], path: str = MANIFES
         storage.append_lines(path, serialize_samples(samples))
 
 
-def validate_manifest(storage: Storage, path: str = MANIFEST, num_classes: int | None = None) -> list[str]:
+def validate_manifest(
+    storage: Storage, path: str = MANIFEST, num_classes: int | None = None
+) -> list[str]:
     """Check a manifest against its files; return one line per problem (empty when valid).
 
     Checks: every record parses, ids are unique, referenced files exist, instance masks match
@@ -221,4 +227,6 @@ def _first_problem(exc: ValidationError) -> str:
     field = ".".join(str(part) for part in error["loc"]) or "record"
     if error["type"] == "json_invalid":
         return f"not valid JSON ({error['msg']})"
-    return f"{field}: {error['msg']}" + (f" (got {error['input']!r})" if error["type"] != "missing" else "")
+    return f"{field}: {error['msg']}" + (
+        f" (got {error['input']!r})" if error["type"] != "missing" else ""
+    )

@@ -96,7 +96,10 @@ class StageOutput:
         if self.shard.count > 1:
             paths.append(MANIFEST)
         return {
-            sample.id for path in paths if self.storage.exists(path) for sample in read_manifest(self.storage, path)
+            sample.id
+            for path in paths
+            if self.storage.exists(path)
+            for sample in read_manifest(self.storage, path)
         }
 
     def is_done(self, sample_id: str) -> bool:
@@ -108,9 +111,13 @@ class StageOutput:
 
     def commit(self, sample: Sample, files: dict[str, bytes]) -> None:
         """Write the sample's files, then its record; the record makes it count as done."""
-        unwritten = [path for path in sample.files() if path not in files and not self.storage.exists(path)]
+        unwritten = [
+            path for path in sample.files() if path not in files and not self.storage.exists(path)
+        ]
         if unwritten:
-            raise ManifestError(f"sample {sample.id}: record refers to files not written: {sorted(unwritten)}")
+            raise ManifestError(
+                f"sample {sample.id}: record refers to files not written: {sorted(unwritten)}"
+            )
         for path, data in files.items():
             self.storage.write_bytes(path, data)
         append_manifest(self.storage, [sample], self.shard.manifest_path)
@@ -137,7 +144,9 @@ def join_shards(storage: Storage, stage: str, count: int) -> StageResult:
     shards = [Shard(index, count) for index in range(count)]
     unfinished = [shard.index for shard in shards if not storage.exists(shard.success_path)]
     if unfinished:
-        raise FreemaskError(f"{storage.uri}: cannot join {stage}: shards {unfinished} of {count} have not finished")
+        raise FreemaskError(
+            f"{storage.uri}: cannot join {stage}: shards {unfinished} of {count} have not finished"
+        )
     samples: dict[str, Sample] = {}
     result = StageResult(stage=stage, output=storage.uri)
     for shard in shards:
@@ -146,7 +155,9 @@ def join_shards(storage: Storage, stage: str, count: int) -> StageResult:
         result.dropped += shard_summary.get("dropped", 0)
         result.seconds += shard_summary.get("seconds", 0.0)
         if storage.exists(shard.manifest_path):
-            samples.update((sample.id, sample) for sample in read_manifest(storage, shard.manifest_path))
+            samples.update(
+                (sample.id, sample) for sample in read_manifest(storage, shard.manifest_path)
+            )
     ordered = [samples[key] for key in sorted(samples)]
     write_manifest(storage, ordered)
     result.written = len(ordered)

@@ -33,11 +33,15 @@ def safe_relative_path(path: str) -> str:
     Refused: empty paths, absolute paths, URIs (``gs://``, ``file:``), backslashes and ``..``.
     """
     if not isinstance(path, str) or not path.strip():
-        raise StorageError(f"object path {path!r} is empty; expected a relative path like 'images/x.png'")
+        raise StorageError(
+            f"object path {path!r} is empty; expected a relative path like 'images/x.png'"
+        )
     if "://" in path or path.startswith(("file:", "gs:")):
         raise StorageError(f"object path {path!r} is a URI; expected a path relative to its prefix")
     if path.startswith("/") or "\\" in path or (len(path) > 1 and path[1] == ":"):
-        raise StorageError(f"object path {path!r} is absolute; expected a path relative to its prefix")
+        raise StorageError(
+            f"object path {path!r} is absolute; expected a path relative to its prefix"
+        )
     parts = PurePosixPath(path).parts
     if ".." in parts:
         raise StorageError(f"object path {path!r} contains '..'; expected a path inside its prefix")
@@ -53,7 +57,9 @@ class Storage(Protocol):
 
     def write_bytes(self, path: str, data: bytes, *, write_once: bool = False) -> None: ...
 
-    def writer(self, path: str, *, write_once: bool = False) -> contextlib.AbstractContextManager[IO[bytes]]: ...
+    def writer(
+        self, path: str, *, write_once: bool = False
+    ) -> contextlib.AbstractContextManager[IO[bytes]]: ...
 
     def append_lines(self, path: str, data: bytes) -> None: ...
 
@@ -104,7 +110,9 @@ class LocalStorage:
                 try:
                     os.link(temp, target)
                 except FileExistsError:
-                    raise WriteConflictError(f"{target}: already exists and is write-once") from None
+                    raise WriteConflictError(
+                        f"{target}: already exists and is write-once"
+                    ) from None
             else:
                 os.replace(temp, target)
         finally:
@@ -211,7 +219,9 @@ class GCSStorage:
         try:
             blob.upload_from_string(data, if_generation_match=0 if write_once else None)
         except PreconditionFailed:
-            raise WriteConflictError(f"gs://{self._bucket_name}/{name}: already exists and is write-once") from None
+            raise WriteConflictError(
+                f"gs://{self._bucket_name}/{name}: already exists and is write-once"
+            ) from None
 
     def append_lines(self, path: str, data: bytes) -> None:
         """Append by composing the object with an uploaded part, guarded by its generation.
@@ -238,7 +248,9 @@ class GCSStorage:
                 with contextlib.suppress(PreconditionFailed):
                     target.compose([target, part], if_generation_match=target.generation)
                     return
-            raise StorageError(f"gs://{self._bucket_name}/{name}: append lost {APPEND_ATTEMPTS} races; retry later")
+            raise StorageError(
+                f"gs://{self._bucket_name}/{name}: append lost {APPEND_ATTEMPTS} races; retry later"
+            )
         finally:
             with contextlib.suppress(NotFound):
                 part.delete()
@@ -252,7 +264,9 @@ class GCSStorage:
         search = self._name(prefix) if prefix else root
         blobs = self.bucket.client.list_blobs(self._bucket_name, prefix=search)
         names = (
-            blob.name[len(root) :] for blob in blobs if not PurePosixPath(blob.name).name.startswith(TEMP_PREFIX)
+            blob.name[len(root) :]
+            for blob in blobs
+            if not PurePosixPath(blob.name).name.startswith(TEMP_PREFIX)
         )
         if prefix:
             wanted = safe_relative_path(prefix)
@@ -275,7 +289,9 @@ def open_storage(uri: str | Path, *, gcs_client: Any | None = None) -> Storage:
     if text.startswith("gs://"):
         return GCSStorage(text, client=gcs_client)
     if "://" in text and not text.startswith("file://"):
-        raise StorageError(f"{text!r}: unsupported URI scheme; expected a local path, file:// or gs://")
+        raise StorageError(
+            f"{text!r}: unsupported URI scheme; expected a local path, file:// or gs://"
+        )
     return LocalStorage(text.removeprefix("file://"))
 
 
@@ -284,7 +300,9 @@ def read_json(storage: Storage, path: str) -> Any:
     try:
         return json.loads(storage.read_bytes(path))
     except json.JSONDecodeError as exc:
-        raise StorageError(f"{storage.uri}/{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        raise StorageError(
+            f"{storage.uri}/{path}: not valid JSON ({exc.msg} at line {exc.lineno})"
+        ) from None
 
 
 def write_json(storage: Storage, path: str, value: Any, *, write_once: bool = False) -> None:
@@ -309,7 +327,9 @@ def encode_image(array: np.ndarray, path: str, palette: list[int] | None = None)
     suffix = PurePosixPath(path).suffix.lower()
     if palette is not None:
         if array.ndim != 2:
-            raise StorageError(f"{path}: palette image needs an HxW index array, got shape {array.shape}")
+            raise StorageError(
+                f"{path}: palette image needs an HxW index array, got shape {array.shape}"
+            )
         height, width = array.shape
         image = Image.frombytes("P", (width, height), np.ascontiguousarray(array).tobytes())
         image.putpalette(palette)
@@ -321,11 +341,15 @@ def encode_image(array: np.ndarray, path: str, palette: list[int] | None = None)
     elif suffix in (".jpg", ".jpeg"):
         image.save(buffer, format="JPEG", quality=95)
     else:
-        raise StorageError(f"{path}: unsupported image suffix {suffix!r}; expected .png, .jpg or .jpeg")
+        raise StorageError(
+            f"{path}: unsupported image suffix {suffix!r}; expected .png, .jpg or .jpeg"
+        )
     return buffer.getvalue()
 
 
-def write_image(storage: Storage, path: str, array: np.ndarray, palette: list[int] | None = None) -> None:
+def write_image(
+    storage: Storage, path: str, array: np.ndarray, palette: list[int] | None = None
+) -> None:
     """Write an image atomically; with ``palette`` an HxW index array becomes a palette PNG."""
     storage.write_bytes(path, encode_image(array, path, palette))
 

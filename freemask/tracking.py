@@ -22,7 +22,9 @@ MODEL_WEIGHTS = "model.safetensors"
 MODEL_CONFIG = "config.json"
 
 
-def resolve_tracking_uri(configured: str | None, workdir: str, environ: Mapping[str, str] | None = None) -> str:
+def resolve_tracking_uri(
+    configured: str | None, workdir: str, environ: Mapping[str, str] | None = None
+) -> str:
     """The tracking URI: the config's, else ``MLFLOW_TRACKING_URI``, else a sqlite file in a local workdir."""
     environ = os.environ if environ is None else environ
     if configured:
@@ -51,7 +53,9 @@ class Run(Protocol):
 
     def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None: ...
 
-    def log_model(self, module: Any, name: str, registered_name: str | None = None) -> str | None: ...
+    def log_model(
+        self, module: Any, name: str, registered_name: str | None = None
+    ) -> str | None: ...
 
     def alias_model(self, registered_name: str, alias: str, version: str) -> None: ...
 
@@ -116,9 +120,15 @@ class MlflowRun:
 
         with tempfile.TemporaryDirectory() as folder:
             save_model(module, os.path.join(folder, MODEL_WEIGHTS))
-            config = module.config.to_dict() if hasattr(getattr(module, "config", None), "to_dict") else {}
+            config = (
+                module.config.to_dict()
+                if hasattr(getattr(module, "config", None), "to_dict")
+                else {}
+            )
             config["_class"] = f"{type(module).__module__}.{type(module).__qualname__}"
-            Path(folder, MODEL_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+            Path(folder, MODEL_CONFIG).write_text(
+                json.dumps(config, indent=2, sort_keys=True, default=str)
+            )
             self.client.log_artifacts(self.run_id, folder, f"models/{name}")
         if registered_name is None:
             return None
@@ -163,7 +173,9 @@ class MlflowTracker:
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
+            self.experiment_id = self.client.create_experiment(
+                experiment, artifact_location=artifact_location
+            )
         else:
             self.experiment_id = found.experiment_id
 
@@ -178,10 +190,11 @@ class MlflowTracker:
         try:
             run = self.client.get_run(run_id)
         except MlflowException:
-            raise FreemaskError(f"MLflow run {run_id!r} not found at {self.client.tracking_uri}") from None
+            raise FreemaskError(
+                f"MLflow run {run_id!r} not found at {self.client.tracking_uri}"
+            ) from None
         self.client.update_run(run_id, status="RUNNING")
         return MlflowRun(self.client, run.info.experiment_id, run_id)
-
 
 
 class NullRun:
@@ -236,7 +249,9 @@ def load_logged_weights(tracking_uri: str, artifact_uri: str) -> dict[str, Any]:
     from safetensors.torch import load_file
 
     with tempfile.TemporaryDirectory() as folder:
-        local = mlflow.artifacts.download_artifacts(artifact_uri, dst_path=folder, tracking_uri=tracking_uri)
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri, dst_path=folder, tracking_uri=tracking_uri
+        )
         return load_file(os.path.join(local, MODEL_WEIGHTS))
 
 

@@ -1,0 +1,55 @@
+# freemask: `make help` lists the targets. Everything runs from the project's .venv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CONFIG ?= configs/demo.yaml
+# The CPU wheel of torch is installed first so that nothing pulls a multi-GB CUDA build.
+# On a GPU machine: make install TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: help install test lint format run bench compile images clean
+
+help:  ## List the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## Create .venv and install freemask with its dev tools (idempotent)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip check
+	@touch $@
+
+lint: $(STAMP)  ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)  ## Apply ruff's formatting and safe fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint  ## Lint, then every test except those that need a GPU
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -m "not gpu"
+
+run: $(STAMP)  ## The whole pipeline on one machine (CONFIG=configs/demo.yaml by default)
+	$(BIN)/freemask run --config $(CONFIG)
+
+bench: $(STAMP)  ## Speed and memory benchmarks (benchmarks/bench_*.py)
+	@set -e; for bench in benchmarks/bench_*.py; do echo "== $$bench"; $(BIN)/python $$bench; done
+
+compile: $(STAMP)  ## Compile the Kubeflow pipeline to build/freemask_pipeline.yaml
+	@test -f pipelines/freemask_pipeline.py || { echo "pipelines/freemask_pipeline.py does not exist yet"; exit 2; }
+	$(BIN)/python -m pipelines.freemask_pipeline --out build/freemask_pipeline.yaml
+
+images:  ## Build one container image per stage (needs a Docker engine)
+	@ls images/*.Dockerfile >/dev/null 2>&1 || { echo "images/ has no Dockerfiles yet"; exit 2; }
+	@set -e; for file in images/*.Dockerfile; do \
+		stage=$$(basename $$file .Dockerfile); \
+		docker build -f $$file -t freemask-$$stage:$$(git describe --always --dirty) .; \
+	done
+
+clean:  ## Remove build outputs and caches (keeps .venv and runs/)
+	rm -rf build .pytest_cache .ruff_cache

@@ -1,0 +1,106 @@
+"""Config loading: valid files resolve, every kind of mistake gives one clear line."""
+
+from pathlib import Path
+
+import pytest
+
+from freemask.config import RunConfig, config_hash, load_config
+from freemask.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    return path
+
+
+def problems(path: Path, environ: dict | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ=environ or {})
+    return str(caught.value).splitlines()
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "default.yaml"])
+def test_shipped_configs_are_valid(name: str) -> None:
+    config = load_config(REPO / "configs" / name, environ={})
+    assert config.classes
+    assert config.generate.images_per_class >= 1
+
+
+def test_defaults_fill_unset_sections(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "classes: [cat, dog]\n"), environ={})
+    assert config.classes == ["cat", "dog"]
+    assert config.active.max_rounds == RunConfig.model_fields["active"].default_factory().max_rounds
+
+
+def test_wrong_type_names_file_line_field_value_and_expectation(tmp_path: Path) -> None:
+    path = write(tmp_path, "classes: [cat]\ngenerate:\n  batch_size: four\n")
+    assert problems(path) == [
+        f"{path}:3: generate.batch_size: got 'four'; expected a valid integer, unable to parse string as an integer"
+    ]
+
+
+def test_unknown_key_lists_the_allowed_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, "classes: [cat]\nactive:\n  max_round: 3\n")
+    (line,) = problems(path)
+    assert line.startswith(f"{path}:3: active.max_round: unknown key; expected one of: ")
+    assert "max_rounds" in line and "iou_threshold" in line
+
+
+def test_out_of_range_number(tmp_path: Path) -> None:
+    path = write(tmp_path, "classes: [cat]\nactive:\n  iou_threshold: 1.5\n")
+    assert problems(path) == [f"{path}:3: active.iou_threshold: got 1.5; expected a value <= 1"]
+
+
+def test_missing_file() -> None:
+    assert problems(Path("/nonexistent/run.yaml")) == [
+        "/nonexistent/run.yaml: config file not found"
+    ]
+
+
+def test_missing_required_field(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: demo\n")
+    assert problems(path) == [f"{path}: classes: missing; this field is required"]
+
+
+def test_every_problem_is_reported_one_per_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "classes: [cat]\ngenerate:\n  height: 100\n  scheduler: magic\n")
+    lines = problems(path)
+    assert len(lines) == 2
+    assert lines[0].startswith(f"{path}:3: generate.height: got 100; expected a multiple of 8")
+    assert lines[1].startswith(f"{path}:4: generate.scheduler: got 'magic'; expected ")
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "classes: [cat\nseed: 1\n")
+    (line,) = problems(path)
+    assert line.startswith(f"{path}:") and "not valid YAML" in line
+
+
+def test_cross_field_rule_is_explained(tmp_path: Path) -> None:
+    path = write(tmp_path, "classes: [cat, cat]\n")
+    assert problems(path) == [f"{path}:1: classes: each class must be listed once; repeated: cat"]
+
+
+def test_environment_overrides_and_is_named_in_errors(tmp_path: Path) -> None:
+    path = write(tmp_path, "classes: [cat]\n")
+    config = load_config(
+        path, environ={"FREEMASK__GENERATE__IMAGES_PER_CLASS": "7", "FREEMASK__SEED": "3"}
+    )
+    assert config.generate.images_per_class == 7
+    assert config.seed == 3
+    assert problems(path, {"FREEMASK__ACTIVE__MAX_ROUNDS": "0"}) == [
+        "environment FREEMASK__ACTIVE__MAX_ROUNDS: active.max_rounds: got 0; expected a value >= 1"
+    ]
+
+
+def test_config_hash_is_stable_and_sensitive(tmp_path: Path) -> None:
+    base = load_config(write(tmp_path, "classes: [cat]\n"), environ={})
+    same = load_config(write(tmp_path, "classes: [cat]\nseed: 0\n"), environ={})
+    other = load_config(
+        write(tmp_path, "classes: [cat]\ngenerate:\n  guidance_scale: 5\n"), environ={}
+    )
+    assert config_hash(base.generate) == config_hash(same.generate)
+    assert config_hash(base.generate) != config_hash(other.generate)

@@ -1,0 +1,87 @@
+"""COCO and VOC exports: readable by the standard tools, masks and classes exact."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import CLASSES, write_dataset
+from PIL import Image
+from pycocotools import mask as mask_util
+from pycocotools.coco import COCO
+
+from freemask.errors import ExportError
+from freemask.export import export_dataset, voc_palette
+from freemask.records import IGNORE_INDEX, write_manifest
+from freemask.storage import LocalStorage
+
+
+@pytest.fixture
+def dataset(tmp_path: Path):
+    source = LocalStorage(tmp_path / "compose")
+    return source, write_dataset(source, 5)
+
+
+def test_coco_loads_with_pycocotools_and_masks_decode_exactly(dataset, tmp_path: Path) -> None:
+    source, written = dataset
+    counts = export_dataset(source, LocalStorage(tmp_path / "coco"), CLASSES, "coco")
+    assert counts == {"format": "coco", "images": 5, "annotations": 10}
+
+    coco = COCO(str(tmp_path / "coco" / "annotations" / "instances.json"))
+    assert [category["name"] for category in coco.loadCats(coco.getCatIds())] == CLASSES
+    for image_id, (sample, masks) in enumerate(written, start=1):
+        info = coco.loadImgs(image_id)[0]
+        assert (tmp_path / "coco" / "images" / info["file_name"]).is_file()
+        annotations = coco.loadAnns(coco.getAnnIds(imgIds=image_id))
+        assert len(annotations) == len(masks)
+        for annotation, mask, instance in zip(annotations, masks, sample.instances, strict=True):
+            np.testing.assert_array_equal(coco.annToMask(annotation).astype(bool), mask)
+            assert coco.loadCats(annotation["category_id"])[0]["name"] == instance.class_name
+            assert annotation["area"] == mask.sum()
+            assert annotation["bbox"] == list(
+                mask_util.toBbox(mask_util.encode(np.asfortranarray(mask.astype(np.uint8))))
+            )
+
+
+def test_voc_pngs_carry_the_palette_and_class_indices(dataset, tmp_path: Path) -> None:
+    source, written = dataset
+    target = tmp_path / "voc"
+    counts = export_dataset(source, LocalStorage(target), CLASSES, "voc", val_fraction=0.4)
+    assert counts["images"] == 5 and counts["train"] + counts["val"] == 5
+    for sample, masks in written:
+        with Image.open(target / "SegmentationClass" / f"{sample.id}.png") as png:
+            assert png.mode == "P"
+            assert png.getpalette()[: 3 * 256] == voc_palette()
+            semantic = np.asarray(png)
+        for instance, mask in zip(sample.instances, masks, strict=True):
+            inside = mask.copy()
+            inside[0, :] = False
+            assert (semantic[inside] == CLASSES.index(instance.class_name) + 1).all()
+        assert (semantic[0, :] == IGNORE_INDEX).all()
+        with Image.open(target / "SegmentationObject" / f"{sample.id}.png") as png:
+            objects = np.asarray(png)
+        assert set(np.unique(objects)) <= {0, 1, 2, IGNORE_INDEX}
+        assert (target / "JPEGImages" / f"{sample.id}.jpg").is_file()
+    train = (target / "ImageSets/Segmentation/train.txt").read_text().split()
+    val = (target / "ImageSets/Segmentation/val.txt").read_text().split()
+    assert sorted(train + val) == sorted(sample.id for sample, _ in written)
+    assert (target / "labels.txt").read_text().split("\n")[:2] == ["background", "cat"]
+
+
+def test_voc_palette_matches_the_pascal_colours() -> None:
+    palette = voc_palette()
+    assert palette[3:6] == [128, 0, 0]
+    assert palette[15 * 3 : 15 * 3 + 3] == [192, 128, 128]
+    assert palette[255 * 3 :] == [224, 224, 192]
+
+
+def test_unknown_class_and_format_are_explained(dataset, tmp_path: Path) -> None:
+    source, written = dataset
+    with pytest.raises(
+        ExportError, match=r"class 'traffic light' is not among the configured classes"
+    ):
+        export_dataset(source, LocalStorage(tmp_path / "x"), ["cat", "dog"], "coco")
+    with pytest.raises(ExportError, match="format 'yolo' is not supported"):
+        export_dataset(source, LocalStorage(tmp_path / "x"), CLASSES, "yolo")
+    write_manifest(source, [sample for sample, _ in written[:1]])
+    with pytest.raises(ExportError, match="semantic mask holds class index 2, but only 1 classes"):
+        export_dataset(source, LocalStorage(tmp_path / "y"), ["cat"], "voc")

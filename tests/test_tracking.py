@@ -1,0 +1,93 @@
+"""MLflow tracking against a real server on 127.0.0.1 and the embedded sqlite default."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from freemask.errors import FreemaskError
+from freemask.tracking import (
+    PARENT_RUN_TAG,
+    MlflowTracker,
+    load_logged_weights,
+    resolve_tracking_uri,
+)
+
+
+def test_parent_and_nested_round_runs_are_read_back(mlflow_server: str, tmp_path: Path) -> None:
+    tracker = MlflowTracker(mlflow_server, "freemask-test-rounds")
+    parent = tracker.start_run("pipeline", tags={"dataset_version": "v1"})
+    parent.log_params({"active": {"iou_threshold": 0.5, "max_rounds": 2}, "classes": "cat,dog"})
+    for round_index in range(2):
+        with parent.child(f"round-{round_index}", tags={"round": str(round_index)}) as child:
+            child.log_metrics(
+                {"kept_fraction": 0.8 - 0.1 * round_index, "val_miou": 0.3 + 0.1 * round_index}
+            )
+            for step, loss in enumerate([1.0, 0.7, 0.5]):
+                child.log_metrics({"train_loss": loss}, step=step)
+            histogram = tmp_path / f"hist-{round_index}.txt"
+            histogram.write_text("0.1 0.5 0.9")
+            child.log_artifact(histogram, "plots")
+    parent.finish()
+
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("freemask-test-rounds")
+    rounds = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{PARENT_RUN_TAG}` = '{parent.run_id}'",
+        order_by=["tags.round"],
+    )
+    assert [run.data.tags["round"] for run in rounds] == ["0", "1"]
+    assert [round(run.data.metrics["val_miou"], 3) for run in rounds] == [0.3, 0.4]
+    assert all(run.info.status == "FINISHED" for run in rounds)
+    history = client.get_metric_history(rounds[0].info.run_id, "train_loss")
+    assert [(metric.step, metric.value) for metric in history] == [(0, 1.0), (1, 0.7), (2, 0.5)]
+    assert [item.path for item in client.list_artifacts(rounds[1].info.run_id, "plots")] == [
+        "plots/hist-1.txt"
+    ]
+    top = client.get_run(parent.run_id)
+    assert top.data.params["active.iou_threshold"] == "0.5"
+    assert top.data.tags["dataset_version"] == "v1"
+
+
+def test_model_is_logged_as_safetensors_registered_and_loads_back(mlflow_server: str) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    tracker = MlflowTracker(mlflow_server, "freemask-test-models")
+    with tracker.start_run("train") as run:
+        version = run.log_model(model, "segmenter", registered_name="freemask-test-segmenter")
+        run.alias_model("freemask-test-segmenter", "best", version)
+
+    client = MlflowClient(mlflow_server)
+    aliased = client.get_model_version_by_alias("freemask-test-segmenter", "best")
+    assert aliased.version == version and aliased.run_id == run.run_id
+    weights = load_logged_weights(mlflow_server, aliased.source)
+    assert set(weights) == set(model.state_dict())
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(weights[name], tensor)
+
+
+def test_resume_continues_the_same_run(mlflow_server: str) -> None:
+    tracker = MlflowTracker(mlflow_server, "freemask-test-resume")
+    first = tracker.start_run("pipeline")
+    first.log_metrics({"kept": 1.0}, step=0)
+    again = MlflowTracker(mlflow_server, "freemask-test-resume").resume_run(first.run_id)
+    again.log_metrics({"kept": 0.5}, step=1)
+    again.finish()
+    history = MlflowClient(mlflow_server).get_metric_history(first.run_id, "kept")
+    assert [metric.value for metric in history] == [1.0, 0.5]
+    with pytest.raises(FreemaskError, match="not found"):
+        tracker.resume_run("0" * 32)
+
+
+def test_tracking_uri_resolution(tmp_path: Path) -> None:
+    assert resolve_tracking_uri("http://mlflow:5000", str(tmp_path), {}) == "http://mlflow:5000"
+    env = {"MLFLOW_TRACKING_URI": "http://from-env:5000"}
+    assert resolve_tracking_uri(None, str(tmp_path), env) == "http://from-env:5000"
+    assert (
+        resolve_tracking_uri(None, str(tmp_path / "w"), {})
+        == f"sqlite:///{tmp_path / 'w' / 'mlflow.db'}"
+    )
+    with pytest.raises(FreemaskError, match=r"set tracking\.uri"):
+        resolve_tracking_uri(None, "gs://bucket/run", {})
