@@ -20,7 +20,7 @@ from freemask.config import RunConfig, load_config
 from freemask.errors import FreemaskError
 from freemask.export import FORMATS, export_dataset
 from freemask.records import MANIFEST, validate_manifest
-from freemask.stage_output import join_shards
+from freemask.stage_output import Shard, join_shards
 from freemask.storage import open_storage
 
 app = typer.Typer(
@@ -100,6 +100,40 @@ def join(
     out.print(f"joined {shards} shards of {stage}: {result.written} samples")
 
 
+ShardOption = Annotated[
+    str, typer.Option("--shard", help="This worker's share as i/n (0-based), e.g. 0/4.")
+]
+
+
+def stage_output_uri(run_config: RunConfig, outputs: str | None, stage: str) -> str:
+    """``--out`` if given, else ``<workdir>/<stage>``."""
+    return outputs or f"{run_config.workdir.rstrip('/')}/{stage}"
+
+
+@app.command("generate")
+def generate(
+    config: ConfigOption,
+    outputs: Annotated[
+        str | None, typer.Option("--out", help="Output prefix [default: <workdir>/generate].")
+    ] = None,
+    shard: ShardOption = "0/1",
+) -> None:
+    """Stage 1: draw single-object images and read their masks from the UNet's attention."""
+    from freemask.generate import run_generate
+
+    run_config = load_config(config)
+    result = run_generate(
+        run_config,
+        None,
+        stage_output_uri(run_config, outputs, "generate"),
+        shard=Shard.parse(shard),
+    )
+    out.print(
+        f"generate: {result.written} written, {result.skipped} already done, "
+        f"{result.dropped} rejected -> {result.output}"
+    )
+
+
 @app.command("run")
 def run(config: ConfigOption) -> None:
     """Run the whole pipeline in this process on local defaults (no cluster needed)."""
@@ -111,7 +145,11 @@ def run(config: ConfigOption) -> None:
     table.add_column("stage")
     table.add_column("status")
     for stage, result in report.ran.items():
-        table.add_row(stage, f"done: {result}")
+        table.add_row(
+            stage,
+            f"done: {result.written} written, {result.skipped} already done, "
+            f"{result.dropped} rejected ({result.seconds:.1f} s)",
+        )
     for stage in report.missing:
         table.add_row(stage, "[yellow]not built yet[/yellow]")
     for stage in report.blocked:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import string
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -48,8 +49,11 @@ class GenerateConfig(StrictModel):
     prompt_templates: list[str] = Field(
         default_factory=lambda: ["a photo of a {name}"], min_length=1
     )
+    adjectives: list[str] = Field(default_factory=list)
+    contexts: list[str] = Field(default_factory=list)
+    camera_words: list[str] = Field(default_factory=list)
     negative_prompt: str = "low quality, blurry, cropped, multiple objects"
-    synonyms: dict[str, list[str]] = Field(default_factory=dict)
+    synonyms: dict[str, list[Annotated[str, Field(min_length=1)]]] = Field(default_factory=dict)
     cross_attention_resolutions: list[PositiveInt] = Field(default_factory=lambda: [16, 32])
     self_attention_resolution: PositiveInt = 32
     timestep_window: tuple[Probability, Probability] = (0.0, 1.0)
@@ -58,6 +62,22 @@ class GenerateConfig(StrictModel):
     fixed_threshold: Probability = 0.5
     ignore_band: tuple[Probability, Probability] = (0.35, 0.6)
     min_component_fraction: Probability = 0.002
+
+    @field_validator("prompt_templates")
+    @classmethod
+    def _check_templates(cls, templates: list[str]) -> list[str]:
+        allowed = {"name", "adjective", "context", "camera"}
+        for template in templates:
+            fields = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+            if "name" not in fields:
+                raise ValueError(f"template {template!r} has no {{name}} placeholder")
+            unknown = sorted(fields - allowed)
+            if unknown:
+                raise ValueError(
+                    f"template {template!r} has unknown placeholder(s) {unknown}; "
+                    f"expected some of {sorted(allowed)}"
+                )
+        return templates
 
     @model_validator(mode="after")
     def _check_ranges(self) -> Self:
@@ -179,9 +199,10 @@ class RunConfig(StrictModel):
         return classes
 
 
-def config_hash(section: BaseModel) -> str:
-    """Return a short, stable hash of a config section's resolved values."""
-    canonical = json.dumps(section.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+def config_hash(section: BaseModel, exclude: set[str] | None = None) -> str:
+    """Return a short, stable hash of a config section's resolved values (less ``exclude``)."""
+    values = section.model_dump(mode="json", exclude=exclude)
+    canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 

@@ -84,7 +84,16 @@ def run_local(config: RunConfig, run: Run | None = None) -> LocalRunReport:
                 report.missing.append(stage)
                 continue
             outputs = workdir.child(stage).uri
-            report.ran[stage] = runner(config, inputs, outputs)
+            result = runner(config, inputs, outputs)
+            report.ran[stage] = result
+            run.log_metrics(
+                {
+                    f"{stage}.written": result.written,
+                    f"{stage}.skipped": result.skipped,
+                    f"{stage}.rejected": result.dropped,
+                    f"{stage}.seconds": result.seconds,
+                }
+            )
             inputs = outputs
         run.set_tags({"freemask.missing_stages": ",".join(report.missing) or "none"})
     return report

@@ -1,14 +1,16 @@
 """How a stage writes its output prefix: per-sample commits, resumable, sharded, success marker last.
 
 Layout under the prefix: the sample files (``images/``, ``masks/`` ...), the manifest
-(``manifest.jsonl``, or ``parts/manifest-<i>-of-<n>.jsonl`` per shard before the join) and
-``_SUCCESS``, a JSON summary written last. A sample counts as done once its record is in a
+(``manifest.jsonl``, or ``parts/manifest-<i>-of-<n>.jsonl`` per shard before the join), the
+rejected samples with their reasons (``rejected.jsonl``, per shard likewise) and ``_SUCCESS``,
+a JSON summary written last. A sample counts as done once its record is in a
 manifest; its files are written before the record, so a crash leaves at most files that the
 re-run overwrites with the same bytes.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from freemask.records import MANIFEST, Sample, append_manifest, read_manifest, w
 from freemask.storage import Storage, read_json, write_json
 
 SUCCESS = "_SUCCESS"
+REJECTED = "rejected.jsonl"
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,12 @@ class Shard:
         if self.count == 1:
             return MANIFEST
         return f"parts/manifest-{self.index:05d}-of-{self.count:05d}.jsonl"
+
+    @property
+    def rejected_path(self) -> str:
+        if self.count == 1:
+            return REJECTED
+        return f"parts/rejected-{self.index:05d}-of-{self.count:05d}.jsonl"
 
     @property
     def success_path(self) -> str:
@@ -93,14 +102,24 @@ class StageOutput:
 
     def _read_done_ids(self) -> set[str]:
         paths = [self.shard.manifest_path]
+        rejected = [self.shard.rejected_path]
         if self.shard.count > 1:
             paths.append(MANIFEST)
-        return {
+            rejected.append(REJECTED)
+        done = {
             sample.id
             for path in paths
             if self.storage.exists(path)
             for sample in read_manifest(self.storage, path)
         }
+        done.update(entry["id"] for path in rejected for entry in read_rejected(self.storage, path))
+        return done
+
+    def pending(self, sample_ids: list[str]) -> set[str]:
+        """The ids not committed or rejected by an earlier run; the others count as skipped."""
+        todo = {sample_id for sample_id in sample_ids if sample_id not in self._done}
+        self.result.skipped += len(set(sample_ids) - todo)
+        return todo
 
     def is_done(self, sample_id: str) -> bool:
         """True if the sample was committed by an earlier run; counts it as skipped."""
@@ -124,8 +143,14 @@ class StageOutput:
         self._done.add(sample.id)
         self.result.written += 1
 
-    def drop(self) -> None:
-        """Count a sample that was rejected (e.g. empty mask) rather than written."""
+    def drop(self, sample_id: str, reason: str) -> None:
+        """Record a sample rejected (e.g. an empty mask) rather than written, with the reason.
+
+        The record makes it count as done: a re-run does not try it again.
+        """
+        line = json.dumps({"id": sample_id, "reason": reason}, sort_keys=True) + "\n"
+        self.storage.append_lines(self.shard.rejected_path, line.encode())
+        self._done.add(sample_id)
         self.result.dropped += 1
 
     def finish(self, summary: dict[str, Any] | None = None) -> StageResult:
@@ -148,8 +173,12 @@ def join_shards(storage: Storage, stage: str, count: int) -> StageResult:
             f"{storage.uri}: cannot join {stage}: shards {unfinished} of {count} have not finished"
         )
     samples: dict[str, Sample] = {}
+    rejected: dict[str, dict] = {}
     result = StageResult(stage=stage, output=storage.uri)
     for shard in shards:
+        rejected.update(
+            (entry["id"], entry) for entry in read_rejected(storage, shard.rejected_path)
+        )
         shard_summary = read_json(storage, shard.success_path)
         result.skipped += shard_summary.get("skipped", 0)
         result.dropped += shard_summary.get("dropped", 0)
@@ -160,6 +189,11 @@ def join_shards(storage: Storage, stage: str, count: int) -> StageResult:
             )
     ordered = [samples[key] for key in sorted(samples)]
     write_manifest(storage, ordered)
+    if rejected:
+        lines = "".join(
+            json.dumps(rejected[key], sort_keys=True) + "\n" for key in sorted(rejected)
+        )
+        storage.write_bytes(REJECTED, lines.encode())
     result.written = len(ordered)
     result.summary = {"shards": count}
     write_json(storage, SUCCESS, result.to_json())
@@ -169,3 +203,22 @@ def join_shards(storage: Storage, stage: str, count: int) -> StageResult:
 def is_complete(storage: Storage) -> bool:
     """True if the prefix holds a finished stage output."""
     return storage.exists(SUCCESS)
+
+
+def read_rejected(storage: Storage, path: str = REJECTED) -> list[dict[str, str]]:
+    """The rejected-sample entries ({id, reason}) under ``path``; empty when there are none.
+
+    Lines that do not parse (a torn append from an interrupted run) are skipped.
+    """
+    if not storage.exists(path):
+        return []
+    entries = []
+    for number, line in enumerate(storage.read_bytes(path).decode("utf-8").splitlines(), 1):
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+            raise ManifestError(f"{storage.uri}/{path}:{number}: expected {{id, reason}}")
+        entries.append(entry)
+    return entries

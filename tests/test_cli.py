@@ -109,15 +109,21 @@ def test_manifest_validate_and_join(tmp_path: Path, capsys) -> None:
 def test_run_records_the_config_and_a_parent_run_and_reports_missing_stages(
     tmp_path: Path, capsys
 ) -> None:
-    config = write_config(tmp_path)
+    tiny = {"model_id": "builtin:tiny-sd", "images_per_class": 1, "height": 64, "width": 64}
+    config = write_config(tmp_path, generate={**tiny, "num_inference_steps": 2})
     assert main(["run", "-c", str(config)]) == 0
     printed = capsys.readouterr().out
     work = tmp_path / "work"
     assert yaml.safe_load((work / "config.yaml").read_text())["classes"] == CLASSES
     client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("freemask").experiment_id])
-    assert run.data.params["generate.images_per_class"] == "100"
+    assert run.data.params["generate.images_per_class"] == "1"
     assert run.info.status == "FINISHED"
+    assert run.data.metrics["generate.written"] + run.data.metrics["generate.rejected"] == 3
+    assert (
+        len(read_manifest(LocalStorage(work / "generate"))) == run.data.metrics["generate.written"]
+    )
     missing = run.data.tags["freemask.missing_stages"].split(",")
-    assert missing[0] == PIPELINE[0][0] or missing == ["none"]
+    built = [stage for stage, _ in PIPELINE if stage not in missing]
+    assert built[0] == "generate"
     assert "stages not built yet" in printed or missing == ["none"]

@@ -1,0 +1,259 @@
+"""The one place that loads models: real ids or local folders via from_pretrained, tiny offline
+builders (random weights, seeded) with the same classes for tests and benchmarks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from freemask.config import GenerateConfig
+from freemask.errors import FreemaskError
+
+SD_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+# A model id that builds the tiny random pipeline offline: for smoke runs with no weights at all.
+TINY_SD_ID = "builtin:tiny-sd"
+# Words the tiny tokenizer knows whole; any other word still tokenizes, letter by letter.
+TINY_WORDS = [
+    "a",
+    "photo",
+    "of",
+    "the",
+    "an",
+    "in",
+    "on",
+    "with",
+    "and",
+    "high",
+    "resolution",
+    "realistic",
+    "close",
+    "up",
+    "picture",
+    "single",
+    "cat",
+    "dog",
+    "bird",
+    "car",
+    "boat",
+    "person",
+    "ball",
+    "box",
+    "ring",
+    "star",
+    "cone",
+    "traffic",
+    "light",
+    "potted",
+    "plant",
+    "red",
+    "blue",
+    "green",
+    "small",
+    "large",
+    "outdoors",
+    "indoors",
+    "studio",
+    "shot",
+]
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; anything else is passed to torch.device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise FreemaskError(f"generate.device {device!r}: {exc}") from None
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """'auto' -> float16 on CUDA, float32 elsewhere."""
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return getattr(torch, dtype)
+
+
+def make_scheduler(name: str, scheduler_config: Any) -> Any:
+    """A diffusers scheduler by short name, built from the pipeline's scheduler config."""
+    from diffusers import (
+        DDIMScheduler,
+        DPMSolverMultistepScheduler,
+        EulerDiscreteScheduler,
+        PNDMScheduler,
+    )
+
+    if name == "dpm++":
+        return DPMSolverMultistepScheduler.from_config(
+            scheduler_config, algorithm_type="dpmsolver++"
+        )
+    schedulers = {"ddim": DDIMScheduler, "euler": EulerDiscreteScheduler, "pndm": PNDMScheduler}
+    return schedulers[name].from_config(scheduler_config)
+
+
+def check_model_folder(folder: Path) -> None:
+    """Raise FreemaskError naming what a local Stable Diffusion folder lacks."""
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise FreemaskError(f"{folder}: not a diffusers model folder (no model_index.json)")
+    try:
+        declared = json.loads(index.read_text())
+    except json.JSONDecodeError as exc:
+        raise FreemaskError(f"{index}: not valid JSON ({exc.msg})") from None
+    missing = [
+        name for name in SD_COMPONENTS if name not in declared or not (folder / name).is_dir()
+    ]
+    if missing:
+        raise FreemaskError(f"{folder}: model folder is missing component(s) {', '.join(missing)}")
+
+
+def load_sd_pipeline(config: GenerateConfig) -> Any:
+    """Load a StableDiffusionPipeline from ``config.model_id`` (hub id or local folder).
+
+    ``builtin:tiny-sd`` builds the tiny random pipeline instead (see ``build_tiny_sd``).
+    Device and dtype follow the config ('auto': fp16 on CUDA, fp32 on CPU); the scheduler is
+    replaced by ``config.scheduler``; the safety checker is not loaded (masks need raw images).
+    """
+    from diffusers import StableDiffusionPipeline
+
+    if config.model_id == TINY_SD_ID:
+        return build_tiny_sd(seed=0, scheduler=config.scheduler)
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    folder = Path(config.model_id).expanduser()
+    if folder.exists():
+        check_model_folder(folder)
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            str(folder) if folder.exists() else config.model_id,
+            revision=config.revision,
+            dtype=dtype,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+            use_safetensors=True,
+        )
+    except (OSError, ValueError) as exc:
+        raise FreemaskError(f"generate.model_id {config.model_id!r}: cannot load ({exc})") from None
+    return prepare_pipeline(pipe, config.scheduler, device)
+
+
+def prepare_pipeline(pipe: Any, scheduler: str, device: torch.device | str = "cpu") -> Any:
+    """Set the scheduler, move to ``device`` and silence the pipeline's own progress bar."""
+    pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def tiny_clip_tokenizer(words: tuple[str, ...] = TINY_WORDS) -> Any:
+    """A CLIP BPE tokenizer built offline: ``words`` are single tokens, other words split into letters."""
+    from transformers import CLIPTokenizer
+
+    letters = [chr(code) for code in range(ord("a"), ord("z") + 1)] + list("0123456789,.-'")
+    tokens = [
+        "<|startoftext|>",
+        "<|endoftext|>",
+        *letters,
+        *(f"{letter}</w>" for letter in letters),
+    ]
+    merges: list[tuple[str, str]] = []
+    for word in dict.fromkeys(words):
+        pieces = [*word[:-1], f"{word[-1]}</w>"]
+        merged = pieces[0]
+        for piece in pieces[1:]:
+            merges.append((merged, piece))
+            merged += piece
+            tokens.append(merged)
+    vocab = {token: index for index, token in enumerate(dict.fromkeys(tokens))}
+    return CLIPTokenizer(vocab=vocab, merges=list(dict.fromkeys(merges)), model_max_length=77)
+
+
+def build_tiny_sd(seed: int = 0, scheduler: str = "dpm++") -> Any:
+    """A tiny StableDiffusionPipeline with random, seeded weights: same classes as the real one.
+
+    Stable Diffusion v1's proportions at a fraction of its width: a VAE with latent = image / 8,
+    a UNet with cross-attention at 1, 1/2 and 1/4 of the latent side (and 1/8 in the middle
+    block), and a 2-layer CLIP text encoder. Attention resolutions therefore carry the same
+    names as on the real model (64, 32, 16, 8 for a 512-px image).
+    """
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = tiny_clip_tokenizer()
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 32, 64, 64),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=(
+            "CrossAttnDownBlock2D",
+            "CrossAttnDownBlock2D",
+            "CrossAttnDownBlock2D",
+            "DownBlock2D",
+        ),
+        up_block_types=(
+            "UpBlock2D",
+            "CrossAttnUpBlock2D",
+            "CrossAttnUpBlock2D",
+            "CrossAttnUpBlock2D",
+        ),
+        cross_attention_dim=32,
+        attention_head_dim=4,
+        norm_num_groups=8,
+    )
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16, 16, 16),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=64,
+    )
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    ).eval()
+    # Stable Diffusion v1's noise schedule, so that every scheduler choice behaves as on the real model.
+    base_scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        unet=unet.eval(),
+        vae=vae.eval(),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=base_scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.register_to_config(_name_or_path=TINY_SD_ID)
+    return prepare_pipeline(pipe, scheduler)
