@@ -128,8 +128,84 @@ def generate(
         stage_output_uri(run_config, outputs, "generate"),
         shard=Shard.parse(shard),
     )
-    out.print(
-        f"generate: {result.written} written, {result.skipped} already done, "
+    out.print(_summary("generate", result))
+
+
+@app.command("relate")
+def relate(
+    config: ConfigOption,
+    outputs: Annotated[
+        str | None, typer.Option("--out", help="Output prefix [default: <workdir>/relate].")
+    ] = None,
+) -> None:
+    """Stage 2: resolve the classes against the thesaurus; write relations.json."""
+    from freemask.relate import run_relate
+
+    run_config = load_config(config)
+    result = run_relate(run_config, None, stage_output_uri(run_config, outputs, "relate"))
+    out.print(f"relate: {result.written} classes ({json.dumps(result.summary)}) -> {result.output}")
+
+
+@app.command("backgrounds")
+def backgrounds(
+    config: ConfigOption,
+    inputs: Annotated[
+        str | None, typer.Option("--in", help="The relate prefix [default: <workdir>/relate].")
+    ] = None,
+    outputs: Annotated[
+        str | None, typer.Option("--out", help="Output prefix [default: <workdir>/backgrounds].")
+    ] = None,
+    shard: ShardOption = "0/1",
+) -> None:
+    """Draw scene backgrounds (or record compose.backgrounds images) for composition."""
+    from freemask.compose import run_backgrounds
+
+    run_config = load_config(config)
+    result = run_backgrounds(
+        run_config,
+        stage_output_uri(run_config, inputs, "relate"),
+        stage_output_uri(run_config, outputs, "backgrounds"),
+        shard=Shard.parse(shard),
+    )
+    out.print(_summary("backgrounds", result))
+
+
+@app.command("compose")
+def compose(
+    config: ConfigOption,
+    inputs: Annotated[
+        str | None, typer.Option("--in", help="Single objects [default: <workdir>/generate].")
+    ] = None,
+    outputs: Annotated[
+        str | None, typer.Option("--out", help="Output prefix [default: <workdir>/compose].")
+    ] = None,
+    relations: Annotated[
+        str | None, typer.Option(help="The relate prefix [default: <workdir>/relate].")
+    ] = None,
+    backgrounds_uri: Annotated[
+        str | None,
+        typer.Option("--backgrounds", help="Backgrounds prefix [default: <workdir>/backgrounds]."),
+    ] = None,
+    shard: ShardOption = "0/1",
+) -> None:
+    """Stage 3: place and paste objects into multi-object scenes with exact masks."""
+    from freemask.compose import run_compose
+
+    run_config = load_config(config)
+    result = run_compose(
+        run_config,
+        stage_output_uri(run_config, inputs, "generate"),
+        stage_output_uri(run_config, outputs, "compose"),
+        relations=relations,
+        backgrounds=backgrounds_uri,
+        shard=Shard.parse(shard),
+    )
+    out.print(_summary("compose", result))
+
+
+def _summary(stage: str, result) -> str:
+    return (
+        f"{stage}: {result.written} written, {result.skipped} already done, "
         f"{result.dropped} rejected -> {result.output}"
     )
 

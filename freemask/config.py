@@ -97,7 +97,7 @@ class RelateConfig(StrictModel):
 
     thesaurus: str | None = None
     embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
-    similarity_threshold: Probability = 0.5
+    similarity_threshold: Probability = 0.55
 
 
 class ComposeConfig(StrictModel):
@@ -107,8 +107,16 @@ class ComposeConfig(StrictModel):
     backgrounds_per_scene: PositiveInt = 20
     placer: Literal["heuristic", "fopa"] = "heuristic"
     fopa_weights: str | None = None
+    background_prompt: str = "a photo of a {scene}"
     images: PositiveInt = 200
     objects_per_image: tuple[PositiveInt, PositiveInt] = (2, 4)
+    scale_jitter: tuple[Annotated[float, Field(gt=0.0)], Annotated[float, Field(gt=0.0)]] = (
+        0.8,
+        1.25,
+    )
+    flip_probability: Probability = 0.5
+    min_visible_fraction: Probability = 0.3
+    fopa_top_k: PositiveInt = 50
 
     @model_validator(mode="after")
     def _check_placer(self) -> Self:

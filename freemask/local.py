@@ -18,14 +18,17 @@ from freemask.config import RunConfig
 from freemask.storage import open_storage
 from freemask.tracking import MlflowTracker, Run, resolve_tracking_uri
 
-# (stage, package): the pipeline's order. A stage is available once its package exports run_<stage>.
-PIPELINE: list[tuple[str, str]] = [
-    ("generate", "freemask.generate"),
-    ("relate", "freemask.relate"),
-    ("compose", "freemask.compose"),
-    ("refine", "freemask.refine"),
-    ("harmonize", "freemask.harmonize"),
-    ("active", "freemask.active"),
+# (stage, package, the stage whose output it reads): the pipeline's order. A stage is available
+# once its package exports run_<stage>; compose also reads relate's and backgrounds' outputs from
+# their default places under the workdir.
+PIPELINE: list[tuple[str, str, str | None]] = [
+    ("generate", "freemask.generate", None),
+    ("relate", "freemask.relate", None),
+    ("backgrounds", "freemask.compose", "relate"),
+    ("compose", "freemask.compose", "generate"),
+    ("refine", "freemask.refine", "compose"),
+    ("harmonize", "freemask.harmonize", "refine"),
+    ("active", "freemask.active", "harmonize"),
 ]
 
 
@@ -73,9 +76,8 @@ def run_local(config: RunConfig, run: Run | None = None) -> LocalRunReport:
     report = LocalRunReport(run_id=run.run_id, tracking_uri=tracking_uri, workdir=workdir.uri)
 
     # 3. Stages in order; the first missing one blocks those after it (they need its output).
-    inputs = workdir.uri
     with run:
-        for stage, package in PIPELINE:
+        for stage, package, source in PIPELINE:
             if report.missing:
                 report.blocked.append(stage)
                 continue
@@ -84,6 +86,7 @@ def run_local(config: RunConfig, run: Run | None = None) -> LocalRunReport:
                 report.missing.append(stage)
                 continue
             outputs = workdir.child(stage).uri
+            inputs = workdir.child(source).uri if source else workdir.uri
             result = runner(config, inputs, outputs)
             report.ran[stage] = result
             run.log_metrics(
@@ -94,6 +97,5 @@ def run_local(config: RunConfig, run: Run | None = None) -> LocalRunReport:
                     f"{stage}.seconds": result.seconds,
                 }
             )
-            inputs = outputs
         run.set_tags({"freemask.missing_stages": ",".join(report.missing) or "none"})
     return report

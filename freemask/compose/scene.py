@@ -1,0 +1,166 @@
+"""Multi-object scenes: cut objects out of single-object samples and paste them with exact labels.
+
+A ``Cutout`` is an object's crop: RGB, alpha in [0, 1] from its soft mask (the uncertainty band
+fades out, so edges are feathered), and labels (1 object, 255 uncertain, 0 outside). ``Scene``
+pastes cutouts in z-order; later objects occlude earlier ones. ``Scene.finish`` resolves
+occlusion into the semantic mask (class id per pixel, 255 ignore) and per-instance masks, and
+drops an instance whose visible part is under a minimum fraction of its pasted area: its
+remaining pixels become ignore, never a wrong label.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from freemask.records import IGNORE_INDEX
+
+# Objects filling nearly the whole image cannot be cut out: there is no object boundary.
+MAX_OBJECT_FRACTION = 0.98
+MIN_SIDE = 4
+
+
+class CutoutError(ValueError):
+    """An object cannot be cut out (empty mask, mask covering the whole image)."""
+
+
+@dataclass(frozen=True)
+class Cutout:
+    """An object's crop: ``image`` HxWx3 uint8, ``alpha`` HxW float32, ``label`` HxW uint8."""
+
+    image: np.ndarray
+    alpha: np.ndarray
+    label: np.ndarray
+
+    @property
+    def aspect(self) -> float:
+        """Width over height."""
+        return self.label.shape[1] / self.label.shape[0]
+
+
+def cut_out(
+    image: np.ndarray, label: np.ndarray, soft: np.ndarray | None, band: tuple[float, float]
+) -> Cutout:
+    """Crop a single-object sample to its object (label 1 or its class id; 255 uncertain).
+
+    Alpha is 1 on object pixels, 0 outside object and band, and on band pixels rises with the
+    soft mask from the band's low to high end. Raises CutoutError for an empty mask or one that
+    covers the whole image.
+    """
+    inside = (label != 0) & (label != IGNORE_INDEX)
+    if not inside.any():
+        raise CutoutError("empty object mask")
+    if inside.mean() >= MAX_OBJECT_FRACTION:
+        raise CutoutError("object mask covers the whole image")
+    uncertain = label == IGNORE_INDEX
+    alpha = inside.astype(np.float32)
+    if soft is not None and uncertain.any():
+        low, high = band
+        ramp = np.clip((soft.astype(np.float32) - low) / max(high - low, 1e-6), 0.0, 1.0)
+        alpha[uncertain] = ramp[uncertain]
+    rows, cols = np.nonzero(alpha > 0)
+    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    labels = np.where(inside, 1, np.where(uncertain & (alpha > 0), IGNORE_INDEX, 0)).astype(
+        np.uint8
+    )
+    return Cutout(
+        image=image[top:bottom, left:right].copy(),
+        alpha=alpha[top:bottom, left:right].copy(),
+        label=labels[top:bottom, left:right].copy(),
+    )
+
+
+@dataclass
+class _Pasted:
+    class_name: str
+    class_id: int
+    object_mask: np.ndarray  # full-image bool: the object's certain pixels
+    cover: np.ndarray  # full-image bool: pixels this object hides (alpha >= 0.5)
+    uncertain: np.ndarray  # full-image bool: the object's uncertain band
+    alpha: np.ndarray  # full-image float32
+
+
+@dataclass
+class Instance:
+    """A resolved instance: its class, visible mask, pasted alpha and visible fraction."""
+
+    class_name: str
+    class_id: int
+    mask: np.ndarray
+    alpha: np.ndarray
+    visible_fraction: float
+    kept: bool
+
+
+@dataclass
+class Scene:
+    """A background being composed; ``paste`` objects in z-order, then ``finish``."""
+
+    image: np.ndarray
+    pasted: list[_Pasted] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.image = self.image.astype(np.float32)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width)."""
+        return self.image.shape[0], self.image.shape[1]
+
+    def paste(
+        self,
+        cutout: Cutout,
+        box: tuple[int, int, int, int],
+        flip: bool,
+        class_name: str,
+        class_id: int,
+    ) -> None:
+        """Paste ``cutout`` resized to ``box`` (x, y, w, h, inside the image), mirrored if ``flip``."""
+        x, y, width, height = box
+        rows, cols = self.size
+        if width < MIN_SIDE or height < MIN_SIDE or x < 0 or y < 0:
+            raise CutoutError(f"box {box} is too small or outside the image")
+        if x + width > cols or y + height > rows:
+            raise CutoutError(f"box {box} leaves the {cols}x{rows} image")
+        image = cv2.resize(cutout.image, (width, height), interpolation=cv2.INTER_LINEAR)
+        alpha = cv2.resize(cutout.alpha, (width, height), interpolation=cv2.INTER_LINEAR)
+        label = cv2.resize(cutout.label, (width, height), interpolation=cv2.INTER_NEAREST)
+        if flip:
+            image, alpha, label = image[:, ::-1], alpha[:, ::-1], label[:, ::-1]
+        region = self.image[y : y + height, x : x + width]
+        region[:] = alpha[..., None] * image + (1.0 - alpha[..., None]) * region
+        full_alpha = np.zeros(self.size, dtype=np.float32)
+        full_alpha[y : y + height, x : x + width] = alpha
+        object_mask = np.zeros(self.size, dtype=bool)
+        object_mask[y : y + height, x : x + width] = label == 1
+        uncertain = np.zeros(self.size, dtype=bool)
+        uncertain[y : y + height, x : x + width] = label == IGNORE_INDEX
+        cover = full_alpha >= 0.5
+        self.pasted.append(_Pasted(class_name, class_id, object_mask, cover, uncertain, full_alpha))
+
+    def finish(self, min_visible_fraction: float) -> tuple[np.ndarray, np.ndarray, list[Instance]]:
+        """Resolve occlusion: return the RGB image, semantic mask and every pasted instance.
+
+        Instances with ``kept`` False were dropped for being mostly hidden; their visible
+        pixels are ignore (255) in the semantic mask.
+        """
+        semantic = np.zeros(self.size, dtype=np.uint8)
+        hidden = np.zeros(self.size, dtype=bool)
+        instances: list[Instance] = []
+        for item in reversed(self.pasted):  # top of the stack first
+            visible = item.object_mask & ~hidden
+            area = int(item.object_mask.sum())
+            fraction = float(visible.sum()) / area if area else 0.0
+            kept = area > 0 and fraction >= min_visible_fraction
+            semantic[visible] = item.class_id if kept else IGNORE_INDEX
+            semantic[item.uncertain & ~hidden & ~visible] = IGNORE_INDEX
+            alpha = np.where(hidden, 0.0, item.alpha).astype(np.float32)
+            instances.append(
+                Instance(item.class_name, item.class_id, visible, alpha, fraction, kept)
+            )
+            hidden |= item.cover | item.object_mask
+        instances.reverse()
+        image = np.clip(np.round(self.image), 0, 255).astype(np.uint8)
+        return image, semantic, instances

@@ -1,0 +1,96 @@
+"""Pasting objects: exact pixel owners under occlusion, scale and flip, dropped instances."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from freemask.compose import Cutout, CutoutError, Scene, cut_out
+from freemask.records import IGNORE_INDEX
+
+
+def solid(height: int, width: int, colour: tuple[int, int, int]) -> Cutout:
+    """A fully opaque rectangle of one colour."""
+    image = np.zeros((height, width, 3), dtype=np.uint8)
+    image[:] = colour
+    return Cutout(image, np.ones((height, width), np.float32), np.ones((height, width), np.uint8))
+
+
+def test_later_objects_occlude_earlier_ones_exactly() -> None:
+    scene = Scene(np.zeros((40, 40, 3), dtype=np.uint8))
+    scene.paste(solid(10, 10, (255, 0, 0)), (5, 5, 20, 20), False, "cat", 1)
+    scene.paste(solid(10, 10, (0, 255, 0)), (15, 15, 20, 20), False, "dog", 2)
+    image, semantic, instances = scene.finish(min_visible_fraction=0.1)
+    first, second = instances
+    expected_first = np.zeros((40, 40), bool)
+    expected_first[5:25, 5:25] = True
+    expected_first[15:35, 15:35] = False
+    expected_second = np.zeros((40, 40), bool)
+    expected_second[15:35, 15:35] = True
+    assert np.array_equal(first.mask, expected_first) and np.array_equal(
+        second.mask, expected_second
+    )
+    assert (semantic[expected_first] == 1).all() and (semantic[expected_second] == 2).all()
+    assert (semantic[~(expected_first | expected_second)] == 0).all()
+    assert (image[20, 20] == (0, 255, 0)).all() and (image[6, 6] == (255, 0, 0)).all()
+    assert first.visible_fraction == pytest.approx(300 / 400) and first.kept and second.kept
+
+
+def test_mask_stays_aligned_after_scale_and_flip() -> None:
+    # A 4x4 object whose left column is missing: after a 2x scale and a flip the gap is on the right.
+    label = np.ones((4, 4), np.uint8)
+    label[:, 0] = 0
+    alpha = label.astype(np.float32)
+    image = np.full((4, 4, 3), 200, np.uint8)
+    cutout = Cutout(image, alpha, label)
+    scene = Scene(np.zeros((20, 20, 3), dtype=np.uint8))
+    scene.paste(cutout, (3, 5, 8, 8), True, "box", 1)
+    _, semantic, (instance,) = scene.finish(0.1)
+    expected = np.zeros((20, 20), bool)
+    expected[5:13, 3:9] = True  # columns 3..8 covered, the flipped gap is columns 9..10
+    assert np.array_equal(instance.mask, expected)
+    assert np.array_equal(semantic == 1, expected)
+    assert instance.mask.any(axis=0).nonzero()[0].max() == 8
+
+
+def test_mostly_hidden_instance_is_dropped_and_its_pixels_ignored() -> None:
+    scene = Scene(np.zeros((30, 30, 3), dtype=np.uint8))
+    scene.paste(solid(10, 10, (255, 0, 0)), (5, 5, 10, 10), False, "cat", 1)
+    scene.paste(solid(10, 10, (0, 0, 255)), (6, 5, 20, 20), False, "dog", 2)
+    _, semantic, (hidden, top) = scene.finish(min_visible_fraction=0.3)
+    assert not hidden.kept and hidden.visible_fraction == pytest.approx(0.1)
+    assert top.kept
+    assert (semantic[5:15, 5] == IGNORE_INDEX).all()  # the visible sliver of the dropped cat
+    assert not (semantic == 1).any()
+
+
+def test_uncertain_band_is_ignored_and_fades_alpha() -> None:
+    image = np.full((10, 10, 3), 100, np.uint8)
+    label = np.zeros((10, 10), np.uint8)
+    label[3:7, 3:7] = 1
+    label[2, 3:7] = IGNORE_INDEX
+    soft = np.zeros((10, 10), np.float32)
+    soft[3:7, 3:7] = 1.0
+    soft[2, 3:7] = 0.5
+    cutout = cut_out(image, label, soft, band=(0.3, 0.7))
+    assert cutout.label.shape == (5, 4)  # the band row is part of the crop
+    assert np.allclose(cutout.alpha[0], 0.5) and (cutout.label[0] == IGNORE_INDEX).all()
+    scene = Scene(np.zeros((10, 10, 3), dtype=np.uint8))
+    scene.paste(cutout, (0, 0, 4, 5), False, "cat", 1)
+    _, semantic, _ = scene.finish(0.1)
+    assert (semantic[0, :4] == IGNORE_INDEX).all() and (semantic[1:5, :4] == 1).all()
+
+
+@pytest.mark.parametrize(
+    ("label", "message"),
+    [(np.zeros((8, 8), np.uint8), "empty object mask"), (np.ones((8, 8), np.uint8), "whole image")],
+)
+def test_uncuttable_masks_are_refused(label: np.ndarray, message: str) -> None:
+    with pytest.raises(CutoutError, match=message):
+        cut_out(np.zeros((8, 8, 3), np.uint8), label, None, (0.3, 0.7))
+
+
+def test_box_leaving_the_image_is_refused() -> None:
+    scene = Scene(np.zeros((10, 10, 3), dtype=np.uint8))
+    with pytest.raises(CutoutError, match="leaves"):
+        scene.paste(solid(4, 4, (1, 1, 1)), (8, 0, 5, 5), False, "cat", 1)
