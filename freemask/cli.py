@@ -203,6 +203,58 @@ def compose(
     out.print(_summary("compose", result))
 
 
+@app.command("refine")
+def refine(
+    config: ConfigOption,
+    inputs: Annotated[
+        str | None, typer.Option("--in", help="Samples to refine [default: <workdir>/compose].")
+    ] = None,
+    outputs: Annotated[
+        str | None, typer.Option("--out", help="Output prefix [default: <workdir>/refine].")
+    ] = None,
+    shard: ShardOption = "0/1",
+    train_only: Annotated[
+        bool, typer.Option("--train-only", help="Train AffinityNet and save its weights only.")
+    ] = False,
+) -> None:
+    """Stage 4: sharpen masks to image edges (AffinityNet random walk or guided filter)."""
+    from freemask.refine import run_refine
+
+    run_config = load_config(config)
+    result = run_refine(
+        run_config,
+        stage_output_uri(run_config, inputs, "compose"),
+        stage_output_uri(run_config, outputs, "refine"),
+        shard=Shard.parse(shard),
+        train_only=train_only,
+    )
+    out.print("refine: weights trained" if train_only else _summary("refine", result))
+
+
+@app.command("harmonize")
+def harmonize(
+    config: ConfigOption,
+    inputs: Annotated[
+        str | None, typer.Option("--in", help="Samples [default: <workdir>/refine].")
+    ] = None,
+    outputs: Annotated[
+        str | None, typer.Option("--out", help="Output prefix [default: <workdir>/harmonize].")
+    ] = None,
+    shard: ShardOption = "0/1",
+) -> None:
+    """Stage 5: match pasted objects' colour and light to their scene (masks unchanged)."""
+    from freemask.harmonize import run_harmonize
+
+    run_config = load_config(config)
+    result = run_harmonize(
+        run_config,
+        stage_output_uri(run_config, inputs, "refine"),
+        stage_output_uri(run_config, outputs, "harmonize"),
+        shard=Shard.parse(shard),
+    )
+    out.print(_summary("harmonize", result))
+
+
 def _summary(stage: str, result) -> str:
     return (
         f"{stage}: {result.written} written, {result.skipped} already done, "

@@ -140,6 +140,19 @@ class RefineConfig(StrictModel):
     foreground_threshold: Probability = 0.6
     background_threshold: Probability = 0.35
     epochs: PositiveInt = 4
+    learning_rate: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-3
+    weights: str | None = None
+    guided_radius: Annotated[float, Field(gt=0.0, le=0.5)] = 0.0625
+    guided_eps: Annotated[float, Field(gt=0.0)] = 1e-3
+
+    @model_validator(mode="after")
+    def _check_thresholds(self) -> Self:
+        if self.background_threshold >= self.foreground_threshold:
+            raise ValueError(
+                "background_threshold must be below foreground_threshold, got "
+                f"{self.background_threshold} >= {self.foreground_threshold}"
+            )
+        return self
 
 
 class HarmonizeConfig(StrictModel):
@@ -149,6 +162,15 @@ class HarmonizeConfig(StrictModel):
     weights: str | None = None
     strength: Probability = 0.8
     feather_sigma: Annotated[float, Field(ge=0.0, le=10.0)] = 2.0
+    ring_width: PositiveInt = 12
+    max_std_ratio: Annotated[float, Field(ge=1.0)] = 1.5
+    poisson: bool = False
+
+    @model_validator(mode="after")
+    def _check_weights(self) -> Self:
+        if self.method == "pctnet" and not self.weights:
+            raise ValueError("method 'pctnet' needs weights (a folder with PCTNet_ViT.pth)")
+        return self
 
 
 class SegmentConfig(StrictModel):

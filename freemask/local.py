@@ -8,6 +8,7 @@ MLflow parent run. Stages not built yet are reported, not faked.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,7 +88,9 @@ def run_local(config: RunConfig, run: Run | None = None) -> LocalRunReport:
                 continue
             outputs = workdir.child(stage).uri
             inputs = workdir.child(source).uri if source else workdir.uri
-            result = runner(config, inputs, outputs)
+            # Stages that log models or training curves take the run.
+            extra = {"run": run} if "run" in inspect.signature(runner).parameters else {}
+            result = runner(config, inputs, outputs, **extra)
             report.ran[stage] = result
             run.log_metrics(
                 {

@@ -1,0 +1,126 @@
+"""Stage 5, harmonize: make each pasted object match its scene's colour and light.
+
+Objects are harmonized one by one in z-order (the order of the sample's instances), each
+against the background and the other objects around it. ``color_transfer`` needs no weights;
+``pctnet`` loads the published PCTNet ViT weights from ``harmonize.weights``; ``none`` copies
+samples through. Masks are never changed: the semantic mask, soft masks and instances are
+copied as they are. A sample whose instance masks do not fit its image is recorded in
+rejected.jsonl with the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from freemask.config import HarmonizeConfig, RunConfig, config_hash
+from freemask.errors import FreemaskError
+from freemask.harmonize.color_transfer import poisson_blend, transfer_colour
+from freemask.progress import progress_bar
+from freemask.records import Sample, StageStamp, read_manifest
+from freemask.stage_output import Shard, StageOutput, StageResult
+from freemask.storage import encode_image, open_storage, read_image
+
+STAGE = "harmonize"
+VERSION = "1"
+
+
+class Harmonizer(Protocol):
+    """Harmonizes one object (``mask``) of an RGB image, given the other objects' pixels."""
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray, others: np.ndarray) -> np.ndarray: ...
+
+
+def make_harmonizer(settings: HarmonizeConfig) -> Harmonizer | None:
+    """The configured harmonizer (None for ``method: none``)."""
+    if settings.method == "none":
+        return None
+    if settings.method == "pctnet":
+        from freemask.harmonize.pctnet import PCTNetHarmonizer, load_pctnet
+
+        if not settings.weights:
+            raise FreemaskError(
+                "harmonize.method 'pctnet' needs harmonize.weights (PCTNet_ViT.pth)"
+            )
+        model = PCTNetHarmonizer(load_pctnet(settings.weights))
+        return lambda image, mask, others: model.harmonize(image, mask)
+
+    def classical(image: np.ndarray, mask: np.ndarray, others: np.ndarray) -> np.ndarray:
+        result = transfer_colour(
+            image,
+            mask,
+            others,
+            strength=settings.strength,
+            ring_width=settings.ring_width,
+            max_std_ratio=settings.max_std_ratio,
+            feather_sigma=settings.feather_sigma,
+        )
+        return poisson_blend(image, result, mask) if settings.poisson else result
+
+    return classical
+
+
+def harmonize_sample(image: np.ndarray, masks: list[np.ndarray], harmonizer: Harmonizer):
+    """Harmonize every object in z-order; return the image and the mean change on objects."""
+    result = image
+    union = np.zeros(image.shape[:2], bool)
+    for mask in masks:
+        union |= mask
+    for index, mask in enumerate(masks):
+        others = np.zeros_like(mask)
+        for other_index, other in enumerate(masks):
+            if other_index != index:
+                others |= other
+        result = harmonizer(result, mask, others)
+    change = (
+        np.abs(result.astype(np.int16) - image.astype(np.int16))[union].mean()
+        if union.any()
+        else 0.0
+    )
+    return result, float(change)
+
+
+def run_harmonize(
+    config: RunConfig, inputs: str, outputs: str, *, shard: Shard | None = None
+) -> StageResult:
+    """Harmonize the samples under ``inputs`` into ``outputs`` (this shard's share)."""
+    shard = shard or Shard()
+    source = open_storage(inputs)
+    output = StageOutput(open_storage(outputs), STAGE, shard)
+    mine = shard.select(read_manifest(source))
+    todo = output.pending([sample.id for sample in mine])
+    harmonizer = make_harmonizer(config.harmonize) if todo else None
+    stamp = StageStamp(stage=STAGE, version=VERSION, config_hash=config_hash(config.harmonize))
+    with progress_bar(f"harmonize {shard.index}/{shard.count}", len(mine)) as advance:
+        advance(len(mine) - len(todo))
+        for sample in mine:
+            if sample.id not in todo:
+                continue
+            files = {path: source.read_bytes(path) for path in sample.files()}
+            scores = dict(sample.scores)
+            if harmonizer is not None and sample.instances:
+                image = read_image(source, sample.image, mode="RGB")
+                reason = _misfit(sample, image)
+                if reason:
+                    output.drop(sample.id, reason)
+                    advance(1)
+                    continue
+                masks = [instance.mask() for instance in sample.instances]
+                harmonized, change = harmonize_sample(image, masks, harmonizer)
+                files[sample.image] = encode_image(harmonized, sample.image)
+                scores["harmonize_mean_change"] = round(change, 4)
+            record = sample.model_copy(update={"source": [*sample.source, stamp], "scores": scores})
+            output.commit(record, files)
+            advance(1)
+    return output.finish({"method": config.harmonize.method})
+
+
+def _misfit(sample: Sample, image: np.ndarray) -> str | None:
+    for index, instance in enumerate(sample.instances):
+        if tuple(instance.rle.size) != image.shape[:2]:
+            return (
+                f"instance {index} mask is {instance.rle.size[0]}x{instance.rle.size[1]}, "
+                f"image is {image.shape[0]}x{image.shape[1]}"
+            )
+    return None

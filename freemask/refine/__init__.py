@@ -1,0 +1,25 @@
+"""Stage 4, refine: AffinityNet random-walk refinement, or a training-free guided filter."""
+
+from freemask.refine.affinity import AffinityNet, affinity_labels, affinity_loss, pair_offsets
+from freemask.refine.guided_filter import guided_filter
+from freemask.refine.random_walk import propagate, transition_matrix
+from freemask.refine.refiners import AffinityRefiner, GuidedFilterRefiner, Refiner, class_scores
+from freemask.refine.stage import WEIGHTS, run_refine
+from freemask.refine.training import train_affinity
+
+__all__ = [
+    "WEIGHTS",
+    "AffinityNet",
+    "AffinityRefiner",
+    "GuidedFilterRefiner",
+    "Refiner",
+    "affinity_labels",
+    "affinity_loss",
+    "class_scores",
+    "guided_filter",
+    "pair_offsets",
+    "propagate",
+    "run_refine",
+    "train_affinity",
+    "transition_matrix",
+]
