@@ -16,6 +16,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from freemask.cli_learning import register as register_learning_commands
 from freemask.config import RunConfig, load_config
 from freemask.errors import FreemaskError
 from freemask.export import FORMATS, export_dataset
@@ -286,6 +287,9 @@ def run(config: ConfigOption) -> None:
     out.print(f"workdir: {report.workdir}\nMLflow: {report.tracking_uri} (run {report.run_id})")
     if report.missing:
         out.print(f"[yellow]stages not built yet: {', '.join(report.missing)}[/yellow]")
+
+
+register_learning_commands(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -184,6 +184,7 @@ class SegmentConfig(StrictModel):
     train_steps: PositiveInt = 2000
     checkpoint_every: PositiveInt = 500
     label_map: dict[str, str] = Field(default_factory=dict)
+    validation: str | None = None
 
 
 class ActiveConfig(StrictModel):

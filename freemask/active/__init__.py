@@ -1,0 +1,26 @@
+"""Stage 7, active: the IoU quality filter and the active-learning loop with its stop rule."""
+
+from freemask.active.filter import Verdict, iou_vs_pseudo_label, judge, sample_classes
+from freemask.active.loop import (
+    filter_samples,
+    pseudo_label,
+    run_active,
+    run_round,
+    should_continue,
+    split_validation,
+    train_round,
+)
+
+__all__ = [
+    "Verdict",
+    "filter_samples",
+    "iou_vs_pseudo_label",
+    "judge",
+    "pseudo_label",
+    "run_active",
+    "run_round",
+    "sample_classes",
+    "should_continue",
+    "split_validation",
+    "train_round",
+]

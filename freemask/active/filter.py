@@ -1,0 +1,68 @@
+"""The quality filter: keep a sample when its generated mask agrees with the segmenter's.
+
+Agreement is the IoU between the generated mask and the pseudo-label, per class of the sample,
+over the pixels the generated mask labels (255 is left out). Rules: ``any_class`` keeps a
+sample if any of its classes reaches the threshold (the original method's rule),
+``mean_over_classes`` if their mean does, ``percentile`` if the mean is at or above the round's
+``keep_percentile``-th percentile (the worst part of every round goes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from freemask.config import ActiveConfig
+from freemask.records import IGNORE_INDEX, Sample
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One sample's agreement per class, the score its rule used, and the decision."""
+
+    per_class: dict[int, float]
+    score: float
+    kept: bool
+
+
+def sample_classes(sample: Sample, generated: np.ndarray) -> list[int]:
+    """The class ids a sample claims: its instances', else those in its label map."""
+    ids = sorted({instance.class_id for instance in sample.instances})
+    if ids:
+        return ids
+    present = np.unique(generated)
+    return [int(value) for value in present if value not in (0, IGNORE_INDEX)]
+
+
+def iou_vs_pseudo_label(
+    generated: np.ndarray, pseudo: np.ndarray, class_ids: list[int]
+) -> dict[int, float]:
+    """Per class: IoU of generated and pseudo-label pixels, where the generated mask is not 255."""
+    valid = generated != IGNORE_INDEX
+    scores = {}
+    for class_id in class_ids:
+        mine = (generated == class_id) & valid
+        theirs = (pseudo == class_id) & valid
+        union = np.logical_or(mine, theirs).sum()
+        scores[class_id] = float(np.logical_and(mine, theirs).sum() / union) if union else 0.0
+    return scores
+
+
+def judge(per_class: list[dict[int, float]], rules: ActiveConfig) -> list[Verdict]:
+    """Apply the keep rule to every sample of a round (percentile needs them all at once)."""
+    means = [float(np.mean(list(scores.values()))) if scores else 0.0 for scores in per_class]
+    if rules.keep_rule == "any_class":
+        used = [max(scores.values(), default=0.0) for scores in per_class]
+        keep = [score >= rules.iou_threshold for score in used]
+    elif rules.keep_rule == "mean_over_classes":
+        used = means
+        keep = [score >= rules.iou_threshold for score in used]
+    else:
+        used = means
+        cut = float(np.percentile(means, rules.keep_percentile)) if means else 0.0
+        keep = [score >= cut for score in used]
+    return [
+        Verdict(scores, round(score, 6), bool(kept and scores))
+        for scores, score, kept in zip(per_class, used, keep, strict=True)
+    ]

@@ -1,0 +1,59 @@
+"""Pictures of a round for MLflow: the IoU histogram and a contact sheet with mask overlays."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from freemask.export import voc_palette
+from freemask.records import IGNORE_INDEX
+
+TILE = 128
+
+
+def iou_histogram_png(scores: list[float], threshold: float | None, title: str) -> bytes:
+    """A PNG histogram of per-sample scores in [0, 1], with the threshold marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(5, 3), dpi=100)
+    axes.hist(scores, bins=20, range=(0, 1), color="#4c72b0")
+    if threshold is not None:
+        axes.axvline(threshold, color="#c44e52", linestyle="--", label=f"threshold {threshold:.2f}")
+        axes.legend(loc="upper left")
+    axes.set_xlabel("IoU of generated mask vs pseudo-label")
+    axes.set_ylabel("samples")
+    axes.set_title(title)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    pyplot.close(figure)
+    return buffer.getvalue()
+
+
+def overlay(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The image with its label map blended in (VOC colours; ignore shown white)."""
+    palette = np.array(voc_palette(), dtype=np.uint8).reshape(-1, 3)
+    colours = palette[labels]
+    colours[labels == IGNORE_INDEX] = 255
+    alpha = np.where(labels == 0, 0.0, 0.5)[..., None]
+    return (image * (1 - alpha) + colours * alpha).astype(np.uint8)
+
+
+def contact_sheet_png(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> bytes:
+    """One row per sample: caption, image+generated mask, image+pseudo-label."""
+    sheet = Image.new("RGB", (2 * TILE + 160, max(1, len(rows)) * TILE), "white")
+    draw = ImageDraw.Draw(sheet)
+    for index, (caption, image, generated, pseudo) in enumerate(rows):
+        top = index * TILE
+        for column, labels in enumerate((generated, pseudo)):
+            tile = Image.fromarray(overlay(image, labels)).resize((TILE, TILE))
+            sheet.paste(tile, (160 + column * TILE, top))
+        draw.text((4, top + 4), caption, fill="black")
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="PNG")
+    return buffer.getvalue()

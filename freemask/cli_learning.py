@@ -1,0 +1,195 @@
+"""CLI commands of the learning stages: the active loop and its steps, and round comparison.
+
+``freemask active`` runs the whole loop; ``pseudo-label``, ``filter``, ``train`` and
+``evaluate`` run one step of a round each (the Kubeflow pipeline's tasks call these);
+``compare`` prints a pipeline run's rounds side by side from MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from freemask.config import load_config
+from freemask.errors import FreemaskError
+from freemask.records import MANIFEST, read_manifest, serialize_samples
+from freemask.storage import open_storage, write_json
+
+out = Console()
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Run config YAML.")]
+DataOption = Annotated[
+    str, typer.Option("--in", help="Prefix holding the samples and their files.")
+]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the learning commands to the ``freemask`` app."""
+    app.command("active")(active)
+    app.command("pseudo-label")(pseudo_label_command)
+    app.command("filter")(filter_command)
+    app.command("train")(train_command)
+    app.command("evaluate")(evaluate_command)
+    app.command("compare")(compare)
+
+
+def active(
+    config: ConfigOption,
+    inputs: Annotated[
+        str | None, typer.Option("--in", help="Samples [default: <workdir>/harmonize].")
+    ] = None,
+    outputs: Annotated[
+        str | None, typer.Option("--out", help="Output [default: <workdir>/active].")
+    ] = None,
+) -> None:
+    """Stage 6-7: the active-learning loop (pseudo-label, filter, retrain, evaluate) to the end."""
+    from freemask.active import run_active
+
+    run_config = load_config(config)
+    workdir = run_config.workdir.rstrip("/")
+    result = run_active(
+        run_config, inputs or f"{workdir}/harmonize", outputs or f"{workdir}/active"
+    )
+    out.print(
+        f"active: {result.written} kept of {result.written + result.dropped}; {result.summary['stop_reason']}"
+    )
+
+
+def _segmenter(run_config, model: str | None):
+    from freemask.segment import load_segmenter, load_trained
+
+    if model:
+        return load_trained(open_storage(model))
+    return load_segmenter(run_config.segment, run_config.classes, trainable=False)
+
+
+def pseudo_label_command(
+    config: ConfigOption,
+    inputs: DataOption,
+    outputs: Annotated[str, typer.Option("--out", help="Where the pseudo-label PNGs go.")],
+    model: Annotated[
+        str | None,
+        typer.Option(help="A trained model prefix [default: segment.model_id, pretrained]."),
+    ] = None,
+) -> None:
+    """Pseudo-label every sample with a segmenter (skips labels already written)."""
+    from freemask.active import pseudo_label
+
+    run_config = load_config(config)
+    data = open_storage(inputs)
+    samples = read_manifest(data)
+    pseudo_label(_segmenter(run_config, model), samples, data, open_storage(outputs))
+    out.print(f"pseudo-labelled {len(samples)} samples -> {outputs}")
+
+
+def filter_command(
+    config: ConfigOption,
+    inputs: DataOption,
+    pseudo: Annotated[str, typer.Option(help="The pseudo-label prefix.")],
+    outputs: Annotated[str, typer.Option("--out", help="Where kept.jsonl and discarded.jsonl go.")],
+    round_index: Annotated[int, typer.Option("--round", min=1, help="The round number.")] = 1,
+) -> None:
+    """Score samples against their pseudo-labels; write the kept and discarded manifests."""
+    from freemask.active import filter_samples
+
+    run_config = load_config(config)
+    data = open_storage(inputs)
+    kept, discarded = filter_samples(
+        read_manifest(data), data, open_storage(pseudo), run_config.active, round_index
+    )
+    target = open_storage(outputs)
+    target.write_bytes("kept.jsonl", serialize_samples(kept))
+    target.write_bytes("discarded.jsonl", serialize_samples(discarded))
+    fraction = len(kept) / max(1, len(kept) + len(discarded))
+    write_json(
+        target,
+        "filter.json",
+        {"kept": len(kept), "discarded": len(discarded), "kept_fraction": fraction},
+    )
+    out.print(f"kept {len(kept)}, discarded {len(discarded)} -> {outputs}")
+
+
+def train_command(
+    config: ConfigOption,
+    inputs: DataOption,
+    outputs: Annotated[str, typer.Option("--out", help="The model prefix (checkpoints, weights).")],
+    samples: Annotated[
+        str | None,
+        typer.Option(help="A manifest of the samples to train on [default: <in>/manifest.jsonl]."),
+    ] = None,
+) -> None:
+    """Train (or resume training) the segmenter on a manifest's samples."""
+    from freemask.segment import load_segmenter, train_segmenter
+
+    run_config = load_config(config)
+    data = open_storage(inputs)
+    if samples:
+        parent, _, name = samples.rstrip("/").rpartition("/")
+        chosen = read_manifest(open_storage(parent or "."), name)
+    else:
+        chosen = read_manifest(data, MANIFEST)
+    segmenter = load_segmenter(run_config.segment, run_config.classes, trainable=True)
+    result = train_segmenter(
+        segmenter, chosen, data, open_storage(outputs), run_config.segment, seed=run_config.seed
+    )
+    out.print(f"trained {result.steps} steps (resumed from {result.resumed_from}) -> {outputs}")
+
+
+def evaluate_command(
+    config: ConfigOption,
+    model: Annotated[str, typer.Option(help="A trained model prefix.")],
+    inputs: DataOption,
+) -> None:
+    """Print mIoU and per-class IoU of a trained model on a labelled manifest, as JSON."""
+    from freemask.segment import evaluate, load_trained
+
+    run_config = load_config(config)
+    data = open_storage(inputs)
+    scores = evaluate(
+        load_trained(open_storage(model)), read_manifest(data), data, run_config.classes
+    )
+    sys.stdout.write(json.dumps(scores, sort_keys=True) + "\n")
+
+
+def compare(
+    run_id: Annotated[str, typer.Argument(help="The pipeline's parent MLflow run id.")],
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI [default: MLFLOW_TRACKING_URI].")
+    ] = None,
+) -> None:
+    """Print the active-learning rounds of a pipeline run side by side."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        parent = client.get_run(run_id)
+    except MlflowException:
+        raise FreemaskError(f"MLflow run {run_id!r} not found at {client.tracking_uri}") from None
+    rounds = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'"
+    )
+    rounds = sorted(
+        (r for r in rounds if r.data.tags.get("freemask.round", "0") != "0"),
+        key=lambda r: int(r.data.tags["freemask.round"]),
+    )
+    if not rounds:
+        raise FreemaskError(f"MLflow run {run_id!r} has no active-learning rounds")
+    metrics = sorted({key for r in rounds for key in r.data.metrics if key != "train.lr"})
+    table = Table(title=f"rounds of {parent.info.run_name} ({run_id})")
+    table.add_column("metric")
+    for r in rounds:
+        table.add_column(f"round {r.data.tags['freemask.round']}", justify="right")
+    for key in metrics:
+        table.add_row(
+            key, *(f"{r.data.metrics[key]:.4f}" if key in r.data.metrics else "-" for r in rounds)
+        )
+    table.add_row(
+        "dataset version", *(r.data.tags.get("freemask.dataset_version", "-") for r in rounds)
+    )
+    out.print(table)

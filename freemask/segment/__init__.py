@@ -1,0 +1,29 @@
+"""Stage 6, segment: Mask2Former (transformers) to pseudo-label, train and evaluate."""
+
+from freemask.segment.evaluate import confusion, evaluate, iou_from_confusion
+from freemask.segment.model import (
+    TINY_MASK2FORMER_ID,
+    Segmenter,
+    build_tiny_mask2former,
+    label_mapping,
+    load_segmenter,
+    predict,
+    run_labels,
+)
+from freemask.segment.train import load_trained, save_trained, train_segmenter
+
+__all__ = [
+    "TINY_MASK2FORMER_ID",
+    "Segmenter",
+    "build_tiny_mask2former",
+    "confusion",
+    "evaluate",
+    "iou_from_confusion",
+    "label_mapping",
+    "load_segmenter",
+    "load_trained",
+    "predict",
+    "run_labels",
+    "save_trained",
+    "train_segmenter",
+]

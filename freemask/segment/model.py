@@ -1,0 +1,166 @@
+"""Mask2Former through transformers: loading, label mapping, preprocessing and semantic inference.
+
+transformers is the backend because detectron2, Mask2Former's original home, cannot be
+installed from the package registry; ``Mask2FormerForUniversalSegmentation`` computes the same
+matched mask and class losses. Our label space is ``["background", *classes]`` (index 0 is the
+background, k the k-th configured class); a pretrained checkpoint keeps its own labels and maps
+them onto ours for pseudo-labelling (``segment.label_map`` names a checkpoint label per class
+where the names differ).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from freemask.config import SegmentConfig
+from freemask.errors import FreemaskError
+from freemask.relate.thesaurus import normalise
+
+TINY_MASK2FORMER_ID = "builtin:tiny-mask2former"
+BACKGROUND = "background"
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+
+
+@dataclass
+class Segmenter:
+    """A Mask2Former model and how its labels map onto the run's (0 background, k class k)."""
+
+    model: Any
+    image_size: int
+    to_run_label: np.ndarray  # model label index -> run label index
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def run_labels(classes: list[str]) -> list[str]:
+    """The label space a segmenter trained by freemask predicts."""
+    return [BACKGROUND, *classes]
+
+
+def build_tiny_mask2former(labels: list[str], seed: int = 0) -> Any:
+    """A tiny Mask2Former (Swin backbone) with random, seeded weights, built offline."""
+    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
+
+    torch.manual_seed(seed)
+    backbone = SwinConfig(
+        image_size=64,
+        patch_size=4,
+        embed_dim=16,
+        depths=[1, 1, 1, 1],
+        num_heads=[1, 1, 2, 2],
+        window_size=4,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
+    config = Mask2FormerConfig(
+        backbone_config=backbone,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: index for index, label in enumerate(labels)},
+        hidden_dim=32,
+        num_queries=12,
+        encoder_layers=1,
+        decoder_layers=2,
+        dim_feedforward=64,
+        encoder_feedforward_dim=64,
+        mask_feature_size=32,
+        feature_size=32,
+        num_attention_heads=2,
+        common_stride=4,
+        train_num_points=1024,
+    )
+    return Mask2FormerForUniversalSegmentation(config)
+
+
+def label_mapping(
+    checkpoint_labels: dict[int, str], classes: list[str], label_map: dict[str, str]
+) -> np.ndarray:
+    """Model label index -> run label index (unmapped checkpoint labels become background).
+
+    Raises FreemaskError naming every run class that no checkpoint label matches.
+    """
+    by_name = {normalise(name): index for index, name in checkpoint_labels.items()}
+    mapping = np.zeros(max(checkpoint_labels) + 1, dtype=np.int64)
+    missing = []
+    for run_index, name in enumerate(classes, start=1):
+        wanted = normalise(label_map.get(name, name))
+        if wanted not in by_name:
+            missing.append(f"{name!r} (looked for {wanted!r})")
+            continue
+        mapping[by_name[wanted]] = run_index
+    if missing:
+        raise FreemaskError(
+            f"segment: class(es) {', '.join(missing)} have no label in the checkpoint; map them "
+            "with segment.label_map (e.g. {pottedplant: 'plant'})"
+        )
+    return mapping
+
+
+def load_segmenter(settings: SegmentConfig, classes: list[str], *, trainable: bool) -> Segmenter:
+    """The configured Mask2Former: for pseudo-labels (its own labels, mapped) or to train
+    (a fresh head over the run's labels). ``builtin:tiny-mask2former`` builds the tiny model."""
+    labels = run_labels(classes)
+    if settings.model_id == TINY_MASK2FORMER_ID:
+        model = build_tiny_mask2former(labels)
+        return Segmenter(model, settings.image_size, np.arange(len(labels)))
+    from transformers import Mask2FormerForUniversalSegmentation
+
+    source = (
+        str(Path(settings.model_id).expanduser())
+        if Path(settings.model_id).expanduser().exists()
+        else settings.model_id
+    )
+    options: dict[str, Any] = {"revision": settings.revision}
+    if trainable:
+        options.update(
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: index for index, label in enumerate(labels)},
+            ignore_mismatched_sizes=True,
+        )
+    try:
+        model = Mask2FormerForUniversalSegmentation.from_pretrained(source, **options)
+    except (OSError, ValueError) as exc:
+        raise FreemaskError(
+            f"segment.model_id {settings.model_id!r}: cannot load ({exc})"
+        ) from None
+    if trainable:
+        return Segmenter(model, settings.image_size, np.arange(len(labels)))
+    mapping = label_mapping(model.config.id2label, classes, settings.label_map)
+    return Segmenter(model, settings.image_size, mapping)
+
+
+def preprocess(images: list[np.ndarray], size: int) -> torch.Tensor:
+    """RGB uint8 images -> [B, 3, size, size], resized and ImageNet-normalised."""
+    tensors = []
+    for image in images:
+        tensor = torch.tensor(image).permute(2, 0, 1).float()[None] / 255.0
+        tensor = F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False)[0]
+        tensors.append((tensor - IMAGENET_MEAN) / IMAGENET_STD)
+    return torch.stack(tensors)
+
+
+@torch.no_grad()
+def predict(segmenter: Segmenter, images: list[np.ndarray]) -> list[np.ndarray]:
+    """Semantic label maps (run labels, uint8, each image's own size) for RGB images."""
+    model = segmenter.model.eval()
+    outputs = model(pixel_values=preprocess(images, segmenter.image_size).to(segmenter.device))
+    classes = outputs.class_queries_logits.float().softmax(dim=-1)[..., :-1]  # drop "no object"
+    masks = outputs.masks_queries_logits.float().sigmoid()
+    scores = torch.einsum("bqc,bqhw->bchw", classes, masks)
+    mapping = torch.as_tensor(segmenter.to_run_label, device=scores.device)
+    results = []
+    for index, image in enumerate(images):
+        full = F.interpolate(
+            scores[index : index + 1], size=image.shape[:2], mode="bilinear", align_corners=False
+        )
+        results.append(mapping[full[0].argmax(dim=0)].cpu().numpy().astype(np.uint8))
+    return results

@@ -1,0 +1,192 @@
+"""Training Mask2Former on a manifest, with checkpoints every N steps and exact resumption.
+
+Each step's batch and randomness derive from (seed, step), so a run resumed from a checkpoint
+takes exactly the steps an uninterrupted run takes. Under the model prefix:
+``checkpoints/step-NNNNNNN/{model.safetensors,state.pt}`` (optimizer and schedule state, loaded
+with ``weights_only=True``), ``checkpoints/latest.json`` written last, and at the end
+``model.safetensors`` with ``config.json`` (and ``labels.json``): the trained model, which
+``load_trained`` rebuilds without unpickling anything.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from freemask.config import SegmentConfig
+from freemask.errors import FreemaskError
+from freemask.records import IGNORE_INDEX, Sample
+from freemask.segment.model import Segmenter, preprocess
+from freemask.storage import Storage, read_image, read_json, write_json
+from freemask.tracking import NullRun, Run
+
+LATEST = "checkpoints/latest.json"
+WARMUP_FRACTION = 0.05
+
+
+@dataclass
+class TrainingResult:
+    """Where training ended and the loss at each step it ran in this call."""
+
+    steps: int
+    resumed_from: int
+    losses: dict[int, float] = field(default_factory=dict)
+
+
+def targets(semantic: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask2Former targets from a label map: one binary mask per label present (255 left out)."""
+    labels = [int(value) for value in np.unique(semantic) if value != IGNORE_INDEX]
+    masks = (
+        np.stack([semantic == label for label in labels])
+        if labels
+        else np.zeros((0, *semantic.shape))
+    )
+    return torch.tensor(masks, dtype=torch.float32), torch.tensor(labels, dtype=torch.long)
+
+
+def load_example(storage: Storage, sample: Sample, size: int, flip: bool):
+    """(image tensor [3, size, size], mask labels, class labels) for one sample."""
+    import cv2
+
+    image = read_image(storage, sample.image, mode="RGB")
+    semantic = read_image(storage, sample.semantic_mask)
+    semantic = cv2.resize(semantic, (size, size), interpolation=cv2.INTER_NEAREST)
+    pixels = preprocess([image], size)[0]
+    if flip:
+        pixels, semantic = pixels.flip(-1), semantic[:, ::-1]
+    masks, labels = targets(np.ascontiguousarray(semantic))
+    return pixels, masks, labels
+
+
+def lr_factor(step: int, total: int) -> float:
+    """Linear warm-up over the first 5% of steps, then polynomial decay (power 0.9)."""
+    warmup = max(1, int(total * WARMUP_FRACTION))
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, 1.0 - (step - warmup) / max(1, total - warmup)) ** 0.9
+
+
+def train_segmenter(
+    segmenter: Segmenter,
+    samples: list[Sample],
+    data: Storage,
+    model_storage: Storage,
+    settings: SegmentConfig,
+    *,
+    seed: int = 0,
+    run: Run | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> TrainingResult:
+    """Train on ``samples`` (files under ``data``) for ``settings.train_steps`` steps.
+
+    Resumes from ``model_storage``'s latest checkpoint when there is one. ``on_step(step)``
+    runs after each step (tests use it to interrupt). Mixed precision on CUDA.
+    """
+    usable = [sample for sample in samples if sample.semantic_mask]
+    if not usable:
+        raise FreemaskError(f"{data.uri}: no labelled samples to train on")
+    run = run or NullRun()
+    model = segmenter.model.train()
+    device = segmenter.device
+    optimiser = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.05)
+    total = settings.train_steps
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: lr_factor(step, total))
+    start = _resume(model, optimiser, schedule, model_storage)
+    result = TrainingResult(steps=start, resumed_from=start)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    for step in range(start, total):
+        rng = np.random.default_rng([seed, step])
+        torch.manual_seed(seed * 1_000_003 + step)  # the loss samples points at random
+        picks = rng.choice(len(usable), size=min(settings.batch_size, len(usable)), replace=False)
+        batch = [
+            load_example(data, usable[i], segmenter.image_size, bool(rng.random() < 0.5))
+            for i in picks
+        ]
+        with autocast:
+            outputs = model(
+                pixel_values=torch.stack([b[0] for b in batch]).to(device),
+                mask_labels=[b[1].to(device) for b in batch],
+                class_labels=[b[2].to(device) for b in batch],
+            )
+        optimiser.zero_grad()
+        outputs.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimiser.step()
+        schedule.step()
+        loss = float(outputs.loss.detach())
+        if not math.isfinite(loss):
+            raise FreemaskError(
+                f"training loss became {loss} at step {step + 1}; lower segment.learning_rate"
+            )
+        result.losses[step + 1] = loss
+        result.steps = step + 1
+        run.log_metrics({"train.loss": loss, "train.lr": schedule.get_last_lr()[0]}, step=step + 1)
+        if (step + 1) % settings.checkpoint_every == 0 or step + 1 == total:
+            _checkpoint(model, optimiser, schedule, model_storage, step + 1)
+        if on_step:
+            on_step(step + 1)
+    save_trained(segmenter, model_storage)
+    model.eval()
+    return result
+
+
+def _checkpoint(model, optimiser, schedule, storage: Storage, step: int) -> None:
+    folder = f"checkpoints/step-{step:07d}"
+    storage.write_bytes(f"{folder}/model.safetensors", _weights(model))
+    state = io.BytesIO()
+    torch.save(
+        {"optimizer": optimiser.state_dict(), "schedule": schedule.state_dict(), "step": step},
+        state,
+    )
+    storage.write_bytes(f"{folder}/state.pt", state.getvalue())
+    write_json(storage, LATEST, {"step": step, "folder": folder})
+
+
+def _resume(model, optimiser, schedule, storage: Storage) -> int:
+    if not storage.exists(LATEST):
+        return 0
+    latest = read_json(storage, LATEST)
+    folder = latest["folder"]
+    model.load_state_dict(load_safetensors(storage.read_bytes(f"{folder}/model.safetensors")))
+    state = torch.load(io.BytesIO(storage.read_bytes(f"{folder}/state.pt")), weights_only=True)
+    optimiser.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    return int(state["step"])
+
+
+def _weights(model) -> bytes:
+    return save_safetensors({key: value.contiguous() for key, value in model.state_dict().items()})
+
+
+def save_trained(segmenter: Segmenter, storage: Storage) -> None:
+    """Write the trained model: weights (safetensors), model config and label mapping."""
+    storage.write_bytes("model.safetensors", _weights(segmenter.model))
+    storage.write_bytes(
+        "config.json", json.dumps(segmenter.model.config.to_dict(), default=str).encode()
+    )
+    write_json(
+        storage,
+        "labels.json",
+        {"image_size": segmenter.image_size, "to_run_label": segmenter.to_run_label.tolist()},
+    )
+
+
+def load_trained(storage: Storage) -> Segmenter:
+    """Rebuild a segmenter written by ``save_trained`` (no pickle)."""
+    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation
+
+    if not storage.exists("model.safetensors"):
+        raise FreemaskError(f"{storage.uri}: no trained model (model.safetensors) here")
+    config = Mask2FormerConfig.from_dict(json.loads(storage.read_bytes("config.json")))
+    model = Mask2FormerForUniversalSegmentation(config)
+    model.load_state_dict(load_safetensors(storage.read_bytes("model.safetensors")))
+    labels = read_json(storage, "labels.json")
+    return Segmenter(model.eval(), labels["image_size"], np.asarray(labels["to_run_label"]))

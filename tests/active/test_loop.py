@@ -1,0 +1,99 @@
+"""The active-learning loop end to end on the tiny Mask2Former, logged to a real MLflow server."""
+
+from __future__ import annotations
+
+import json
+
+from helpers import write_shapes_set
+from mlflow import MlflowClient
+
+from freemask.active import run_active
+from freemask.cli import main
+from freemask.config import RunConfig
+from freemask.records import read_manifest
+from freemask.storage import LocalStorage
+from freemask.tracking import MlflowTracker
+
+
+def loop_config(tmp_path, **active) -> RunConfig:
+    return RunConfig.model_validate(
+        {
+            "name": "loop-test",
+            "workdir": str(tmp_path),
+            "classes": ["box", "ball"],
+            "segment": {
+                "model_id": "builtin:tiny-mask2former",
+                "image_size": 64,
+                "batch_size": 4,
+                "learning_rate": 1e-3,
+                "train_steps": 30,
+                "checkpoint_every": 15,
+            },
+            "active": {"max_rounds": 2, "iou_threshold": 0.3, **active},
+        }
+    )
+
+
+def test_two_rounds_are_logged_as_nested_runs(tmp_path, mlflow_server, capsys) -> None:
+    write_shapes_set(tmp_path / "pool", 24)
+    config = loop_config(tmp_path)
+    tracker = MlflowTracker(mlflow_server, "active-loop-test")
+    parent = tracker.start_run("pipeline")
+    with parent:
+        result = run_active(config, str(tmp_path / "pool"), str(tmp_path / "active"), run=parent)
+    rounds = result.summary["rounds"]
+    assert [summary["round"] for summary in rounds] == [1, 2]
+    assert result.summary["stop_reason"] == "reached max_rounds (2)"
+
+    client = MlflowClient(mlflow_server)
+    children = client.search_runs(
+        [tracker.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.run_id}'"
+    )
+    by_round = {run.data.tags["freemask.round"]: run for run in children}
+    assert set(by_round) == {"0", "1", "2"}  # round 0 trains the first pseudo-labeller
+    for key in ("1", "2"):
+        metrics = by_round[key].data.metrics
+        assert {"kept_fraction", "mean_iou_vs_pseudo", "val_miou", "val_iou.background"} <= set(
+            metrics
+        )
+        assert len(client.get_metric_history(by_round[key].info.run_id, "train.loss")) == 30
+        artifacts = {
+            item.path for item in client.list_artifacts(by_round[key].info.run_id, "round")
+        }
+        assert {
+            "round/iou_histogram.png",
+            "round/contact_sheet.png",
+            "round/kept.jsonl",
+        } <= artifacts
+        assert by_round[key].data.tags["freemask.dataset_version"]
+    best = client.get_model_version_by_alias("loop-test-segmenter", "best")
+    assert best.run_id in {by_round["1"].info.run_id, by_round["2"].info.run_id}
+    kept = read_manifest(LocalStorage(tmp_path / "active"))
+    assert len(kept) == result.written and all(sample.round in (1, 2) for sample in kept)
+
+    assert main(["compare", parent.run_id, "--tracking-uri", mlflow_server]) == 0
+    printed = capsys.readouterr().out
+    assert "round 1" in printed and "round 2" in printed and "val_miou" in printed
+
+
+def test_finished_rounds_are_not_run_again(tmp_path, monkeypatch) -> None:
+    write_shapes_set(tmp_path / "pool", 12)
+    config = loop_config(tmp_path, max_rounds=1)
+    first = run_active(config, str(tmp_path / "pool"), str(tmp_path / "active"))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished round must not train again")
+
+    monkeypatch.setattr("freemask.active.loop.train_segmenter", refuse)
+    again = run_active(config, str(tmp_path / "pool"), str(tmp_path / "active"))
+    assert again.summary["rounds"] == first.summary["rounds"]
+    summary = json.loads((tmp_path / "active" / "rounds" / "01" / "summary.json").read_text())
+    assert summary["kept"] == first.written
+
+
+def test_stop_rule_ends_the_loop_early(tmp_path) -> None:
+    write_shapes_set(tmp_path / "pool", 12)
+    config = loop_config(tmp_path, max_rounds=3, iou_threshold=0.99, min_kept_fraction=0.9)
+    result = run_active(config, str(tmp_path / "pool"), str(tmp_path / "active"))
+    assert len(result.summary["rounds"]) == 1
+    assert "min_kept_fraction" in result.summary["stop_reason"]
