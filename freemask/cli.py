@@ -37,7 +37,9 @@ app.add_typer(config_app, name="config")
 app.add_typer(manifest_app, name="manifest")
 
 out = Console()
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Run config YAML.")]
+ConfigOption = Annotated[
+    str, typer.Option("--config", "-c", help="Run config YAML (path or gs:// URI).")
+]
 
 
 @config_app.command("validate")
@@ -92,11 +94,19 @@ def export(
 
 @app.command("join")
 def join(
-    inputs: Annotated[str, typer.Option("--in", help="The sharded stage's output prefix.")],
-    stage: Annotated[str, typer.Option(help="Stage name, for the summary.")],
+    stage: Annotated[str, typer.Option(help="Stage name (its prefix under the workdir).")],
     shards: Annotated[int, typer.Option(min=1, help="Number of shards the stage ran with.")],
+    inputs: Annotated[
+        str | None,
+        typer.Option("--in", help="The sharded stage's prefix [default: <workdir>/<stage>]."),
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Run config YAML.")] = None,
 ) -> None:
     """Merge a sharded stage's per-shard manifests into one manifest and _SUCCESS."""
+    if inputs is None:
+        if config is None:
+            raise FreemaskError("join needs --in or --config (to find <workdir>/<stage>)")
+        inputs = f"{load_config(config).workdir.rstrip('/')}/{stage}"
     result = join_shards(open_storage(inputs), stage, shards)
     out.print(f"joined {shards} shards of {stage}: {result.written} samples")
 
@@ -292,10 +302,31 @@ def run(config: ConfigOption) -> None:
 register_learning_commands(app)
 
 
+def apply_overrides(argv: list[str]) -> list[str]:
+    """Take ``--set section.field=value`` pairs out of ``argv`` into ``FREEMASK__`` variables of
+    this process (how pipeline tasks pass runtime parameters); an empty value sets nothing."""
+    import os
+
+    rest: list[str] = []
+    tokens = iter(argv)
+    for token in tokens:
+        if token != "--set":
+            rest.append(token)
+            continue
+        pair = next(tokens, "")
+        key, equals, value = pair.partition("=")
+        if not equals or not key:
+            raise FreemaskError(f"--set {pair!r}: expected section.field=value")
+        if value != "":
+            os.environ["FREEMASK__" + key.upper().replace(".", "__")] = value
+    return rest
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI with ``argv``; return the exit code (2 bad input, 1 internal error)."""
     command = typer.main.get_command(app)
     try:
+        argv = apply_overrides(sys.argv[1:] if argv is None else list(argv))
         command.main(args=argv, prog_name="freemask", standalone_mode=False)
     except FreemaskError as exc:
         for line in str(exc).splitlines():

@@ -22,7 +22,9 @@ from freemask.records import MANIFEST, read_manifest, serialize_samples
 from freemask.storage import open_storage, write_json
 
 out = Console()
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Run config YAML.")]
+ConfigOption = Annotated[
+    str, typer.Option("--config", "-c", help="Run config YAML (path or gs:// URI).")
+]
 DataOption = Annotated[
     str, typer.Option("--in", help="Prefix holding the samples and their files.")
 ]
@@ -36,6 +38,8 @@ def register(app: typer.Typer) -> None:
     app.command("train")(train_command)
     app.command("evaluate")(evaluate_command)
     app.command("compare")(compare)
+    app.command("start-run")(start_run)
+    app.command("round")(round_step)
 
 
 def active(
@@ -193,3 +197,83 @@ def compare(
         "dataset version", *(r.data.tags.get("freemask.dataset_version", "-") for r in rounds)
     )
     out.print(table)
+
+
+def _tracker(run_config):
+    from freemask.tracking import MlflowTracker, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(run_config.tracking.uri, run_config.workdir)
+    return MlflowTracker(uri, run_config.tracking.experiment)
+
+
+def start_run(
+    config: ConfigOption,
+    run_id_file: Annotated[Path, typer.Option(help="Where to write the new run's id.")],
+) -> None:
+    """Create the pipeline's parent MLflow run (rounds nest under it); write its id."""
+    run_config = load_config(config)
+    run = _tracker(run_config).start_run(run_config.name, tags={"freemask.runner": "kubeflow"})
+    run.log_params(run_config.model_dump(mode="json"))
+    run_id_file.parent.mkdir(parents=True, exist_ok=True)
+    run_id_file.write_text(run.run_id)
+    out.print(f"MLflow run {run.run_id}")
+
+
+def round_step(
+    step: Annotated[
+        str, typer.Argument(help="prepare, bootstrap, pseudo-label, filter, train or close.")
+    ],
+    config: ConfigOption,
+    round_index: Annotated[int, typer.Option("--round", min=0, help="The round number.")] = 1,
+    parent_run_id: Annotated[str, typer.Option(help="The parent MLflow run ('' for none).")] = "",
+    max_rounds: Annotated[int | None, typer.Option(help="Runtime cap on rounds (close).")] = None,
+    depth: Annotated[
+        int | None, typer.Option(help="Rounds compiled into the pipeline (close).")
+    ] = None,
+    decision_file: Annotated[
+        Path | None,
+        typer.Option(help="close: write 'true' if another round should run, else 'false'."),
+    ] = None,
+    inputs: Annotated[
+        str | None, typer.Option("--in", help="prepare: samples [default: <workdir>/harmonize].")
+    ] = None,
+) -> None:
+    """One step of one active-learning round, on <workdir>/active (what Kubeflow tasks run)."""
+    import time
+
+    from freemask.active import should_continue, steps
+    from freemask.tracking import NullRun
+
+    run_config = load_config(config)
+    out_storage = steps.storage_of(run_config)
+    parent = _tracker(run_config).resume_run(parent_run_id) if parent_run_id else NullRun()
+    if step == "prepare":
+        steps.prepare(
+            run_config, inputs or f"{run_config.workdir.rstrip('/')}/harmonize", out_storage
+        )
+    elif step == "bootstrap":
+        if steps.needs_bootstrap(run_config):
+            steps.bootstrap(run_config, out_storage, parent)
+    elif step == "pseudo-label":
+        steps.pseudo(run_config, out_storage, round_index)
+    elif step == "filter":
+        steps.select(run_config, out_storage, round_index)
+    elif step == "train":
+        steps.train(run_config, out_storage, round_index, parent)
+    elif step == "close":
+        started = time.monotonic()
+        steps.close(run_config, out_storage, round_index, parent)
+        cap = min(value for value in (max_rounds, depth, run_config.active.max_rounds) if value)
+        rules = run_config.active.model_copy(update={"max_rounds": cap})
+        go_on, reason = should_continue(steps.history(out_storage, round_index), rules)
+        if not go_on:
+            steps.finish(run_config, out_storage, parent, reason, time.monotonic() - started)
+            parent.finish()
+        if decision_file:
+            decision_file.parent.mkdir(parents=True, exist_ok=True)
+            decision_file.write_text("true" if go_on else "false")
+        out.print(f"round {round_index}: {'continue' if go_on else 'stop'} ({reason})")
+    else:
+        raise FreemaskError(
+            f"round step {step!r}: expected one of prepare, bootstrap, pseudo-label, filter, train, close"
+        )

@@ -198,6 +198,44 @@ class ActiveConfig(StrictModel):
     min_kept_fraction: Probability = 0.2
 
 
+class Toleration(StrictModel):
+    """A Kubernetes toleration for the GPU node pool's taint."""
+
+    key: str
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+
+
+class SecretEnv(StrictModel):
+    """A Kubernetes secret key exposed to every task as an environment variable."""
+
+    secret: str
+    key: str
+    env: str
+
+
+class KubeflowConfig(StrictModel):
+    """How the Kubeflow pipeline is compiled: images, GPUs, node pool, secrets, resources."""
+
+    accelerator_type: str = "nvidia.com/gpu"
+    accelerator_count: PositiveInt = 1
+    gpu_node_selector: dict[str, str] = Field(
+        default_factory=lambda: {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    )
+    gpu_tolerations: list[Toleration] = Field(
+        default_factory=lambda: [Toleration(key="nvidia.com/gpu", operator="Exists")]
+    )
+    secrets: list[SecretEnv] = Field(default_factory=list)
+    shm_size: str = "8Gi"
+    shards: PositiveInt = 4
+    parallelism: PositiveInt = 4
+    cpu_request: str = "2"
+    memory_request: str = "8Gi"
+    gpu_memory_request: str = "24Gi"
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
+
+
 class TrackingConfig(StrictModel):
     """MLflow tracking. Without a uri: MLFLOW_TRACKING_URI, else a sqlite file in the workdir."""
 
@@ -220,6 +258,7 @@ class RunConfig(StrictModel):
     segment: SegmentConfig = Field(default_factory=SegmentConfig)
     active: ActiveConfig = Field(default_factory=ActiveConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    kubeflow: KubeflowConfig = Field(default_factory=KubeflowConfig)
 
     @field_validator("classes")
     @classmethod
@@ -243,10 +282,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> R
     Raises ConfigError with one line per problem: where (file:line or the environment
     variable), the field path, the bad value and what was expected.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    text = path.read_text(encoding="utf-8")
+    text, path = _read_config_text(path)
     try:
         data = yaml.safe_load(text)
         lines = _line_numbers(yaml.compose(text))
@@ -268,6 +304,24 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> R
         raise ConfigError(
             "\n".join(_describe(error, path, lines, env_origins) for error in errors)
         ) from None
+
+
+def _read_config_text(path: str | Path) -> tuple[str, Path]:
+    """The config's text from a local path or a ``gs://`` URI (as Kubeflow tasks pass it)."""
+    text_path = str(path)
+    if text_path.startswith("gs://"):
+        from freemask.errors import StorageError
+        from freemask.storage import open_storage
+
+        parent, _, name = text_path.rpartition("/")
+        try:
+            return open_storage(parent).read_bytes(name).decode("utf-8"), Path(name)
+        except StorageError as exc:
+            raise ConfigError(f"{text_path}: config not readable ({exc})") from None
+    local = Path(text_path.removeprefix("file://"))
+    if not local.is_file():
+        raise ConfigError(f"{local}: config file not found")
+    return local.read_text(encoding="utf-8"), local
 
 
 def _apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[tuple, str]:

@@ -61,6 +61,8 @@ class Run(Protocol):
 
     def child(self, name: str, tags: Mapping[str, str] | None = None) -> Run: ...
 
+    def child_with_tag(self, key: str, value: str, name: str) -> Run: ...
+
     def finish(self, status: str = "FINISHED") -> None: ...
 
     def __enter__(self) -> Run: ...
@@ -147,6 +149,19 @@ class MlflowRun:
         """Point ``alias`` (e.g. 'best') at a registered model version."""
         self.client.set_registered_model_alias(registered_name, alias, version)
 
+    def child_with_tag(self, key: str, value: str, name: str) -> MlflowRun:
+        """The nested run under this one tagged ``key=value``, started if there is none yet
+        (steps of one round, run as separate processes, share it)."""
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{PARENT_RUN_TAG}` = '{self.run_id}' and tags.`{key}` = '{value}'",
+            max_results=1,
+        )
+        if found:
+            self.client.update_run(found[0].info.run_id, status="RUNNING")
+            return MlflowRun(self.client, self.experiment_id, found[0].info.run_id)
+        return self.child(name, tags={key: value})
+
     def child(self, name: str, tags: Mapping[str, str] | None = None) -> MlflowRun:
         """Start a nested run under this one."""
         run = self.client.create_run(
@@ -221,6 +236,9 @@ class NullRun:
         pass
 
     def child(self, name: str, tags: Mapping[str, str] | None = None) -> NullRun:
+        return self
+
+    def child_with_tag(self, key: str, value: str, name: str) -> NullRun:
         return self
 
     def finish(self, status: str = "FINISHED") -> None:

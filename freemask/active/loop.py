@@ -20,31 +20,23 @@ import hashlib
 import time
 from typing import Any
 
-import numpy as np
-
 from freemask.active.filter import iou_vs_pseudo_label, judge, sample_classes
-from freemask.active.report import contact_sheet_png, iou_histogram_png
 from freemask.config import ActiveConfig, RunConfig
-from freemask.errors import FreemaskError
 from freemask.progress import progress_bar
-from freemask.records import Sample, read_manifest, serialize_samples, write_manifest
+from freemask.records import Sample
 from freemask.segment import (
-    TINY_MASK2FORMER_ID,
     Segmenter,
-    evaluate,
     load_segmenter,
     load_trained,
     predict,
     train_segmenter,
 )
-from freemask.stage_output import SUCCESS, StageResult
+from freemask.stage_output import StageResult
 from freemask.storage import (
     Storage,
     encode_image,
     open_storage,
     read_image,
-    read_json,
-    write_json,
 )
 from freemask.tracking import NullRun, Run
 
@@ -136,168 +128,26 @@ def train_round(
 def run_active(
     config: RunConfig, inputs: str, outputs: str, *, run: Run | None = None
 ) -> StageResult:
-    """Run the loop on the samples under ``inputs``; write rounds and the final manifest."""
+    """Run the loop on the samples under ``inputs``; write rounds and the final manifest.
+
+    Finished rounds (with a summary) are not run again, so a killed loop resumes.
+    """
+    from freemask.active import steps
+
     started = time.monotonic()
     run = run or NullRun()
-    source, out = open_storage(inputs), open_storage(outputs)
-    # 1. The pool (files copied once) and the validation set.
-    samples = [s for s in read_manifest(source) if s.semantic_mask]
-    if not samples:
-        raise FreemaskError(f"{source.uri}: no labelled samples for the active-learning loop")
-    for sample in samples:
-        for path in (sample.image, sample.semantic_mask):
-            if not out.exists(path):
-                out.write_bytes(path, source.read_bytes(path))
-    if config.segment.validation:
-        validation_store = open_storage(config.segment.validation)
-        pool, validation = samples, read_manifest(validation_store)
-    else:
-        (pool, validation), validation_store = split_validation(samples), out
-    # 2. Round 1's pseudo-labeller.
-    if config.segment.model_id == TINY_MASK2FORMER_ID:
-        with run.child("round-0", tags={"freemask.round": "0"}) as bootstrap:
-            labeller = train_round(config, pool, out, out.child("rounds/00/model"), bootstrap)
-    else:
-        labeller = load_segmenter(config.segment, config.classes, trainable=False)
-    # 3. Rounds until the stop rule says stop.
-    history: list[dict[str, Any]] = []
+    out = open_storage(outputs)
+    steps.prepare(config, inputs, out)
+    if steps.needs_bootstrap(config) and not out.exists("rounds/00/model/model.safetensors"):
+        steps.bootstrap(config, out, run)
+    round_index = 1
     while True:
-        round_index = len(history) + 1
-        history.append(
-            run_round(config, round_index, pool, validation, validation_store, out, labeller, run)
-        )
-        trained = out.child(f"rounds/{round_index:02d}/model")
-        if trained.exists("model.safetensors"):
-            labeller = load_trained(trained)
-        go_on, reason = should_continue(history, config.active)
+        if not out.exists(f"{steps.round_folder(round_index)}/summary.json"):
+            steps.pseudo(config, out, round_index)
+            steps.select(config, out, round_index)
+            steps.train(config, out, round_index, run)
+        steps.close(config, out, round_index, run)
+        go_on, reason = should_continue(steps.history(out, round_index), config.active)
         if not go_on:
-            break
-    # 4. The best round's kept samples are the dataset.
-    best = max(history, key=lambda summary: summary["val_miou"])
-    kept = read_manifest(out, f"rounds/{best['round']:02d}/kept.jsonl")
-    write_manifest(out, kept)
-    if best.get("model_version"):
-        run.alias_model(f"{config.name}-segmenter", "best", best["model_version"])
-    run.set_tags({"freemask.best_round": str(best["round"]), "freemask.stop_reason": reason})
-    result = StageResult(
-        stage=STAGE,
-        output=out.uri,
-        written=len(kept),
-        dropped=len(pool) - len(kept),
-        seconds=time.monotonic() - started,
-        summary={"rounds": history, "best_round": best["round"], "stop_reason": reason},
-    )
-    write_json(out, SUCCESS, result.to_json())
-    return result
-
-
-def run_round(
-    config: RunConfig,
-    round_index: int,
-    pool: list[Sample],
-    validation: list[Sample],
-    validation_store: Storage,
-    out: Storage,
-    labeller: Segmenter,
-    parent: Run,
-) -> dict[str, Any]:
-    """One round; returns its summary (read back when the round already finished)."""
-    folder = f"rounds/{round_index:02d}"
-    if out.exists(f"{folder}/summary.json"):
-        return read_json(out, f"{folder}/summary.json")
-    kept_version = None
-    with parent.child(f"round-{round_index}", tags={"freemask.round": str(round_index)}) as run:
-        pseudo = out.child(f"{folder}/pseudo")
-        pseudo_label(labeller, pool, out, pseudo)
-        kept, discarded = filter_samples(pool, out, pseudo, config.active, round_index)
-        out.write_bytes(f"{folder}/kept.jsonl", serialize_samples(kept))
-        out.write_bytes(f"{folder}/discarded.jsonl", serialize_samples(discarded))
-        if not kept:  # nothing to train on: the stop rule ends the loop on this round
-            agreement = [s.scores["iou_vs_pseudo_gt"] for s in discarded]
-            summary = {
-                "round": round_index,
-                "kept": 0,
-                "discarded": len(discarded),
-                "kept_fraction": 0.0,
-                "mean_iou_vs_pseudo": round(float(np.mean(agreement)), 6),
-                "val_miou": 0.0,
-                "per_class_iou": {},
-                "dataset_version": "empty",
-                "run_id": run.run_id,
-            }
-            run.log_metrics({"kept_fraction": 0.0}, step=round_index)
-            write_json(out, f"{folder}/summary.json", summary)
-            return summary
-        version = hashlib.sha256(",".join(sorted(s.id for s in kept)).encode()).hexdigest()[:12]
-        run.set_tags({"freemask.dataset_version": version})
-        run.log_params(
-            {
-                "iou_threshold": config.active.iou_threshold,
-                "keep_rule": config.active.keep_rule,
-                "pool": len(pool),
-                "validation": len(validation),
-            }
-        )
-        segmenter = train_round(config, kept, out, out.child(f"{folder}/model"), run)
-        scores = evaluate(segmenter, validation, validation_store, config.classes)
-        agreement = [s.scores["iou_vs_pseudo_gt"] for s in [*kept, *discarded]]
-        summary = {
-            "round": round_index,
-            "kept": len(kept),
-            "discarded": len(discarded),
-            "kept_fraction": round(len(kept) / len(pool), 6),
-            "mean_iou_vs_pseudo": round(float(np.mean(agreement)), 6),
-            "val_miou": round(float(scores["miou"]), 6),
-            "per_class_iou": scores["per_class_iou"],
-            "dataset_version": version,
-        }
-        run.log_metrics(
-            {
-                "kept_fraction": summary["kept_fraction"],
-                "mean_iou_vs_pseudo": summary["mean_iou_vs_pseudo"],
-                "val_miou": summary["val_miou"],
-                **{f"val_iou.{name}": value for name, value in scores["per_class_iou"].items()},
-            },
-            step=round_index,
-        )
-        _log_pictures(run, out, folder, kept, discarded, pseudo, config.active.iou_threshold)
-        kept_version = run.log_model(
-            segmenter.model, "segmenter", registered_name=f"{config.name}-segmenter"
-        )
-        summary["model_version"] = kept_version
-        summary["run_id"] = run.run_id
-        write_json(out, f"{folder}/summary.json", summary)
-    parent.log_metrics(
-        {"val_miou": summary["val_miou"], "kept_fraction": summary["kept_fraction"]},
-        step=round_index,
-    )
-    return summary
-
-
-def _log_pictures(
-    run: Run, out: Storage, folder: str, kept, discarded, pseudo: Storage, threshold: float
-) -> None:
-    """The round's histogram, contact sheet and manifests as MLflow artifacts."""
-    import tempfile
-    from pathlib import Path
-
-    scores = [s.scores["iou_vs_pseudo_gt"] for s in [*kept, *discarded]]
-    rows = []
-    for label, group in (("kept", kept), ("discarded", discarded)):
-        for sample in group[: CONTACT_ROWS // 2]:
-            caption = f"{label} {sample.scores['iou_vs_pseudo_gt']:.2f}\n{sample.id[:20]}"
-            image = read_image(out, sample.image, mode="RGB")
-            rows.append(
-                (
-                    caption,
-                    image,
-                    read_image(out, sample.semantic_mask),
-                    read_image(pseudo, f"{sample.id}.png"),
-                )
-            )
-    with tempfile.TemporaryDirectory() as temp:
-        root = Path(temp)
-        (root / "iou_histogram.png").write_bytes(iou_histogram_png(scores, threshold, folder))
-        (root / "contact_sheet.png").write_bytes(contact_sheet_png(rows))
-        (root / "kept.jsonl").write_bytes(out.read_bytes(f"{folder}/kept.jsonl"))
-        run.log_artifact(root, "round")
+            return steps.finish(config, out, run, reason, time.monotonic() - started)
+        round_index += 1

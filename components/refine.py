@@ -1,0 +1,25 @@
+"""The refine stage as a container component: one shard of it."""
+
+from kfp import dsl
+
+from components._spec import spec
+from freemask.commands import runtime_argv, stage_argv
+
+
+@dsl.container_component
+def refine(
+    config: str,
+    classes: str,
+    images_per_class: int,
+    iou_threshold: float,
+    max_rounds: int,
+    tracking_uri: str,
+    shard: int,
+    shards: int,
+):
+    """`freemask refine --shard shard/shards`."""
+    return spec(
+        "refine",
+        runtime_argv(classes, images_per_class, iou_threshold, max_rounds, tracking_uri)
+        + stage_argv("refine", config, shard, shards),
+    )

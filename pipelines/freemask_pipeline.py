@@ -1,0 +1,207 @@
+"""The freemask Kubeflow pipeline: every stage a task, active-learning rounds as sub-pipelines.
+
+``build_pipeline(tasks, settings)`` wires the tasks; the production pipeline uses the container
+components in ``components/``, the tests use host-run components with the same command lines.
+KFP v2 cannot call a pipeline from itself at run time, so rounds are unrolled at compile time:
+the sub-pipeline of round k runs the round and, under ``dsl.If`` on its close step's decision,
+calls the sub-pipeline of round k+1, down to ``active.max_rounds`` from the compile-time config.
+The runtime ``max_rounds`` parameter can stop earlier (the stop rule reads it), never later.
+Only parameters cross round boundaries (config URI, parent MLflow run id, max rounds).
+Compile: ``python -m pipelines.freemask_pipeline --config configs/default.yaml --out FILE``.
+"""
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kfp import compiler, dsl
+
+from freemask.commands import GPU_STAGES
+from freemask.config import KubeflowConfig, RunConfig, load_config
+
+SHM_VOLUME = "dshm"
+
+
+@dataclass(frozen=True)
+class Tasks:
+    """The component for every task of the pipeline."""
+
+    start_run: Any
+    generate: Any
+    join: Any
+    relate: Any
+    backgrounds: Any
+    compose: Any
+    refine_train: Any
+    refine: Any
+    harmonize: Any
+    prepare: Any
+    bootstrap: Any
+    pseudo_label: Any
+    filter_round: Any
+    train: Any
+    close: Any
+
+
+def production_tasks() -> Tasks:
+    """The container components."""
+    import components
+
+    return Tasks(**{name: getattr(components, name) for name in Tasks.__dataclass_fields__})
+
+
+def configure(task: Any, name: str, settings: KubeflowConfig | None) -> Any:
+    """Resources, retries, caching and, for GPU tasks, the accelerator, node pool and /dev/shm."""
+    task.set_caching_options(True)
+    if settings is None:  # host-run tests: no cluster to schedule on
+        return task
+    from kfp import kubernetes
+
+    task.set_retry(num_retries=settings.retries, backoff_duration="30s", backoff_factor=2.0)
+    task.set_cpu_request(settings.cpu_request)
+    for secret in settings.secrets:
+        kubernetes.use_secret_as_env(task, secret.secret, {secret.key: secret.env})
+    if name not in GPU_STAGES:
+        task.set_memory_request(settings.memory_request)
+        return task
+    task.set_memory_request(settings.gpu_memory_request)
+    task.set_accelerator_type(settings.accelerator_type)
+    task.set_accelerator_limit(settings.accelerator_count)
+    for key, value in settings.gpu_node_selector.items():
+        kubernetes.add_node_selector(task, key, value)
+    for toleration in settings.gpu_tolerations:
+        kubernetes.add_toleration(
+            task,
+            key=toleration.key,
+            operator=toleration.operator,
+            value=toleration.value,
+            effect=toleration.effect,
+        )
+    kubernetes.empty_dir_mount(
+        task, SHM_VOLUME, "/dev/shm", medium="Memory", size_limit=settings.shm_size
+    )
+    return task
+
+
+def build_rounds(tasks: Tasks, depth: int, settings: KubeflowConfig | None) -> Any:
+    """The sub-pipeline of round 1; round k calls round k+1 under a condition on its close
+    step's decision, down to ``depth`` (built deepest first: a pipeline is defined before the
+    one that calls it)."""
+    next_round = None
+    for round_index in range(depth, 0, -1):
+        next_round = _round_pipeline(tasks, round_index, settings, depth, next_round)
+    return next_round
+
+
+def _round_pipeline(
+    tasks: Tasks, round_index: int, settings: KubeflowConfig | None, depth: int, next_round: Any
+) -> Any:
+    @dsl.pipeline(name=f"active-round-{round_index}")
+    def active_round(
+        config: str,
+        classes: str,
+        images_per_class: int,
+        iou_threshold: float,
+        max_rounds: int,
+        tracking_uri: str,
+        parent_run_id: str,
+    ):
+        runtime = {
+            "config": config,
+            "classes": classes,
+            "images_per_class": images_per_class,
+            "iou_threshold": iou_threshold,
+            "max_rounds": max_rounds,
+            "tracking_uri": tracking_uri,
+        }
+        common = {**runtime, "round_index": round_index, "parent_run_id": parent_run_id}
+        pseudo = configure(tasks.pseudo_label(**common), "pseudo-label", settings)
+        selected = configure(tasks.filter_round(**common).after(pseudo), "filter", settings)
+        trained = configure(tasks.train(**common).after(selected), "train", settings)
+        closed = configure(tasks.close(**common, depth=depth).after(trained), "close", settings)
+        if next_round is not None:
+            with dsl.If(closed.output == "true", name=f"continue-after-round-{round_index}"):
+                next_round(**runtime, parent_run_id=parent_run_id)
+
+    return active_round
+
+
+def build_pipeline(tasks: Tasks, config: RunConfig, kubernetes: bool = True):
+    """The whole pipeline for ``config``'s compile-time settings (shards, parallelism, rounds,
+    Kubernetes scheduling); runtime parameters default to the config's values."""
+    settings = config.kubeflow if kubernetes else None
+    shards = list(range(config.kubeflow.shards))
+    depth = config.active.max_rounds
+    first_round = build_rounds(tasks, depth, settings)
+
+    @dsl.pipeline(name="freemask", description="Synthetic segmentation data with no manual labels.")
+    def freemask(
+        config_uri: str,
+        classes: str = "",
+        images_per_class: int = config.generate.images_per_class,
+        iou_threshold: float = config.active.iou_threshold,
+        max_rounds: int = depth,
+        tracking_uri: str = "",
+    ):
+        # Only pipeline parameters and loop items enter ParallelFor bodies (task outputs there are
+        # not resolved by every runner); every task gets the runtime parameters as overrides.
+        runtime = {
+            "config": config_uri,
+            "classes": classes,
+            "images_per_class": images_per_class,
+            "iou_threshold": iou_threshold,
+            "max_rounds": max_rounds,
+            "tracking_uri": tracking_uri,
+        }
+        started = configure(tasks.start_run(**runtime), "start-run", settings)
+
+        def sharded(stage: str, *after: Any) -> Any:
+            """The stage over every shard (at most ``parallelism`` at once), then its join."""
+            with dsl.ParallelFor(
+                shards, parallelism=config.kubeflow.parallelism, name=f"{stage}-shards"
+            ) as shard:
+                task = getattr(tasks, stage)(**runtime, shard=shard, shards=len(shards))
+                configure(task.after(*after) if after else task, stage, settings)
+            joined = tasks.join(**runtime, stage=stage, shards=len(shards)).after(task)
+            return configure(joined, "join", settings)
+
+        generated = sharded("generate")
+        related = configure(tasks.relate(**runtime), "relate", settings)
+        drawn = sharded("backgrounds", related)
+        composed = sharded("compose", generated, drawn)
+        refine_trained = configure(
+            tasks.refine_train(**runtime).after(composed), "refine-train", settings
+        )
+        refined = sharded("refine", refine_trained)
+        harmonized = sharded("harmonize", refined)
+        run_id = started.output
+        prepared = configure(
+            tasks.prepare(**runtime, parent_run_id=run_id).after(harmonized), "prepare", settings
+        )
+        booted = configure(
+            tasks.bootstrap(**runtime, parent_run_id=run_id).after(prepared), "bootstrap", settings
+        )
+        first_round(**runtime, parent_run_id=run_id).after(booted)
+
+    return freemask
+
+
+def compile_pipeline(config: RunConfig, out: str | Path) -> Path:
+    """Compile the production pipeline to Kubeflow IR YAML at ``out``."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_pipeline(production_tasks(), config), str(out))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Compile the freemask Kubeflow pipeline.")
+    parser.add_argument("--config", default="configs/default.yaml", help="compile-time settings")
+    parser.add_argument("--out", default="build/freemask_pipeline.yaml")
+    args = parser.parse_args(argv)
+    print(compile_pipeline(load_config(args.config), args.out))
+
+
+if __name__ == "__main__":
+    main()

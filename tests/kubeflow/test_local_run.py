@@ -1,0 +1,104 @@
+"""The pipeline run for real on this machine: kfp.local executes it with host-run components
+that run the same `freemask` command lines as the containers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import host_tasks
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from freemask.config import RunConfig
+from freemask.records import read_manifest
+from freemask.storage import LocalStorage
+from pipelines.freemask_pipeline import Tasks, build_pipeline
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_config(root: Path) -> dict:
+    return {
+        "name": "kfp-local",
+        "workdir": str(root / "work"),
+        "classes": ["ball", "box"],
+        "generate": {
+            "model_id": "builtin:tiny-sd",
+            "images_per_class": 3,
+            "height": 64,
+            "width": 64,
+            "num_inference_steps": 2,
+        },
+        "relate": {"thesaurus": str(Path(__file__).parents[2] / "configs" / "demo_thesaurus.yaml")},
+        "compose": {"images": 6, "backgrounds_per_scene": 1, "objects_per_image": [1, 2]},
+        "refine": {"method": "guided_filter"},
+        "segment": {
+            "model_id": "builtin:tiny-mask2former",
+            "image_size": 64,
+            "train_steps": 4,
+            "checkpoint_every": 2,
+        },
+        "active": {"max_rounds": 2, "keep_rule": "percentile"},
+        "tracking": {"uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "kfp-local"},
+        "kubeflow": {"shards": 2, "parallelism": 2},
+    }
+
+
+def run_pipeline(tmp_path: Path, max_rounds: int) -> RunConfig:
+    from kfp import local
+
+    settings = tiny_config(tmp_path)
+    config_path = tmp_path / "run.yaml"
+    config_path.write_text(yaml.safe_dump(settings))
+    config = RunConfig.model_validate(settings)
+    tasks = Tasks(**{name: getattr(host_tasks, name) for name in Tasks.__dataclass_fields__})
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp-root")
+    )
+    pipeline = build_pipeline(tasks, config, kubernetes=False)
+    pipeline(config_uri=str(config_path), max_rounds=max_rounds)
+    return config
+
+
+def test_shards_fan_out_and_two_rounds_run(tmp_path) -> None:
+    run_pipeline(tmp_path, max_rounds=2)
+    work = tmp_path / "work"
+    for stage in ("generate", "backgrounds", "compose", "refine", "harmonize"):
+        parts = sorted(path.name for path in (work / stage / "parts").glob("manifest-*"))
+        assert parts == ["manifest-00000-of-00002.jsonl", "manifest-00001-of-00002.jsonl"], stage
+        assert (work / stage / "_SUCCESS").is_file()
+    assert (
+        len(read_manifest(LocalStorage(work / "generate")))
+        + len(
+            (work / "generate" / "rejected.jsonl").read_text().splitlines()
+            if (work / "generate" / "rejected.jsonl").exists()
+            else []
+        )
+        == 6
+    )
+    summaries = [
+        json.loads((work / "active" / "rounds" / f"{k:02d}" / "summary.json").read_text())
+        for k in (1, 2)
+    ]
+    assert [summary["round"] for summary in summaries] == [1, 2]
+    assert (work / "active" / "_SUCCESS").is_file()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("kfp-local").experiment_id
+    (parent,) = client.search_runs(
+        [experiment], filter_string="tags.`freemask.runner` = 'kubeflow'"
+    )
+    rounds = client.search_runs(
+        [experiment], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert {run.data.tags["freemask.round"] for run in rounds} == {"0", "1", "2"}
+    assert parent.data.tags["freemask.stop_reason"] == "reached max_rounds (2)"
+
+
+def test_a_stop_rule_that_says_stop_ends_the_loop_early(tmp_path) -> None:
+    run_pipeline(tmp_path, max_rounds=1)
+    active = tmp_path / "work" / "active"
+    assert (active / "rounds" / "01" / "summary.json").is_file()
+    assert not (active / "rounds" / "02").exists()
+    assert (active / "_SUCCESS").is_file()
