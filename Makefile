@@ -42,7 +42,7 @@ bench: $(STAMP)  ## Speed and memory benchmarks (benchmarks/bench_*.py)
 
 compile: $(STAMP)  ## Compile the Kubeflow pipeline to build/freemask_pipeline.yaml
 	@test -f pipelines/freemask_pipeline.py || { echo "pipelines/freemask_pipeline.py does not exist yet"; exit 2; }
-	$(BIN)/python -m pipelines.freemask_pipeline --out build/freemask_pipeline.yaml
+	$(BIN)/freemask compile --config configs/default.yaml --out build/freemask_pipeline.yaml
 
 images:  ## Build one container image per stage (needs a Docker engine)
 	@ls images/*.Dockerfile >/dev/null 2>&1 || { echo "images/ has no Dockerfiles yet"; exit 2; }

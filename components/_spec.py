@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kfp import dsl
 
-IMAGES_FILE = Path(__file__).resolve().parents[1] / "images" / "images.json"
+IMAGES_FILE = Path(__file__).resolve().parent / "images.json"
 
 
 def image_for(task: str) -> str:

@@ -16,6 +16,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from freemask.cli_kubeflow import register as register_kubeflow_commands
 from freemask.cli_learning import register as register_learning_commands
 from freemask.config import RunConfig, load_config
 from freemask.errors import FreemaskError
@@ -300,6 +301,7 @@ def run(config: ConfigOption) -> None:
 
 
 register_learning_commands(app)
+register_kubeflow_commands(app)
 
 
 def apply_overrides(argv: list[str]) -> list[str]:

@@ -19,6 +19,8 @@ from kfp import compiler, dsl
 
 from freemask.commands import GPU_STAGES
 from freemask.config import KubeflowConfig, RunConfig, load_config
+from freemask.errors import FreemaskError
+from pipelines.ir import lint, load_ir
 
 SHM_VOLUME = "dshm"
 
@@ -188,10 +190,14 @@ def build_pipeline(tasks: Tasks, config: RunConfig, kubernetes: bool = True):
 
 
 def compile_pipeline(config: RunConfig, out: str | Path) -> Path:
-    """Compile the production pipeline to Kubeflow IR YAML at ``out``."""
+    """Compile the production pipeline to Kubeflow IR YAML at ``out``; refuse one that the IR
+    lint finds problems in (FreemaskError listing them)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(build_pipeline(production_tasks(), config), str(out))
+    problems = lint(*load_ir(out))
+    if problems:
+        raise FreemaskError(f"{out}: the compiled pipeline has problems:\n" + "\n".join(problems))
     return out
 
 

@@ -1,0 +1,1 @@
+"""The freemask Kubeflow pipeline (built from the container components in ``components``)."""

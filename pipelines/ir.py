@@ -1,0 +1,84 @@
+"""Reading a compiled pipeline (Kubeflow IR YAML): which task each executor runs, a lint, and a
+canonical form for comparing compiles (nested component names change between compiles)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def load_ir(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(pipeline spec, platform spec) of a compiled pipeline; the platform spec may be empty."""
+    documents = list(yaml.safe_load_all(Path(path).read_text()))
+    return documents[0], documents[1] if len(documents) > 1 else {}
+
+
+def executor_task(executor: dict[str, Any]) -> str:
+    """The freemask task an executor runs, from its command line (after the --set overrides)."""
+    args = executor["container"]["args"]
+    index = 0
+    while index < len(args) and args[index] == "--set":
+        index += 2
+    command = args[index]
+    if command == "round":
+        return args[index + 1]
+    if command == "refine" and "--train-only" in args:
+        return "refine-train"
+    return command
+
+
+def _kubernetes_executors(platform: dict[str, Any]) -> dict[str, Any]:
+    return (
+        platform.get("platforms", {})
+        .get("kubernetes", {})
+        .get("deploymentSpec", {})
+        .get("executors", {})
+    )
+
+
+def lint(spec: dict[str, Any], platform: dict[str, Any]) -> list[str]:
+    """Problems in a compiled pipeline: dangling component or executor references, images
+    without a pinned tag or digest, GPU requests without a toleration or node selector."""
+    problems = []
+    components = spec.get("components", {})
+    executors = spec.get("deploymentSpec", {}).get("executors", {})
+    dags = [("root", spec["root"]), *((name, body) for name, body in components.items())]
+    for owner, body in dags:
+        for task_name, task in body.get("dag", {}).get("tasks", {}).items():
+            reference = task.get("componentRef", {}).get("name")
+            if reference not in components:
+                problems.append(f"{owner}.{task_name}: component {reference!r} is not defined")
+    for name, component in components.items():
+        label = component.get("executorLabel")
+        if label and label not in executors:
+            problems.append(f"{name}: executor {label!r} is not defined")
+    kubernetes = _kubernetes_executors(platform)
+    for name, executor in executors.items():
+        image = executor["container"]["image"]
+        tag = image.rsplit("/", 1)[-1]
+        if "@sha256:" not in image and (":" not in tag or tag.endswith(":latest")):
+            problems.append(f"{name}: image {image!r} is not pinned to a version or digest")
+        if executor["container"].get("resources", {}).get("accelerator"):
+            settings = kubernetes.get(name, {})
+            if not settings.get("tolerations"):
+                problems.append(f"{name}: requests a GPU without the GPU pool's toleration")
+            if not settings.get("nodeSelector"):
+                problems.append(f"{name}: requests a GPU without a node selector for the GPU pool")
+    return problems
+
+
+def canonical(spec: dict[str, Any]) -> str:
+    """The spec as text with generated names (``comp-x-2``, ``exec-x-3``, ``for-loop-4``,
+    ``condition-5``) replaced by their order of first appearance, for golden comparisons."""
+    text = yaml.safe_dump(spec, sort_keys=True)
+    names: dict[str, str] = {}
+
+    def rename(match: re.Match) -> str:
+        return names.setdefault(match.group(0), f"{match.group(1)}-#{len(names)}")
+
+    return re.sub(
+        r"\b(comp|exec|for-loop|condition|condition-branches)-[a-z0-9-]*?\d+\b", rename, text
+    )

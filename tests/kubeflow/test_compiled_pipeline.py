@@ -1,0 +1,172 @@
+"""The production pipeline's IR: tasks, images, GPUs, fan-out, rounds, parameters, lint."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import pytest
+from kfp import components
+
+from freemask.commands import GPU_STAGES
+from freemask.config import RunConfig
+from freemask.errors import FreemaskError
+from pipelines.freemask_pipeline import compile_pipeline
+from pipelines.ir import canonical, executor_task, lint, load_ir
+
+STAGE_IMAGES = {
+    "generate": "freemask-generate",
+    "backgrounds": "freemask-generate",
+    "relate": "freemask-relate",
+    "compose": "freemask-compose",
+    "refine-train": "freemask-refine",
+    "refine": "freemask-refine",
+    "harmonize": "freemask-harmonize",
+    "pseudo-label": "freemask-segment",
+    "train": "freemask-segment",
+}
+
+
+def config(**kubeflow) -> RunConfig:
+    return RunConfig.model_validate(
+        {
+            "classes": ["cat", "dog"],
+            "active": {"max_rounds": 3},
+            "kubeflow": {
+                "shards": 4,
+                "parallelism": 2,
+                "secrets": [{"secret": "mlflow", "key": "token", "env": "MLFLOW_TRACKING_TOKEN"}],
+                **kubeflow,
+            },
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    path = compile_pipeline(config(), tmp_path_factory.mktemp("ir") / "pipeline.yaml")
+    return path, *load_ir(path)
+
+
+def test_every_stage_runs_in_its_own_image(compiled) -> None:
+    _, spec, _ = compiled
+    executors = spec["deploymentSpec"]["executors"].values()
+    tasks = {executor_task(e): e["container"]["image"] for e in executors}
+    assert set(tasks) == {
+        *STAGE_IMAGES,
+        "join",
+        "start-run",
+        "prepare",
+        "bootstrap",
+        "filter",
+        "close",
+    }
+    for task, name in STAGE_IMAGES.items():
+        assert re.fullmatch(rf"ghcr\.io/freemask/{name}:\d+\.\d+\.\d+", tasks[task]), task
+    assert all(e["container"]["command"] == ["freemask"] for e in executors)
+
+
+def test_accelerators_on_exactly_the_gpu_stages(compiled) -> None:
+    _, spec, platform = compiled
+    executors = spec["deploymentSpec"]["executors"]
+    with_gpu = {
+        executor_task(e)
+        for e in executors.values()
+        if e["container"].get("resources", {}).get("accelerator")
+    }
+    assert with_gpu == GPU_STAGES
+    kubernetes = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name, executor in executors.items():
+        settings = kubernetes.get(name, {})
+        gpu = executor_task(executor) in GPU_STAGES
+        assert (
+            bool(settings.get("tolerations")) == gpu and bool(settings.get("nodeSelector")) == gpu
+        )
+        assert [m["mountPath"] for m in settings.get("emptyDirMounts", [])] == (
+            ["/dev/shm"] if gpu else []
+        )
+        assert settings["secretAsEnv"][0]["keyToEnv"][0]["envVar"] == "MLFLOW_TRACKING_TOKEN"
+
+
+def test_sharded_stages_fan_out_with_the_configured_parallelism(compiled) -> None:
+    _, spec, _ = compiled
+    loops = [
+        body
+        for body in spec["root"]["dag"]["tasks"].values()
+        if "iterator" in body or "parameterIterator" in body
+    ]
+    assert len(loops) == 5
+    for loop in loops:
+        iterator = loop["parameterIterator"]
+        assert iterator["items"]["raw"] == "[0, 1, 2, 3]"
+        assert loop["iteratorPolicy"]["parallelismLimit"] == 2
+
+
+def test_rounds_are_nested_sub_pipelines_gated_by_the_previous_decision(compiled) -> None:
+    _, spec, _ = compiled
+    components_by_name = spec["components"]
+    rounds = sorted(
+        name for name in components_by_name if re.fullmatch(r"comp-active-round-\d", name)
+    )
+    assert rounds == ["comp-active-round-1", "comp-active-round-2", "comp-active-round-3"]
+    for index, name in enumerate(rounds, start=1):
+        tasks = components_by_name[name]["dag"]["tasks"]
+        conditions = [task for task in tasks.values() if "triggerPolicy" in task]
+        if index < 3:
+            (condition,) = conditions
+            assert "== 'true'" in condition["triggerPolicy"]["condition"]
+            branch = components_by_name[condition["componentRef"]["name"]]["dag"]["tasks"]
+            assert [task["componentRef"]["name"] for task in branch.values()] == [
+                f"comp-active-round-{index + 1}"
+            ]
+        else:
+            assert conditions == []
+
+
+def test_parameters_have_types_and_defaults(compiled) -> None:
+    _, spec, _ = compiled
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert parameters["config_uri"] == {"parameterType": "STRING"}
+    assert parameters["images_per_class"]["parameterType"] == "NUMBER_INTEGER"
+    assert parameters["images_per_class"]["defaultValue"] == 100
+    assert parameters["iou_threshold"] == {
+        "defaultValue": 0.5,
+        "isOptional": True,
+        "parameterType": "NUMBER_DOUBLE",
+    }
+    assert parameters["max_rounds"]["defaultValue"] == 3
+    assert parameters["classes"]["defaultValue"] == parameters["tracking_uri"]["defaultValue"] == ""
+
+
+def test_ir_loads_back_and_compiles_the_same_way_twice(compiled, tmp_path) -> None:
+    path, spec, _ = compiled
+    assert components.load_component_from_file(str(path)).name == "freemask"
+    again = load_ir(compile_pipeline(config(), tmp_path / "again.yaml"))[0]
+    assert canonical(again) == canonical(spec)
+
+
+def test_lint_finds_dangling_references_unpinned_images_and_untolerated_gpus(compiled) -> None:
+    _, spec, platform = compiled
+    assert lint(spec, platform) == []
+    broken, bare = copy.deepcopy(spec), copy.deepcopy(platform)
+    executors = broken["deploymentSpec"]["executors"]
+    executors["exec-relate"]["container"]["image"] = "ghcr.io/freemask/freemask-relate:latest"
+    del broken["components"]["comp-relate"]
+    gpu = next(name for name, e in executors.items() if executor_task(e) == "train")
+    del bare["platforms"]["kubernetes"]["deploymentSpec"]["executors"][gpu]["tolerations"]
+    problems = "\n".join(lint(broken, bare))
+    assert "component 'comp-relate' is not defined" in problems
+    assert "freemask-relate:latest' is not pinned" in problems
+    assert f"{gpu}: requests a GPU without the GPU pool's toleration" in problems
+
+
+def test_compile_refuses_a_pipeline_the_lint_rejects(tmp_path) -> None:
+    with pytest.raises(FreemaskError, match="without the GPU pool's toleration"):
+        compile_pipeline(config(gpu_tolerations=[]), tmp_path / "bad.yaml")
+
+
+def test_compiled_ir_reads_nothing_from_the_compiling_environment(tmp_path, monkeypatch) -> None:
+    first = canonical(load_ir(compile_pipeline(config(), tmp_path / "a.yaml"))[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://elsewhere:5000")
+    monkeypatch.setenv("FREEMASK__GENERATE__IMAGES_PER_CLASS", "7")
+    assert canonical(load_ir(compile_pipeline(config(), tmp_path / "b.yaml"))[0]) == first
