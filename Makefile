@@ -44,12 +44,8 @@ compile: $(STAMP)  ## Compile the Kubeflow pipeline to build/freemask_pipeline.y
 	@test -f pipelines/freemask_pipeline.py || { echo "pipelines/freemask_pipeline.py does not exist yet"; exit 2; }
 	$(BIN)/freemask compile --config configs/default.yaml --out build/freemask_pipeline.yaml
 
-images:  ## Build one container image per stage (needs a Docker engine)
-	@ls images/*.Dockerfile >/dev/null 2>&1 || { echo "images/ has no Dockerfiles yet"; exit 2; }
-	@set -e; for file in images/*.Dockerfile; do \
-		stage=$$(basename $$file .Dockerfile); \
-		docker build -f $$file -t freemask-$$stage:$$(git describe --always --dirty) .; \
-	done
+images: $(STAMP)  ## Build the base image and one image per stage (needs a Docker engine)
+	$(BIN)/python images/build.py
 
 clean:  ## Remove build outputs and caches (keeps .venv and runs/)
 	rm -rf build .pytest_cache .ruff_cache
