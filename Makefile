@@ -8,7 +8,7 @@ CONFIG ?= configs/demo.yaml
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test lint format run bench compile images clean
+.PHONY: help install test lint format run bench compile images scan clean
 
 help:  ## List the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -46,6 +46,17 @@ compile: $(STAMP)  ## Compile the Kubeflow pipeline to build/freemask_pipeline.y
 
 images: $(STAMP)  ## Build the base image and one image per stage (needs a Docker engine)
 	$(BIN)/python images/build.py
+
+SCAN_VENV := .venv-scan
+scan: $(STAMP)  ## Security scan of the rendered Kubernetes manifests (checkov, in its own venv)
+	@test -x $(SCAN_VENV)/bin/checkov || { $(PYTHON) -m venv $(SCAN_VENV) && $(SCAN_VENV)/bin/python -m pip install -q checkov==3.3.30; }
+	@mkdir -p build/manifests
+	@set -e; for overlay in base overlays/dev overlays/prod; do \
+		name=$$(basename $$overlay); \
+		$(BIN)/kubectl kustomize manifests/$$overlay > build/manifests/$$name.yaml; \
+		echo "== checkov manifests/$$overlay"; \
+		$(SCAN_VENV)/bin/checkov -f build/manifests/$$name.yaml --framework kubernetes --compact --quiet; \
+	done
 
 clean:  ## Remove build outputs and caches (keeps .venv and runs/)
 	rm -rf build .pytest_cache .ruff_cache
