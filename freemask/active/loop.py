@@ -8,10 +8,12 @@ the same function. Round 1's pseudo-labels come from the pretrained checkpoint i
 ``segment.model_id`` (its labels mapped onto the run's), or, for a model built from scratch,
 from a segmenter trained on the whole pool first (round 0).
 
-Under the output prefix: ``images/`` and ``masks/`` (the pool's files), per round
+Under the output prefix: ``images/`` and ``masks/`` (the pool's files), ``pool.jsonl`` and
+``validation.jsonl``, per round
 ``rounds/NN/{pseudo/, kept.jsonl, discarded.jsonl, model/, summary.json}`` (the summary last:
 a finished round is not run again), then ``manifest.jsonl`` (the best round's kept samples)
-and ``_SUCCESS``.
+and ``_SUCCESS``. The steps live in ``freemask.active.steps``; this module holds the parts
+they share and the local loop.
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ from freemask.storage import (
 from freemask.tracking import NullRun, Run
 
 STAGE = "active"
-CONTACT_ROWS = 6
 VALIDATION_SHARE = 10  # one sample in ten is held out when no validation set is given
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from helpers import write_shapes_set
 from mlflow import MlflowClient
 
@@ -34,6 +35,7 @@ def loop_config(tmp_path, **active) -> RunConfig:
     )
 
 
+@pytest.mark.slow
 def test_two_rounds_are_logged_as_nested_runs(tmp_path, mlflow_server, capsys) -> None:
     write_shapes_set(tmp_path / "pool", 24)
     config = loop_config(tmp_path)
