@@ -5,9 +5,12 @@ Exit codes: 0 success, 2 bad input (one line per problem, no traceback), 1 inter
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -304,12 +307,13 @@ register_learning_commands(app)
 register_kubeflow_commands(app)
 
 
-def apply_overrides(argv: list[str]) -> list[str]:
-    """Take ``--set section.field=value`` pairs out of ``argv`` into ``FREEMASK__`` variables of
-    this process (how pipeline tasks pass runtime parameters); an empty value sets nothing."""
-    import os
-
+@contextlib.contextmanager
+def runtime_overrides(argv: list[str]) -> Iterator[list[str]]:
+    """Take ``--set section.field=value`` pairs out of ``argv`` (how pipeline tasks pass runtime
+    parameters) and expose them as ``FREEMASK__`` variables while the command runs; an empty
+    value sets nothing. The environment is restored afterwards."""
     rest: list[str] = []
+    overrides: dict[str, str] = {}
     tokens = iter(argv)
     for token in tokens:
         if token != "--set":
@@ -320,16 +324,25 @@ def apply_overrides(argv: list[str]) -> list[str]:
         if not equals or not key:
             raise FreemaskError(f"--set {pair!r}: expected section.field=value")
         if value != "":
-            os.environ["FREEMASK__" + key.upper().replace(".", "__")] = value
-    return rest
+            overrides["FREEMASK__" + key.upper().replace(".", "__")] = value
+    saved = {name: os.environ.get(name) for name in overrides}
+    os.environ.update(overrides)
+    try:
+        yield rest
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI with ``argv``; return the exit code (2 bad input, 1 internal error)."""
     command = typer.main.get_command(app)
     try:
-        argv = apply_overrides(sys.argv[1:] if argv is None else list(argv))
-        command.main(args=argv, prog_name="freemask", standalone_mode=False)
+        with runtime_overrides(sys.argv[1:] if argv is None else list(argv)) as rest:
+            command.main(args=rest, prog_name="freemask", standalone_mode=False)
     except FreemaskError as exc:
         for line in str(exc).splitlines():
             print(f"error: {line}", file=sys.stderr)

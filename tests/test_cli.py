@@ -1,5 +1,6 @@
 """The command line: exit codes, one-line errors, and each command's effect."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -135,3 +136,13 @@ def test_run_goes_through_every_stage_under_one_parent_run(tmp_path: Path, capsy
     )
     assert {r.data.tags["freemask.round"] for r in rounds} == {"0", "1"}
     assert "active" in printed and "not built yet" not in printed
+
+
+def test_set_overrides_apply_to_one_command_only(tmp_path: Path, capsys) -> None:
+    config = str(write_config(tmp_path))
+    assert main(["--set", "generate.batch_size=7", "config", "show", config]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["generate"]["batch_size"] == 7
+    assert "FREEMASK__GENERATE__BATCH_SIZE" not in os.environ
+    assert main(["config", "show", config]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["generate"]["batch_size"] == 4
+    assert main(["--set", "nonsense", "config", "show", config]) == 2
