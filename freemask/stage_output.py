@@ -22,6 +22,7 @@ from freemask.storage import Storage, read_json, write_json
 
 SUCCESS = "_SUCCESS"
 REJECTED = "rejected.jsonl"
+SETTINGS = "stage.json"
 
 
 @dataclass(frozen=True)
@@ -93,12 +94,32 @@ class StageResult:
 class StageOutput:
     """Writes one stage's (shard's) samples: skip what is done, commit each sample whole."""
 
-    def __init__(self, storage: Storage, stage: str, shard: Shard = Shard()):
+    def __init__(
+        self, storage: Storage, stage: str, shard: Shard = Shard(), settings_hash: str | None = None
+    ):
         self.storage = storage
         self.shard = shard
         self.result = StageResult(stage=stage, output=storage.uri)
         self._started = time.monotonic()
+        self._settings = {"stage": stage, "settings_hash": settings_hash}
+        self._claimed = settings_hash is None
+        if settings_hash is not None and storage.exists(SETTINGS):
+            recorded = read_json(storage, SETTINGS)
+            if recorded.get("settings_hash") != settings_hash:
+                raise FreemaskError(
+                    f"{storage.uri}: holds {recorded.get('stage')} output made with other "
+                    f"settings (hash {recorded.get('settings_hash')}, now {settings_hash}); "
+                    "write to a new --out or workdir, or remove the old output"
+                )
+            self._claimed = True
         self._done = self._read_done_ids()
+
+    def _claim(self) -> None:
+        """Record the settings this prefix's samples are made with, before the first write, so a
+        later run with other settings is refused instead of mixing two configurations."""
+        if not self._claimed:
+            write_json(self.storage, SETTINGS, self._settings)
+            self._claimed = True
 
     def _read_done_ids(self) -> set[str]:
         paths = [self.shard.manifest_path]
@@ -137,6 +158,7 @@ class StageOutput:
             raise ManifestError(
                 f"sample {sample.id}: record refers to files not written: {sorted(unwritten)}"
             )
+        self._claim()
         for path, data in files.items():
             self.storage.write_bytes(path, data)
         append_manifest(self.storage, [sample], self.shard.manifest_path)
@@ -148,6 +170,7 @@ class StageOutput:
 
         The record makes it count as done: a re-run does not try it again.
         """
+        self._claim()
         line = json.dumps({"id": sample_id, "reason": reason}, sort_keys=True) + "\n"
         self.storage.append_lines(self.shard.rejected_path, line.encode())
         self._done.add(sample_id)
@@ -155,6 +178,7 @@ class StageOutput:
 
     def finish(self, summary: dict[str, Any] | None = None) -> StageResult:
         """Write the success marker (per shard when sharded) with the run's summary."""
+        self._claim()
         self.result.seconds = time.monotonic() - self._started
         self.result.summary = summary or {}
         write_json(self.storage, self.shard.success_path, self.result.to_json())

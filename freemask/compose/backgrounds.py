@@ -53,13 +53,14 @@ def run_backgrounds(
     """Record the run's backgrounds under ``outputs``: the user's (``compose.backgrounds``) or
     drawn ones for the scenes in ``inputs``/relations.json (a relate stage's prefix)."""
     shard = shard or Shard()
-    output = StageOutput(open_storage(outputs), STAGE, shard)
+    settings = config.generate
+    digest = config_hash(settings, exclude={"batch_size", "device", "images_per_class"})
+    source = config.compose.backgrounds or f"{digest}|{config.compose.background_prompt}"
+    output = StageOutput(open_storage(outputs), STAGE, shard, settings_hash=_short(source))
     if config.compose.backgrounds:
         return _import_backgrounds(config, output, shard)
     relations = read_relations(open_storage(inputs))
     scenes = scenes_for_run(relations, load_thesaurus(config.relate.thesaurus).parents)
-    settings = config.generate
-    digest = config_hash(settings, exclude={"batch_size", "device"})
     prompt_template = config.compose.background_prompt
     planned = [
         (scene, index, _seed(config.seed, scene, index))
@@ -143,6 +144,10 @@ def _import_backgrounds(config: RunConfig, output: StageOutput, shard: Shard) ->
         )
         output.commit(sample, {target: encode_image(pixels, target)})
     return output.finish({"imported_from": source.uri, "files": len(files)})
+
+
+def _short(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _seed(run_seed: int, scene: str, index: int) -> int:

@@ -16,6 +16,7 @@ occluded pixels removed), instances with RLE masks, and ``placements`` provenanc
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass
 from typing import Any
@@ -96,8 +97,17 @@ def run_compose(
         config, inputs, relations or f"{workdir}/relate", backgrounds or f"{workdir}/backgrounds"
     )
     placer = placer or make_placer(config)
-    output = StageOutput(open_storage(outputs), STAGE, shard)
-    digest = config_hash(config.compose, exclude={"backgrounds"})
+    # Scene ids change with whatever changes a scene: compose and relate settings, the single
+    # objects' settings, the classes and the seed (not where backgrounds came from).
+    parts = [
+        config_hash(config.compose, exclude={"backgrounds", "images"}),
+        config_hash(config.relate),
+        config_hash(config.generate, exclude={"batch_size", "device", "images_per_class"}),
+        ",".join(config.classes),
+        str(config.seed),
+    ]
+    digest = hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+    output = StageOutput(open_storage(outputs), STAGE, shard, settings_hash=digest)
     stamp = StageStamp(stage=STAGE, version=VERSION, config_hash=digest)
     indices = shard.select(list(range(config.compose.images)))
     ids = {index: sample_id(digest, "scene", config.seed * 1_000_003 + index) for index in indices}

@@ -30,8 +30,9 @@ from freemask.storage import encode_image, open_storage
 
 STAGE = "generate"
 VERSION = "1"
-# Settings that change how fast samples are made, not what they are: left out of sample ids.
-EXECUTION_FIELDS = {"batch_size", "device"}
+# Settings that change how fast or how many samples are made, not what each is: left out of
+# sample ids (so raising images_per_class extends a finished run).
+EXECUTION_FIELDS = {"batch_size", "device", "images_per_class"}
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def run_generate(
     settings = config.generate
     shard = shard or Shard()
     storage = open_storage(outputs)
-    output = StageOutput(storage, STAGE, shard)
+    output = StageOutput(storage, STAGE, shard, settings_hash=content_hash(config))
 
     # 1. Plan the shard's samples; batches are cut before skipping, so they never change.
     planned = shard.select(plan_samples(config))

@@ -87,7 +87,9 @@ def run_harmonize(
     """Harmonize the samples under ``inputs`` into ``outputs`` (this shard's share)."""
     shard = shard or Shard()
     source = open_storage(inputs)
-    output = StageOutput(open_storage(outputs), STAGE, shard)
+    output = StageOutput(
+        open_storage(outputs), STAGE, shard, settings_hash=config_hash(config.harmonize)
+    )
     mine = shard.select(read_manifest(source))
     todo = output.pending([sample.id for sample in mine])
     harmonizer = make_harmonizer(config.harmonize) if todo else None

@@ -160,7 +160,7 @@ def run_refine(
     source = open_storage(inputs)
     target = open_storage(outputs)
     samples = read_manifest(source)
-    output = StageOutput(target, STAGE, shard)
+    output = StageOutput(target, STAGE, shard, settings_hash=config_hash(config.refine))
     # 1. The refiner (training AffinityNet on every sample, not just this shard's).
     todo = output.pending([sample.id for sample in shard.select(samples)])
     refiner = make_refiner(config, source, samples, target, run or NullRun(), shard)

@@ -193,3 +193,18 @@ def test_cli_rejects_an_empty_class_list(tmp_path: Path, capsys) -> None:
     path.write_text(yaml.safe_dump({"name": "x", "classes": []}))
     assert main(["generate", "--config", str(path)]) == 2
     assert "classes" in capsys.readouterr().err
+
+
+def test_raising_images_per_class_extends_a_finished_run(tiny_pipe, make_config, tmp_path) -> None:
+    out = str(tmp_path / "out")
+    first = run_generate(make_config(images_per_class=1), None, out, pipe=tiny_pipe)
+    more = run_generate(make_config(images_per_class=2), None, out, pipe=tiny_pipe)
+    assert more.skipped == 2 and more.written + more.dropped == 2
+    assert len(read_manifest(LocalStorage(out))) == first.written + more.written
+
+
+def test_other_settings_into_the_same_output_are_refused(tiny_pipe, make_config, tmp_path) -> None:
+    out = str(tmp_path / "out")
+    run_generate(make_config(), None, out, pipe=tiny_pipe)
+    with pytest.raises(FreemaskError, match="made with other settings"):
+        run_generate(make_config(guidance_scale=3.0), None, out, pipe=tiny_pipe)
