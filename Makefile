@@ -55,7 +55,7 @@ scan: $(STAMP)  ## Security scan of the rendered Kubernetes manifests (checkov, 
 		name=$$(basename $$overlay); \
 		$(BIN)/kubectl kustomize manifests/$$overlay > build/manifests/$$name.yaml; \
 		echo "== checkov manifests/$$overlay"; \
-		$(SCAN_VENV)/bin/checkov -f build/manifests/$$name.yaml --framework kubernetes --compact --quiet; \
+		$(SCAN_VENV)/bin/checkov -f build/manifests/$$name.yaml --framework kubernetes --compact --quiet --skip-download; \
 	done
 
 clean:  ## Remove build outputs and caches (keeps .venv and runs/)
