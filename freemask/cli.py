@@ -21,6 +21,7 @@ from rich.table import Table
 
 from freemask.cli_kubeflow import register as register_kubeflow_commands
 from freemask.cli_learning import register as register_learning_commands
+from freemask.cli_toyworld import register as register_toyworld_commands
 from freemask.config import RunConfig, load_config
 from freemask.errors import FreemaskError
 from freemask.export import FORMATS, export_dataset
@@ -284,27 +285,42 @@ def run(config: ConfigOption) -> None:
 
     run_config: RunConfig = load_config(config)
     report = run_local(run_config)
-    table = Table(title=f"freemask run {run_config.name}")
-    table.add_column("stage")
-    table.add_column("status")
+    stages = Table(
+        title=f"freemask run {run_config.name}" + (" (resumed)" if report.resumed else "")
+    )
+    for column in ("stage", "written", "already done", "rejected", "seconds"):
+        stages.add_column(column, justify="left" if column == "stage" else "right")
     for stage, result in report.ran.items():
-        table.add_row(
+        stages.add_row(
             stage,
-            f"done: {result.written} written, {result.skipped} already done, "
-            f"{result.dropped} rejected ({result.seconds:.1f} s)",
+            str(result.written),
+            str(result.skipped),
+            str(result.dropped),
+            f"{result.seconds:.1f}",
         )
-    for stage in report.missing:
-        table.add_row(stage, "[yellow]not built yet[/yellow]")
-    for stage in report.blocked:
-        table.add_row(stage, f"[yellow]waiting for {report.missing[0]}[/yellow]")
-    out.print(table)
-    out.print(f"workdir: {report.workdir}\nMLflow: {report.tracking_uri} (run {report.run_id})")
-    if report.missing:
-        out.print(f"[yellow]stages not built yet: {', '.join(report.missing)}[/yellow]")
+    out.print(stages)
+    rounds = Table(title="active-learning rounds")
+    for column in ("round", "kept", "kept fraction", "validation mIoU"):
+        rounds.add_column(column, justify="right")
+    for summary in report.report.get("rounds", []):
+        rounds.add_row(
+            str(summary["round"]),
+            str(summary["kept"]),
+            f"{summary['kept_fraction']:.3f}",
+            f"{summary['val_miou']:.3f}",
+        )
+    out.print(rounds)
+    out.print(
+        f"workdir: {report.workdir}\n"
+        f"exports: {report.workdir}/export/coco, {report.workdir}/export/voc\n"
+        f"report: {report.workdir}/report ({len(report.report.get('files', []))} files)\n"
+        f"MLflow: {report.tracking_uri} (run {report.run_id})"
+    )
 
 
 register_learning_commands(app)
 register_kubeflow_commands(app)
+register_toyworld_commands(app)
 
 
 @contextlib.contextmanager

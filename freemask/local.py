@@ -1,96 +1,107 @@
-"""The embedded runner: the pipeline's stages in one process, on local defaults.
+"""The embedded runner: the whole pipeline in one process, on local defaults.
 
-Each stage lives in ``freemask/<package>/`` and exposes ``run_<stage>(config, inputs, outputs)``.
-The runner calls them in order, each reading the previous stage's output prefix, under one
-MLflow parent run. Stages not built yet are reported, not faked.
+``run_local`` calls every stage's ``run_<stage>(config, inputs, outputs)`` in order, each
+reading the previous stage's output prefix, under one MLflow parent run; the active-learning
+loop uses the same stop rule as the Kubeflow pipeline. Every stage skips what it has already
+written, and the parent run's id is kept in the work directory, so running the same command
+after a kill continues the same run where it stopped. At the end the final dataset is exported
+(COCO and VOC) and the report folder is written.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
 
+from freemask.active import run_active
+from freemask.compose import run_backgrounds, run_compose
 from freemask.config import RunConfig
-from freemask.storage import open_storage
+from freemask.export import FORMATS, export_dataset
+from freemask.generate import run_generate
+from freemask.harmonize import run_harmonize
+from freemask.refine import run_refine
+from freemask.relate import run_relate
+from freemask.run_report import REPORT, write_run_report
+from freemask.stage_output import StageResult
+from freemask.storage import Storage, open_storage, read_json, write_json
 from freemask.tracking import MlflowTracker, Run, resolve_tracking_uri
 
-# (stage, package, the stage whose output it reads): the pipeline's order. A stage is available
-# once its package exports run_<stage>; compose also reads relate's and backgrounds' outputs from
-# their default places under the workdir.
-PIPELINE: list[tuple[str, str, str | None]] = [
-    ("generate", "freemask.generate", None),
-    ("relate", "freemask.relate", None),
-    ("backgrounds", "freemask.compose", "relate"),
-    ("compose", "freemask.compose", "generate"),
-    ("refine", "freemask.refine", "compose"),
-    ("harmonize", "freemask.harmonize", "refine"),
-    ("active", "freemask.active", "harmonize"),
+# (stage, its function, the stage whose output it reads): the pipeline's order. compose also
+# reads relate's and backgrounds' outputs from their default places under the workdir.
+PIPELINE: list[tuple[str, Callable[..., StageResult], str | None]] = [
+    ("generate", run_generate, None),
+    ("relate", run_relate, None),
+    ("backgrounds", run_backgrounds, "relate"),
+    ("compose", run_compose, "generate"),
+    ("refine", run_refine, "compose"),
+    ("harmonize", run_harmonize, "refine"),
+    ("active", run_active, "harmonize"),
 ]
+# Stages that log models or training curves into the parent run.
+TRACKED_STAGES = {"refine", "active"}
+RUN_FILE = "run.json"
+EXPORT = "export"
 
 
 @dataclass
 class LocalRunReport:
-    """What a local run did: stages run (with their results), missing, and blocked behind a missing one."""
+    """What a local run did: the stages' results, where the exports and report went."""
 
     run_id: str
     tracking_uri: str
     workdir: str
-    ran: dict[str, Any] = field(default_factory=dict)
-    missing: list[str] = field(default_factory=list)
-    blocked: list[str] = field(default_factory=list)
+    ran: dict[str, StageResult] = field(default_factory=dict)
+    exports: dict[str, dict] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    resumed: bool = False
 
 
-def find_stage(stage: str, package: str) -> Callable[..., Any] | None:
-    """The stage's ``run_<stage>`` function, or None if its package does not provide it yet."""
-    try:
-        module = importlib.import_module(package)
-    except ModuleNotFoundError as exc:
-        if exc.name != package:
-            raise
-        return None
-    return getattr(module, f"run_{stage}", None)
+def parent_run(config: RunConfig, workdir: Storage, tracking_uri: str) -> tuple[Run, bool]:
+    """The run's MLflow parent run: the one this work directory started, or a new one.
+
+    Returns (run, resumed).
+    """
+    # With the embedded sqlite store, artifacts go beside it; a server decides for itself.
+    artifacts = workdir.child("mlartifacts").uri if tracking_uri.startswith("sqlite:") else None
+    tracker = MlflowTracker(tracking_uri, config.tracking.experiment, artifact_location=artifacts)
+    if workdir.exists(RUN_FILE):
+        known = read_json(workdir, RUN_FILE)
+        if known.get("tracking_uri") == tracking_uri:
+            return tracker.resume_run(known["run_id"]), True
+    run = tracker.start_run(config.name, tags={"freemask.runner": "local"})
+    run.log_params(config.model_dump(mode="json"))
+    write_json(workdir, RUN_FILE, {"run_id": run.run_id, "tracking_uri": tracking_uri})
+    return run, False
 
 
 def run_local(config: RunConfig, run: Run | None = None) -> LocalRunReport:
-    """Run every available stage in order under one MLflow parent run; report the rest."""
+    """Run every stage in order under one MLflow parent run, then export and report."""
     # 1. Work directory and the resolved config, so the run can be reproduced from its folder.
     workdir = open_storage(config.workdir)
     workdir.write_bytes(
         "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).encode()
     )
 
-    # 2. Tracking: a parent run for the whole pipeline.
+    # 2. Tracking: the parent run for the whole pipeline (resumed after an interruption).
     tracking_uri = resolve_tracking_uri(config.tracking.uri, config.workdir)
+    resumed = False
     if run is None:
-        # With the embedded sqlite store, artifacts go beside it; a server decides for itself.
-        artifacts = workdir.child("mlartifacts").uri if tracking_uri.startswith("sqlite:") else None
-        tracker = MlflowTracker(
-            tracking_uri, config.tracking.experiment, artifact_location=artifacts
-        )
-        run = tracker.start_run(config.name, tags={"freemask.runner": "local"})
-    run.log_params(config.model_dump(mode="json"))
-    report = LocalRunReport(run_id=run.run_id, tracking_uri=tracking_uri, workdir=workdir.uri)
+        run, resumed = parent_run(config, workdir, tracking_uri)
+    report = LocalRunReport(
+        run_id=run.run_id, tracking_uri=tracking_uri, workdir=workdir.uri, resumed=resumed
+    )
 
-    # 3. Stages in order; the first missing one blocks those after it (they need its output).
     with run:
-        for stage, package, source in PIPELINE:
-            if report.missing:
-                report.blocked.append(stage)
-                continue
-            runner = find_stage(stage, package)
-            if runner is None:
-                report.missing.append(stage)
-                continue
-            outputs = workdir.child(stage).uri
+        # 3. Stages in order; each skips the samples it has already written.
+        for stage, runner, source in PIPELINE:
             inputs = workdir.child(source).uri if source else workdir.uri
-            # Stages that log models or training curves take the run.
-            extra = {"run": run} if "run" in inspect.signature(runner).parameters else {}
-            result = runner(config, inputs, outputs, **extra)
+            extra = {"run": run} if stage in TRACKED_STAGES else {}
+            result = runner(config, inputs, workdir.child(stage).uri, **extra)
             report.ran[stage] = result
             run.log_metrics(
                 {
@@ -100,5 +111,24 @@ def run_local(config: RunConfig, run: Run | None = None) -> LocalRunReport:
                     f"{stage}.seconds": result.seconds,
                 }
             )
-        run.set_tags({"freemask.missing_stages": ",".join(report.missing) or "none"})
+        # 4. The dataset in the formats users train on.
+        final = workdir.child("active")
+        for fmt in FORMATS:
+            report.exports[fmt] = export_dataset(
+                final, workdir.child(f"{EXPORT}/{fmt}"), config.classes, fmt
+            )
+        # 5. The report folder, also kept with the run in MLflow.
+        rule_threshold = (
+            None if config.active.keep_rule == "percentile" else config.active.iou_threshold
+        )
+        report.report = write_run_report(workdir, rule_threshold)
+        log_report(run, workdir.child(REPORT), report.report["files"])
     return report
+
+
+def log_report(run: Run, report: Storage, files: list[str]) -> None:
+    """Log the report's files as the parent run's ``report/`` artifacts."""
+    with tempfile.TemporaryDirectory() as temp:
+        for name in files:
+            (Path(temp) / name).write_bytes(report.read_bytes(name))
+        run.log_artifact(temp, REPORT)

@@ -15,6 +15,8 @@ from freemask.errors import FreemaskError
 SD_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 # A model id that builds the tiny random pipeline offline: for smoke runs with no weights at all.
 TINY_SD_ID = "builtin:tiny-sd"
+# The toy world's trained model, shipped inside the package (freemask/toyworld/model).
+TOY_SD_ID = "builtin:toy-sd"
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 # Words the tiny tokenizer knows whole; any other word still tokenizes, letter by letter.
 TINY_WORDS = [
@@ -114,7 +116,8 @@ def check_model_folder(folder: Path) -> None:
 def load_sd_pipeline(config: GenerateConfig) -> Any:
     """Load a StableDiffusionPipeline from ``config.model_id`` (hub id or local folder).
 
-    ``builtin:tiny-sd`` builds the tiny random pipeline instead (see ``build_tiny_sd``).
+    ``builtin:tiny-sd`` builds the tiny random pipeline instead (see ``build_tiny_sd``);
+    ``builtin:toy-sd`` is the toy world's trained model folder shipped with the package.
     Device and dtype follow the config ('auto': fp16 on CUDA, fp32 on CPU); the scheduler is
     replaced by ``config.scheduler``; the safety checker is not loaded (masks need raw images).
     """
@@ -124,8 +127,10 @@ def load_sd_pipeline(config: GenerateConfig) -> Any:
         return build_tiny_sd(seed=0, scheduler=config.scheduler)
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
-    folder = Path(config.model_id).expanduser()
-    if folder.exists():
+    folder = (
+        toy_model_folder() if config.model_id == TOY_SD_ID else Path(config.model_id).expanduser()
+    )
+    if folder.exists() or config.model_id == TOY_SD_ID:
         check_model_folder(folder)
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
@@ -140,6 +145,13 @@ def load_sd_pipeline(config: GenerateConfig) -> Any:
     except (OSError, ValueError) as exc:
         raise FreemaskError(f"generate.model_id {config.model_id!r}: cannot load ({exc})") from None
     return prepare_pipeline(pipe, config.scheduler, device)
+
+
+def toy_model_folder() -> Path:
+    """Where the toy world's trained model ships (``builtin:toy-sd``)."""
+    from freemask.toyworld.model import toy_model_path
+
+    return toy_model_path()
 
 
 def prepare_pipeline(pipe: Any, scheduler: str, device: torch.device | str = "cpu") -> Any:

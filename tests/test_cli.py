@@ -7,11 +7,9 @@ from pathlib import Path
 
 import yaml
 from helpers import CLASSES, write_dataset
-from mlflow import MlflowClient
 from pycocotools.coco import COCO
 
 from freemask.cli import main
-from freemask.local import PIPELINE
 from freemask.records import read_manifest
 from freemask.stage_output import Shard, StageOutput
 from freemask.storage import LocalStorage
@@ -105,37 +103,6 @@ def test_manifest_validate_and_join(tmp_path: Path, capsys) -> None:
         StageOutput(sharded, "generate", Shard(index, 2)).finish()
     assert main(["join", "--in", sharded.uri, "--stage", "generate", "--shards", "2"]) == 0
     assert sharded.exists("_SUCCESS")
-
-
-def test_run_goes_through_every_stage_under_one_parent_run(tmp_path: Path, capsys) -> None:
-    tiny = {"model_id": "builtin:tiny-sd", "images_per_class": 1, "height": 64, "width": 64}
-    config = write_config(
-        tmp_path,
-        generate={**tiny, "num_inference_steps": 2},
-        compose={"images": 4, "backgrounds_per_scene": 1},
-        segment={"model_id": "builtin:tiny-mask2former", "image_size": 64, "train_steps": 2},
-        active={"max_rounds": 1, "keep_rule": "percentile"},
-    )
-    assert main(["run", "-c", str(config)]) == 0
-    printed = capsys.readouterr().out
-    work = tmp_path / "work"
-    assert yaml.safe_load((work / "config.yaml").read_text())["classes"] == CLASSES
-    client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("freemask").experiment_id
-    (run,) = client.search_runs([experiment], filter_string="tags.`freemask.runner` = 'local'")
-    assert run.data.params["generate.images_per_class"] == "1"
-    assert run.info.status == "FINISHED"
-    assert run.data.metrics["generate.written"] + run.data.metrics["generate.rejected"] == 3
-    assert (
-        len(read_manifest(LocalStorage(work / "generate"))) == run.data.metrics["generate.written"]
-    )
-    assert run.data.tags["freemask.missing_stages"] == "none"
-    assert [stage for stage, _, _ in PIPELINE if f"{stage}.written" not in run.data.metrics] == []
-    rounds = client.search_runs(
-        [experiment], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'"
-    )
-    assert {r.data.tags["freemask.round"] for r in rounds} == {"0", "1"}
-    assert "active" in printed and "not built yet" not in printed
 
 
 def test_set_overrides_apply_to_one_command_only(tmp_path: Path, capsys) -> None:

@@ -1,0 +1,52 @@
+"""CLI commands of the toy world: labelled scenes rendered with exact masks.
+
+``freemask toyworld scenes`` writes rendered scenes for the run's classes as a manifest, e.g.
+a held-out set with exact labels for ``segment.validation``. The toy model itself is trained by
+``python -m freemask.toyworld.train`` (see its model card).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from freemask.config import load_config
+from freemask.errors import FreemaskError
+
+out = Console()
+toyworld_app = typer.Typer(
+    help="The toy world: rendered scenes with exact labels.", no_args_is_help=True
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``toyworld`` commands to the ``freemask`` app."""
+    app.add_typer(toyworld_app, name="toyworld")
+
+
+@toyworld_app.command("scenes")
+def scenes(
+    config: Annotated[str, typer.Option("--config", "-c", help="Run config (its classes).")],
+    outputs: Annotated[str, typer.Option("--out", help="Where to write the labelled scenes.")],
+    count: Annotated[int, typer.Option(min=1, help="How many scenes.")] = 100,
+    objects: Annotated[str, typer.Option(help="Objects per scene, 'low,high'.")] = "2,3",
+    size: Annotated[int, typer.Option(min=16, help="Image side in pixels.")] = 64,
+    seed: Annotated[int, typer.Option(help="Scene seed (use another than training's).")] = 1,
+) -> None:
+    """Render labelled scenes of the run's classes (resumable)."""
+    from freemask.toyworld.dataset import write_toy_scenes
+
+    low, _, high = objects.partition(",")
+    try:
+        span = (int(low), int(high or low))
+    except ValueError:
+        raise FreemaskError(f"--objects {objects!r}: expected 'low,high', e.g. 2,3") from None
+    if not 1 <= span[0] <= span[1]:
+        raise FreemaskError(f"--objects {objects!r}: expected 1 <= low <= high")
+    classes = load_config(config).classes
+    result = write_toy_scenes(outputs, classes, count, seed=seed, size=size, objects=span)
+    out.print(
+        f"toyworld scenes: {result.written} written, {result.skipped} already done -> {outputs}"
+    )

@@ -1,0 +1,106 @@
+"""The toy world's text-to-image model: a small Stable Diffusion, same classes as the real one.
+
+``build_toy_pipeline`` makes the untrained pipeline (the training script fills its weights);
+``toy_model_path`` is where the trained one ships inside the package, loaded by
+``generate.model_id: builtin:toy-sd`` through ``StableDiffusionPipeline.from_pretrained``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from freemask.models import tiny_clip_tokenizer
+from freemask.toyworld.render import VOCABULARY
+
+IMAGE_SIDE = 64
+# Captions are at most 14 tokens ("a photo of a red ball and a blue box on a field" + start/end).
+MAX_TOKENS = 16
+
+
+def toy_model_path() -> Path:
+    """The folder of the trained toy model shipped with the package (diffusers layout)."""
+    return Path(__file__).parent / "model"
+
+
+def build_toy_pipeline(seed: int = 0) -> Any:
+    """An untrained toy StableDiffusionPipeline, seeded.
+
+    The VAE maps a 64-px image to a 16x16x4 latent (factor 4, where Stable Diffusion has 8),
+    so the UNet's attention sits on the 8x8 and 4x4 grids: resolutions 32 and 16 in Stable
+    Diffusion's 512-px names, the generate stage's defaults. The text encoder is a 2-layer CLIP over the toy
+    vocabulary, trained with the UNet.
+    """
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = tiny_clip_tokenizer(VOCABULARY)
+    tokenizer.model_max_length = MAX_TOKENS
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=IMAGE_SIDE // 4,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64, 64),
+        layers_per_block=1,
+        # Attention on the 8x8 grid and in the 4x4 middle block only: on two CPU cores,
+        # self-attention over the 16x16 grid would cost more than the rest of the UNet.
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=64,
+        attention_head_dim=16,
+        norm_num_groups=16,
+    )
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(
+        sample_size=IMAGE_SIDE,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(16, 32, 64),
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        latent_channels=4,
+        norm_num_groups=8,
+        # Fully convolutional, so that it can be trained on crops.
+        mid_block_add_attention=False,
+    )
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=MAX_TOKENS,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    return StableDiffusionPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )

@@ -1,0 +1,127 @@
+"""``freemask run``: every stage in one process, exports and report, and resuming after a kill."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import CLASSES
+from mlflow import MlflowClient
+from pycocotools.coco import COCO
+
+import freemask.local
+from freemask.cli import main
+from freemask.local import PIPELINE
+from freemask.records import read_manifest
+from freemask.storage import LocalStorage
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def local_runs(work: Path, experiment: str) -> list:
+    client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    return client.search_runs([experiment_id], filter_string="tags.`freemask.runner` = 'local'")
+
+
+def rounds_of(work: Path, run) -> set[str]:
+    client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    children = client.search_runs(
+        [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'"
+    )
+    return {child.data.tags["freemask.round"] for child in children}
+
+
+def test_run_goes_through_every_stage_under_one_parent_run(tmp_path: Path, capsys) -> None:
+    tiny = {"model_id": "builtin:tiny-sd", "images_per_class": 1, "height": 64, "width": 64}
+    config = write_config(
+        tmp_path / "run.yaml",
+        {
+            "name": "cli-test",
+            "workdir": str(tmp_path / "work"),
+            "classes": CLASSES,
+            "generate": {**tiny, "num_inference_steps": 2},
+            "compose": {"images": 4, "backgrounds_per_scene": 1},
+            "segment": {"model_id": "builtin:tiny-mask2former", "image_size": 64, "train_steps": 2},
+            "active": {"max_rounds": 1, "keep_rule": "percentile"},
+        },
+    )
+    assert main(["run", "-c", str(config)]) == 0
+    printed = capsys.readouterr().out
+    work = tmp_path / "work"
+    assert yaml.safe_load((work / "config.yaml").read_text())["classes"] == CLASSES
+    (run,) = local_runs(work, "freemask")
+    assert run.data.params["generate.images_per_class"] == "1"
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["generate.written"] + run.data.metrics["generate.rejected"] == 3
+    assert (
+        len(read_manifest(LocalStorage(work / "generate"))) == run.data.metrics["generate.written"]
+    )
+    assert [stage for stage, _, _ in PIPELINE if f"{stage}.written" not in run.data.metrics] == []
+    assert rounds_of(work, run) == {"0", "1"}
+    assert "active-learning rounds" in printed
+
+
+def test_demo_run_exports_reports_and_resumes_after_a_kill(tmp_path: Path, monkeypatch) -> None:
+    # The shipped demo config with small counts: the toy model draws, every stage runs.
+    config = yaml.safe_load((REPO / "configs/demo.yaml").read_text())
+    work = tmp_path / "work"
+    config["workdir"] = str(work)
+    config["relate"]["thesaurus"] = str(REPO / config["relate"]["thesaurus"])
+    config["generate"].update(images_per_class=3, num_inference_steps=8)
+    config["compose"].update(images=12, backgrounds_per_scene=1)
+    config["segment"].update(train_steps=4, checkpoint_every=2)
+    config["active"].update(max_rounds=2, min_miou_gain=0.0)
+    path = write_config(tmp_path / "demo.yaml", config)
+
+    # 1. A run killed in the middle (refine fails after compose has finished).
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    stages = [(name, killed if name == "refine" else fn, src) for name, fn, src in PIPELINE]
+    monkeypatch.setattr(freemask.local, "PIPELINE", stages)
+    with pytest.raises(KeyboardInterrupt):
+        main(["run", "-c", str(path)])
+    composed = read_manifest(LocalStorage(work / "compose"))
+    assert len(composed) == 12
+    assert not (work / "refine" / "_SUCCESS").exists()
+
+    # 2. The same command again continues the same parent run and redoes nothing finished.
+    monkeypatch.setattr(freemask.local, "PIPELINE", PIPELINE)
+    assert main(["run", "-c", str(path)]) == 0
+    (run,) = local_runs(work, "freemask-demo")
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["compose.written"] == 0
+    assert run.data.metrics["compose.skipped"] == 12
+    assert run.data.metrics["generate.written"] == 0
+    assert read_manifest(LocalStorage(work / "compose")) == composed
+    assert rounds_of(work, run) == {"0", "1", "2"}
+
+    # 3. The final dataset, exported, and the report folder.
+    final = read_manifest(LocalStorage(work / "active"))
+    assert final
+    coco = COCO(str(work / "export/coco/annotations/instances.json"))
+    assert len(coco.getImgIds()) == len(final)
+    voc = (work / "export/voc/ImageSets/Segmentation/trainval.txt").read_text().split()
+    assert len(voc) == len(final)
+    report = work / "report"
+    expected = {
+        "generate_samples.png",
+        "compose_samples.png",
+        "refine_samples.png",
+        "harmonize_samples.png",
+        "active_samples.png",
+        "round_01_iou_histogram.png",
+        "round_02_iou_histogram.png",
+        "miou_per_round.png",
+        "summary.json",
+    }
+    assert expected <= {file.name for file in report.iterdir()}
+    summary = yaml.safe_load((report / "summary.json").read_text())
+    assert [r["round"] for r in summary["rounds"]] == [1, 2]
+    assert summary["stages"]["compose"]["samples"] == 12
+    assert summary["stages"]["compose"]["instances_per_sample"] >= 1.5
