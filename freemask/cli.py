@@ -42,6 +42,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(manifest_app, name="manifest")
 
 out = Console()
+INTERRUPTED = 130  # the exit code of a command stopped by Ctrl-C
 ConfigOption = Annotated[
     str, typer.Option("--config", "-c", help="Run config YAML (path or gs:// URI).")
 ]
@@ -358,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         with runtime_overrides(sys.argv[1:] if argv is None else list(argv)) as rest:
-            command.main(args=rest, prog_name="freemask", standalone_mode=False)
+            # Typer turns Ctrl-C into exit code 130 and returns it rather than raising.
+            code = command.main(args=rest, prog_name="freemask", standalone_mode=False)
     except FreemaskError as exc:
         for line in str(exc).splitlines():
             print(f"error: {line}", file=sys.stderr)
@@ -375,7 +377,9 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         print("internal error: the traceback above shows where; please report it", file=sys.stderr)
         return 1
-    return 0
+    if code == INTERRUPTED:
+        print("interrupted: run the same command again to continue", file=sys.stderr)
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

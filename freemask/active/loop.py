@@ -122,7 +122,17 @@ def train_round(
     if model.exists("model.safetensors"):
         return load_trained(model)
     segmenter = load_segmenter(config.segment, config.classes, trainable=True)
-    train_segmenter(segmenter, samples, data, model, config.segment, seed=config.seed, run=run)
+    with progress_bar("train segmenter", config.segment.train_steps) as advance:
+        train_segmenter(
+            segmenter,
+            samples,
+            data,
+            model,
+            config.segment,
+            seed=config.seed,
+            run=run,
+            on_step=lambda _step: advance(1),
+        )
     return segmenter
 
 
