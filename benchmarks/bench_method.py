@@ -33,16 +33,23 @@ from freemask.storage import LocalStorage
 from freemask.toyworld.dataset import write_toy_scenes
 
 REPO = Path(__file__).resolve().parents[1]
+TRAIN_STEPS = 1000  # every row's segmenter, the active loop's included
 TEST_SCENES = 200
 TEST_SEED = 1000  # training of the toy model used seed 0
 CEILING_SEED = 2000
 
 
-def load_demo_config(work: Path) -> RunConfig:
-    """configs/demo.yaml with the work directory under ``work``."""
+def load_demo_config(work: Path, quick: bool) -> RunConfig:
+    """configs/demo.yaml with the work directory under ``work`` and the benchmark's budget."""
     raw = yaml.safe_load((REPO / "configs/demo.yaml").read_text())
     raw["workdir"] = str(work / "run")
     raw["relate"]["thesaurus"] = str(REPO / raw["relate"]["thesaurus"])
+    raw["segment"]["train_steps"] = TRAIN_STEPS
+    if quick:  # a smoke run of the benchmark's own code
+        raw["generate"].update(images_per_class=2, num_inference_steps=4)
+        raw["compose"].update(images=12, backgrounds_per_scene=1)
+        raw["segment"].update(train_steps=4, checkpoint_every=2)
+        raw["active"]["max_rounds"] = 2
     return RunConfig.model_validate(raw)
 
 
@@ -73,13 +80,16 @@ def evaluate_round(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=REPO / "build/bench_method")
-    work = parser.parse_args(argv).work
-    config = load_demo_config(work)
+    parser.add_argument("--quick", action="store_true", help="tiny counts: check the code runs")
+    args = parser.parse_args(argv)
+    work = args.work
+    config = load_demo_config(work, args.quick)
+    test_scenes = 10 if args.quick else TEST_SCENES
     started = time.perf_counter()
 
     # 1. Held-out scenes with exact labels, and the pipeline itself.
     test_uri = str(work / "test")
-    write_toy_scenes(test_uri, config.classes, TEST_SCENES, seed=TEST_SEED, objects=(2, 3))
+    write_toy_scenes(test_uri, config.classes, test_scenes, seed=TEST_SEED, objects=(2, 3))
     test = LocalStorage(test_uri)
     run_local(config)
     pipeline_s = time.perf_counter() - started
@@ -111,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     # 3. The table, then the figures as JSON.
     names = ["background", *config.classes]
     print(
-        f"toy world, {TEST_SCENES} held-out scenes, tiny Mask2Former, "
+        f"toy world, {test_scenes} held-out scenes, {config.segment.model_id}, "
         f"{config.segment.train_steps} steps each, torch threads {torch.get_num_threads()}"
     )
     print(f"{'row':<28} {'mIoU':>6} {'kept':>5} " + " ".join(f"{n[:6]:>6}" for n in names))

@@ -28,7 +28,7 @@ from freemask.active.report import contact_sheet_png, iou_histogram_png
 from freemask.config import RunConfig
 from freemask.errors import FreemaskError
 from freemask.records import Sample, read_manifest, serialize_samples, write_manifest
-from freemask.segment import TINY_MASK2FORMER_ID, Segmenter, evaluate, load_segmenter, load_trained
+from freemask.segment import BUILTIN_IDS, Segmenter, evaluate, load_segmenter, load_trained
 from freemask.stage_output import SUCCESS, StageResult
 from freemask.storage import Storage, open_storage, read_image, read_json, write_json
 from freemask.tracking import Run
@@ -73,7 +73,7 @@ def validation_of(config: RunConfig, out: Storage) -> tuple[list[Sample], Storag
 
 def needs_bootstrap(config: RunConfig) -> bool:
     """True when round 1 has no pretrained checkpoint to pseudo-label with."""
-    return config.segment.model_id == TINY_MASK2FORMER_ID
+    return config.segment.model_id in BUILTIN_IDS
 
 
 def bootstrap(config: RunConfig, out: Storage, parent: Run) -> None:

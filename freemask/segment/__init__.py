@@ -2,6 +2,8 @@
 
 from freemask.segment.evaluate import confusion, evaluate, iou_from_confusion
 from freemask.segment.model import (
+    BUILTIN_IDS,
+    SMALL_MASK2FORMER_ID,
     TINY_MASK2FORMER_ID,
     Segmenter,
     build_tiny_mask2former,
@@ -13,6 +15,8 @@ from freemask.segment.model import (
 from freemask.segment.train import load_trained, save_trained, train_segmenter
 
 __all__ = [
+    "BUILTIN_IDS",
+    "SMALL_MASK2FORMER_ID",
     "TINY_MASK2FORMER_ID",
     "Segmenter",
     "build_tiny_mask2former",

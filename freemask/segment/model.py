@@ -23,6 +23,32 @@ from freemask.errors import FreemaskError
 from freemask.relate.thesaurus import normalise
 
 TINY_MASK2FORMER_ID = "builtin:tiny-mask2former"
+SMALL_MASK2FORMER_ID = "builtin:small-mask2former"
+# Built offline with random weights (ids above): Swin patch size, width, depths and heads, then
+# the pixel decoder / transformer decoder width, queries, (encoder, decoder) layers and heads.
+BUILTIN_SIZES: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "patch_size": 4,
+        "embed_dim": 16,
+        "depths": [1, 1, 1, 1],
+        "num_heads": [1, 1, 2, 2],
+        "hidden_dim": 32,
+        "num_queries": 12,
+        "layers": (1, 2),
+        "attention_heads": 2,
+    },
+    "small": {
+        "patch_size": 2,
+        "embed_dim": 32,
+        "depths": [2, 2, 2, 2],
+        "num_heads": [1, 2, 4, 4],
+        "hidden_dim": 64,
+        "num_queries": 16,
+        "layers": (2, 3),
+        "attention_heads": 4,
+    },
+}
+BUILTIN_IDS = {TINY_MASK2FORMER_ID: "tiny", SMALL_MASK2FORMER_ID: "small"}
 BACKGROUND = "background"
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
@@ -46,17 +72,23 @@ def run_labels(classes: list[str]) -> list[str]:
     return [BACKGROUND, *classes]
 
 
-def build_tiny_mask2former(labels: list[str], seed: int = 0) -> Any:
-    """A tiny Mask2Former (Swin backbone) with random, seeded weights, built offline."""
+def build_tiny_mask2former(labels: list[str], seed: int = 0, size: str = "tiny") -> Any:
+    """A small Mask2Former (Swin backbone) with random, seeded weights, built offline.
+
+    ``size`` is a key of ``BUILTIN_SIZES``: "tiny" (0.4 M parameters) for tests and smoke runs,
+    "small" (2.5 M) for the toy world, where it learns the shapes in a few CPU minutes.
+    """
     from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
 
+    shape = BUILTIN_SIZES[size]
+    hidden = shape["hidden_dim"]
     torch.manual_seed(seed)
     backbone = SwinConfig(
         image_size=64,
-        patch_size=4,
-        embed_dim=16,
-        depths=[1, 1, 1, 1],
-        num_heads=[1, 1, 2, 2],
+        patch_size=shape["patch_size"],
+        embed_dim=shape["embed_dim"],
+        depths=shape["depths"],
+        num_heads=shape["num_heads"],
         window_size=4,
         out_features=["stage1", "stage2", "stage3", "stage4"],
     )
@@ -65,15 +97,15 @@ def build_tiny_mask2former(labels: list[str], seed: int = 0) -> Any:
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={label: index for index, label in enumerate(labels)},
-        hidden_dim=32,
-        num_queries=12,
-        encoder_layers=1,
-        decoder_layers=2,
-        dim_feedforward=64,
-        encoder_feedforward_dim=64,
-        mask_feature_size=32,
-        feature_size=32,
-        num_attention_heads=2,
+        hidden_dim=hidden,
+        num_queries=shape["num_queries"],
+        encoder_layers=shape["layers"][0],
+        decoder_layers=shape["layers"][1],
+        dim_feedforward=2 * hidden,
+        encoder_feedforward_dim=2 * hidden,
+        mask_feature_size=hidden,
+        feature_size=hidden,
+        num_attention_heads=shape["attention_heads"],
         common_stride=4,
         train_num_points=1024,
     )
@@ -106,10 +138,11 @@ def label_mapping(
 
 def load_segmenter(settings: SegmentConfig, classes: list[str], *, trainable: bool) -> Segmenter:
     """The configured Mask2Former: for pseudo-labels (its own labels, mapped) or to train
-    (a fresh head over the run's labels). ``builtin:tiny-mask2former`` builds the tiny model."""
+    (a fresh head over the run's labels). ``builtin:tiny-mask2former`` and
+    ``builtin:small-mask2former`` build untrained models offline."""
     labels = run_labels(classes)
-    if settings.model_id == TINY_MASK2FORMER_ID:
-        model = build_tiny_mask2former(labels)
+    if settings.model_id in BUILTIN_IDS:
+        model = build_tiny_mask2former(labels, size=BUILTIN_IDS[settings.model_id])
         return Segmenter(model, settings.image_size, np.arange(len(labels)))
     from transformers import Mask2FormerForUniversalSegmentation
 
