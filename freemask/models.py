@@ -184,6 +184,50 @@ def tiny_clip_tokenizer(words: tuple[str, ...] = TINY_WORDS) -> Any:
     return CLIPTokenizer(vocab=vocab, merges=list(dict.fromkeys(merges)), model_max_length=77)
 
 
+def tiny_clip_text_encoder(tokenizer: Any, width: int, max_tokens: int) -> Any:
+    """A 2-layer CLIP text encoder of ``width`` over ``tokenizer``'s vocabulary, random weights."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=max_tokens,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+
+
+def assemble_sd_pipeline(unet: Any, vae: Any, text_encoder: Any, tokenizer: Any) -> Any:
+    """A StableDiffusionPipeline of these parts on Stable Diffusion v1's noise schedule (so that
+    every scheduler choice behaves as on the real model), with no safety checker."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    return StableDiffusionPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
 def build_tiny_sd(seed: int = 0, scheduler: str = "dpm++") -> Any:
     """A tiny StableDiffusionPipeline with random, seeded weights: same classes as the real one.
 
@@ -194,11 +238,8 @@ def build_tiny_sd(seed: int = 0, scheduler: str = "dpm++") -> Any:
     """
     from diffusers import (
         AutoencoderKL,
-        DDIMScheduler,
-        StableDiffusionPipeline,
         UNet2DConditionModel,
     )
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     tokenizer = tiny_clip_tokenizer()
     torch.manual_seed(seed)
@@ -236,38 +277,8 @@ def build_tiny_sd(seed: int = 0, scheduler: str = "dpm++") -> Any:
         sample_size=64,
     )
     torch.manual_seed(seed + 2)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    ).eval()
-    # Stable Diffusion v1's noise schedule, so that every scheduler choice behaves as on the real model.
-    base_scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
-    pipe = StableDiffusionPipeline(
-        unet=unet.eval(),
-        vae=vae.eval(),
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        scheduler=base_scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    text_encoder = tiny_clip_text_encoder(tokenizer, width=32, max_tokens=77).eval()
+    pipe = assemble_sd_pipeline(unet.eval(), vae.eval(), text_encoder, tokenizer)
     pipe.register_to_config(_name_or_path=TINY_SD_ID)
     return prepare_pipeline(pipe, scheduler)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from freemask.models import tiny_clip_tokenizer
+from freemask.models import assemble_sd_pipeline, tiny_clip_text_encoder, tiny_clip_tokenizer
 from freemask.toyworld.render import VOCABULARY
 
 IMAGE_SIDE = 64
@@ -35,11 +35,8 @@ def build_toy_pipeline(seed: int = 0) -> Any:
     """
     from diffusers import (
         AutoencoderKL,
-        DDIMScheduler,
-        StableDiffusionPipeline,
         UNet2DConditionModel,
     )
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     tokenizer = tiny_clip_tokenizer(VOCABULARY)
     tokenizer.model_max_length = MAX_TOKENS
@@ -73,34 +70,5 @@ def build_toy_pipeline(seed: int = 0) -> Any:
         mid_block_add_attention=False,
     )
     torch.manual_seed(seed + 2)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=MAX_TOKENS,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
-    return StableDiffusionPipeline(
-        unet=unet,
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    text_encoder = tiny_clip_text_encoder(tokenizer, width=64, max_tokens=MAX_TOKENS)
+    return assemble_sd_pipeline(unet, vae, text_encoder, tokenizer)

@@ -14,7 +14,9 @@ from freemask.toyworld.probe import attention_mask_ious
 from freemask.toyworld.render import random_scene
 from freemask.toyworld.train import TrainSettings, main, render_dataset, train_vae
 
-# Measured on the shipped model: 16 held-out single-object scenes, 20 steps, strength 0.6.
+# Measured on the shipped model: mean IoU 0.50 over these 16 held-out single-object scenes (20
+# steps, strength 0.6; balls, boxes and rings 0.4-0.8, thin stars and cones mostly missed). A
+# mask covering the whole image scores the objects' mean area, 0.2: the bar is twice that.
 ATTENTION_IOU_BAR = 0.4
 
 
@@ -67,4 +69,5 @@ def test_shipped_model_attention_masks_find_the_rendered_objects() -> None:
     pipe = load_sd_pipeline(settings)
     scenes = [random_scene(50_000 + index, 64, (1, 1)) for index in range(16)]
     ious = attention_mask_ious(pipe, scenes, settings, strength=0.6)
-    assert np.mean(ious) > ATTENTION_IOU_BAR, ious
+    whole_image = np.mean([(scene.semantic > 0).mean() for scene in scenes])
+    assert np.mean(ious) > max(ATTENTION_IOU_BAR, 2 * whole_image), ious
