@@ -38,7 +38,7 @@ class TrainSettings:
     vae_steps: int = 600
     vae_batch: int = 32
     vae_crop: int = 32
-    unet_steps: int = 3000
+    unet_steps: int = 4000
     unet_batch: int = 48
     learning_rate: float = 1e-3
     ema_decay: float = 0.995
