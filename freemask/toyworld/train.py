@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,7 +60,7 @@ def log_progress(part: str, step: int, steps: int, losses: list[float], every: i
         print(f"{part} step {step + 1}/{steps}: loss {np.mean(losses[-every:]):.4f}", flush=True)
 
 
-def train_vae(vae, images: torch.Tensor, settings: TrainSettings) -> list[float]:
+def train_vae(vae: Any, images: torch.Tensor, settings: TrainSettings) -> list[float]:
     """Fit the VAE to reconstruct random crops (L1 plus a light KL term); returns the losses."""
     generator = torch.Generator().manual_seed(settings.seed)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=settings.learning_rate)
@@ -83,7 +84,7 @@ def train_vae(vae, images: torch.Tensor, settings: TrainSettings) -> list[float]
 
 
 @torch.no_grad()
-def encode_latents(vae, images: torch.Tensor) -> torch.Tensor:
+def encode_latents(vae: Any, images: torch.Tensor) -> torch.Tensor:
     """Posterior means of every image, scaled to unit spread (the VAE records the factor)."""
     means = torch.cat([vae.encode(chunk).latent_dist.mean for chunk in images.split(256)])
     scale = float(1.0 / means.std())
@@ -92,7 +93,7 @@ def encode_latents(vae, images: torch.Tensor) -> torch.Tensor:
 
 
 def train_unet(
-    pipe, latents: torch.Tensor, captions: list[str], settings: TrainSettings
+    pipe: Any, latents: torch.Tensor, captions: list[str], settings: TrainSettings
 ) -> list[float]:
     """Train the UNet and text encoder to predict the noise; the UNet ends with its EMA weights."""
     from diffusers import DDPMScheduler
@@ -165,7 +166,7 @@ that the generate stage's attention masks and the method's gains can be measured
 
 - Training command: `python -m freemask.toyworld.train {" ".join(argv)}`
 - Data seed: {settings.seed} ({settings.images} rendered scenes with 0-2 objects)
-- Settings: `{json.dumps(asdict(settings))}`
+- Settings: `{json.dumps({k: v for k, v in asdict(settings).items() if k != "out"})}`
 - Time: VAE {timings["vae_seconds"]:.0f} s, UNet {timings["unet_seconds"]:.0f} s, total
   {timings["total_seconds"]:.0f} s on {settings.threads} CPU threads ({platform.processor() or platform.machine()}),
   torch {torch.__version__}
