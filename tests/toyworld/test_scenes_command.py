@@ -1,0 +1,47 @@
+"""``freemask toyworld scenes``: labelled scene sets with the run's class ids, resumable."""
+
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from freemask.cli import main
+from freemask.records import read_manifest
+from freemask.storage import LocalStorage, read_image
+
+
+def write_config(tmp_path: Path, classes: list[str]) -> str:
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"name": "toy", "workdir": str(tmp_path), "classes": classes}))
+    return str(path)
+
+
+def test_scenes_use_the_run_class_ids_and_resume(tmp_path: Path, capsys) -> None:
+    config = write_config(tmp_path, ["star", "ball"])
+    out = str(tmp_path / "scenes")
+    assert main(["toyworld", "scenes", "-c", config, "--out", out, "--count", "6"]) == 0
+    storage = LocalStorage(out)
+    samples = read_manifest(storage)
+    assert len(samples) == 6
+    for sample in samples:
+        labels = read_image(storage, sample.semantic_mask)
+        assert set(np.unique(labels)) <= {0, 1, 2}
+        for instance in sample.instances:
+            expected = {"star": 1, "ball": 2}[instance.class_name]
+            assert instance.class_id == expected
+            assert (labels[instance.mask()] == expected).all()
+    assert main(["toyworld", "scenes", "-c", config, "--out", out, "--count", "8"]) == 0
+    assert "2 written, 6 already done" in capsys.readouterr().out
+    assert [s.id for s in read_manifest(storage)][:6] == [s.id for s in samples]
+
+
+def test_scenes_refuse_classes_outside_the_toy_world_and_bad_counts(tmp_path: Path, capsys) -> None:
+    out = str(tmp_path / "scenes")
+    assert (
+        main(["toyworld", "scenes", "-c", write_config(tmp_path, ["ball", "cat"]), "--out", out])
+        == 2
+    )
+    assert "['cat'] are not toy-world objects" in capsys.readouterr().err
+    config = write_config(tmp_path, ["ball"])
+    assert main(["toyworld", "scenes", "-c", config, "--out", out, "--objects", "3,1"]) == 2
+    assert "expected 1 <= low <= high" in capsys.readouterr().err
