@@ -25,12 +25,14 @@ from pathlib import Path
 import torch
 import yaml
 
+from freemask.active.loop import train_round
 from freemask.config import RunConfig
 from freemask.local import run_local
 from freemask.records import read_manifest
-from freemask.segment import evaluate, load_segmenter, load_trained, train_segmenter
+from freemask.segment import evaluate, load_trained
 from freemask.storage import LocalStorage
 from freemask.toyworld.dataset import write_toy_scenes
+from freemask.tracking import NullRun
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_STEPS = 1000  # every row's segmenter, the active loop's included
@@ -58,11 +60,7 @@ def train_and_evaluate(
 ) -> dict:
     """A fresh segmenter trained on ``data``'s manifest (or reloaded), scored on ``test``."""
     samples = read_manifest(data)
-    if model.exists("model.safetensors"):
-        segmenter = load_trained(model)
-    else:
-        segmenter = load_segmenter(config.segment, config.classes, trainable=True)
-        train_segmenter(segmenter, samples, data, model, config.segment, seed=config.seed)
+    segmenter = train_round(config, samples, data, model, NullRun())
     scores = evaluate(segmenter, read_manifest(test), test, config.classes)
     return {**scores, "kept": len(samples)}
 
