@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from freemask.active.loop import train_round
+from freemask.active.rounds import train_round
 from freemask.config import RunConfig
 from freemask.local import run_local
 from freemask.records import read_manifest

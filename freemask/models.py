@@ -4,6 +4,7 @@ builders (random weights, seeded) with the same classes for tests and benchmarks
 from __future__ import annotations
 
 import json
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,11 @@ from freemask.errors import FreemaskError
 SD_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 # A model id that builds the tiny random pipeline offline: for smoke runs with no weights at all.
 TINY_SD_ID = "builtin:tiny-sd"
-# The toy world's trained model, shipped inside the package (freemask/toyworld/model).
-TOY_SD_ID = "builtin:toy-sd"
+BUILTIN_PREFIX = "builtin:"
+# Packages that ship a trained model folder register it under this entry-point group
+# (name: the id after "builtin:", value: a function returning the folder), so this module
+# resolves e.g. ``builtin:toy-sd`` without importing the package that ships it.
+MODEL_FOLDER_ENTRY_POINTS = "freemask.model_folders"
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 # Words the tiny tokenizer knows whole; any other word still tokenizes, letter by letter.
 TINY_WORDS = [
@@ -116,8 +120,9 @@ def check_model_folder(folder: Path) -> None:
 def load_sd_pipeline(config: GenerateConfig) -> Any:
     """Load a StableDiffusionPipeline from ``config.model_id`` (hub id or local folder).
 
-    ``builtin:tiny-sd`` builds the tiny random pipeline instead (see ``build_tiny_sd``);
-    ``builtin:toy-sd`` is the toy world's trained model folder shipped with the package.
+    ``builtin:tiny-sd`` builds the tiny random pipeline instead (see ``build_tiny_sd``); any
+    other ``builtin:`` id is a model folder that an installed package registered (see
+    ``builtin_model_folder``), e.g. ``builtin:toy-sd``, the toy world's trained model.
     Device and dtype follow the config ('auto': fp16 on CUDA, fp32 on CPU); the scheduler is
     replaced by ``config.scheduler``; the safety checker is not loaded (masks need raw images).
     """
@@ -127,10 +132,11 @@ def load_sd_pipeline(config: GenerateConfig) -> Any:
         return build_tiny_sd(seed=0, scheduler=config.scheduler)
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
+    builtin = config.model_id.startswith(BUILTIN_PREFIX)
     folder = (
-        toy_model_folder() if config.model_id == TOY_SD_ID else Path(config.model_id).expanduser()
+        builtin_model_folder(config.model_id) if builtin else Path(config.model_id).expanduser()
     )
-    if folder.exists() or config.model_id == TOY_SD_ID:
+    if folder.exists() or builtin:
         check_model_folder(folder)
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
@@ -147,11 +153,15 @@ def load_sd_pipeline(config: GenerateConfig) -> Any:
     return prepare_pipeline(pipe, config.scheduler, device)
 
 
-def toy_model_folder() -> Path:
-    """Where the toy world's trained model ships (``builtin:toy-sd``)."""
-    from freemask.toyworld.model import toy_model_path
-
-    return toy_model_path()
+def builtin_model_folder(model_id: str) -> Path:
+    """The folder registered for ``model_id`` (``builtin:<name>``) under the
+    ``freemask.model_folders`` entry points; a clear error names the registered ones."""
+    name = model_id.removeprefix(BUILTIN_PREFIX)
+    registered = {entry.name: entry for entry in entry_points(group=MODEL_FOLDER_ENTRY_POINTS)}
+    if name not in registered:
+        known = ", ".join(sorted(BUILTIN_PREFIX + known for known in [*registered, "tiny-sd"]))
+        raise FreemaskError(f"generate.model_id {model_id!r}: no such builtin model ({known})")
+    return Path(registered[name].load()())
 
 
 def prepare_pipeline(pipe: Any, scheduler: str, device: torch.device | str = "cpu") -> Any:

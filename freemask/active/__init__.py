@@ -1,14 +1,9 @@
 """Stage 7, active: the IoU quality filter and the active-learning loop with its stop rule."""
 
 from freemask.active.filter import Verdict, iou_vs_pseudo_label, judge, sample_classes
-from freemask.active.loop import (
-    filter_samples,
-    pseudo_label,
-    run_active,
-    should_continue,
-    split_validation,
-    train_round,
-)
+from freemask.active.loop import run_active
+from freemask.active.rounds import filter_samples, pseudo_label, split_validation, train_round
+from freemask.active.stop_rule import should_continue
 
 __all__ = [
     "Verdict",

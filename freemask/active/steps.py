@@ -17,14 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from freemask.active.loop import (
-    STAGE,
-    filter_samples,
-    pseudo_label,
-    split_validation,
-    train_round,
-)
 from freemask.active.report import contact_sheet_png, iou_histogram_png
+from freemask.active.rounds import filter_samples, pseudo_label, split_validation, train_round
 from freemask.config import RunConfig
 from freemask.errors import FreemaskError
 from freemask.records import Sample, read_manifest, serialize_samples, write_manifest
@@ -33,6 +27,7 @@ from freemask.stage_output import SUCCESS, StageResult
 from freemask.storage import Storage, open_storage, read_image, read_json, write_json
 from freemask.tracking import Run
 
+STAGE = "active"
 POOL = "pool.jsonl"
 VALIDATION = "validation.jsonl"
 ROUND_TAG = "freemask.round"

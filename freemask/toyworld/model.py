@@ -15,6 +15,8 @@ import torch
 from freemask.models import assemble_sd_pipeline, tiny_clip_text_encoder, tiny_clip_tokenizer
 from freemask.toyworld.render import VOCABULARY
 
+# Registered as a builtin model folder (pyproject's ``freemask.model_folders`` entry points).
+TOY_SD_ID = "builtin:toy-sd"
 IMAGE_SIDE = 64
 # Captions are at most 14 tokens ("a photo of a red ball and a blue box on a field" + start/end).
 MAX_TOKENS = 16

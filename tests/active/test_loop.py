@@ -86,7 +86,7 @@ def test_finished_rounds_are_not_run_again(tmp_path, monkeypatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("a finished round must not train again")
 
-    monkeypatch.setattr("freemask.active.loop.train_segmenter", refuse)
+    monkeypatch.setattr("freemask.active.rounds.train_segmenter", refuse)
     again = run_active(config, str(tmp_path / "pool"), str(tmp_path / "active"))
     assert again.summary["rounds"] == first.summary["rounds"]
     summary = json.loads((tmp_path / "active" / "rounds" / "01" / "summary.json").read_text())

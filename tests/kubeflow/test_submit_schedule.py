@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from freemask.cli_kubeflow import (
+from freemask.cli.kubeflow import (
     check_arguments,
     kfp_cron,
     pipeline_parameters,

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from freemask.config import GenerateConfig
-from freemask.models import TOY_SD_ID, load_sd_pipeline
-from freemask.toyworld.model import build_toy_pipeline, toy_model_path
+from freemask.models import load_sd_pipeline
+from freemask.toyworld.model import TOY_SD_ID, build_toy_pipeline, toy_model_path
 from freemask.toyworld.probe import attention_mask_ious
 from freemask.toyworld.render import random_scene
 from freemask.toyworld.train import TrainSettings, main, render_dataset, train_vae

@@ -24,9 +24,9 @@ from freemask.config import RunConfig
 from freemask.export import FORMATS, export_dataset
 from freemask.generate import run_generate
 from freemask.harmonize import run_harmonize
+from freemask.local.report import REPORT, write_run_report
 from freemask.refine import run_refine
 from freemask.relate import run_relate
-from freemask.run_report import REPORT, write_run_report
 from freemask.stage_output import StageResult
 from freemask.storage import Storage, open_storage, read_json, write_json
 from freemask.tracking import MlflowTracker, Run, resolve_tracking_uri

@@ -7,13 +7,13 @@ from helpers import CLASSES
 from mlflow import MlflowClient
 from pycocotools.coco import COCO
 
-import freemask.local
+import freemask.local.runner
 from freemask.cli import main
-from freemask.local import PIPELINE
+from freemask.local.runner import PIPELINE
 from freemask.records import read_manifest
 from freemask.storage import LocalStorage
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write_config(path: Path, config: dict) -> Path:
@@ -82,14 +82,14 @@ def test_demo_run_exports_reports_and_resumes_after_a_kill(tmp_path: Path, monke
         raise KeyboardInterrupt
 
     stages = [(name, killed if name == "refine" else fn, src) for name, fn, src in PIPELINE]
-    monkeypatch.setattr(freemask.local, "PIPELINE", stages)
+    monkeypatch.setattr(freemask.local.runner, "PIPELINE", stages)
     assert main(["run", "-c", str(path)]) == 130  # Ctrl-C: "interrupted"
     composed = read_manifest(LocalStorage(work / "compose"))
     assert len(composed) == 12
     assert not (work / "refine" / "_SUCCESS").exists()
 
     # 2. The same command again continues the same parent run and redoes nothing finished.
-    monkeypatch.setattr(freemask.local, "PIPELINE", PIPELINE)
+    monkeypatch.setattr(freemask.local.runner, "PIPELINE", PIPELINE)
     assert main(["run", "-c", str(path)]) == 0
     (run,) = local_runs(work, "freemask-demo")
     assert run.info.status == "FINISHED"

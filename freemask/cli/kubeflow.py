@@ -15,12 +15,11 @@ from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.console import Console
 
+from freemask.cli.options import out
 from freemask.config import load_config
 from freemask.errors import FreemaskError
 
-out = Console()
 ConfigOption = Annotated[
     str, typer.Option("--config", "-c", help="Run config YAML (compile-time settings).")
 ]

@@ -13,18 +13,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from freemask.cli.options import CheckOption, ConfigOption, load_run_config, out, report_check
 from freemask.config import load_config
 from freemask.errors import FreemaskError
 from freemask.records import MANIFEST, read_manifest, serialize_samples
 from freemask.storage import open_storage, write_json
 
-out = Console()
-ConfigOption = Annotated[
-    str, typer.Option("--config", "-c", help="Run config YAML (path or gs:// URI).")
-]
+ROUND_STEPS = ("prepare", "bootstrap", "pseudo-label", "filter", "train", "close")
 DataOption = Annotated[
     str, typer.Option("--in", help="Prefix holding the samples and their files.")
 ]
@@ -206,13 +203,38 @@ def _tracker(run_config):
     return MlflowTracker(uri, run_config.tracking.experiment)
 
 
+def check_depth(run_config, depth: int | None) -> None:
+    """Refuse ``active.max_rounds`` above the rounds compiled into the pipeline (``depth``)."""
+    if depth is not None and run_config.active.max_rounds > depth:
+        raise FreemaskError(
+            f"active.max_rounds={run_config.active.max_rounds} is above the {depth} rounds "
+            "compiled into the pipeline; recompile with a larger active.max_rounds"
+        )
+
+
 def start_run(
     config: ConfigOption,
     run_id_file: Annotated[Path, typer.Option(help="Where to write the new run's id.")],
+    depth: Annotated[
+        int | None, typer.Option(min=1, help="Rounds compiled into the pipeline.")
+    ] = None,
+    check: CheckOption = False,
 ) -> None:
-    """Create the pipeline's parent MLflow run (rounds nest under it); write its id."""
-    run_config = load_config(config)
-    run = _tracker(run_config).start_run(run_config.name, tags={"freemask.runner": "kubeflow"})
+    """Create the pipeline's parent MLflow run (rounds nest under it); write its id, and keep
+    the run's resolved config as ``<workdir>/config.yaml`` (its snapshot)."""
+    import yaml
+
+    run_config = load_run_config(config)
+    check_depth(run_config, depth)
+    if check:
+        return report_check("start-run", run_config, run_id_file=run_id_file)
+    version = run_config.kubeflow.dataset_version
+    tags = {"freemask.runner": "kubeflow", "freemask.dataset_version": version or "-"}
+    if version:
+        tags["kfp.run_id"] = version
+    snapshot = yaml.safe_dump(run_config.model_dump(mode="json"), sort_keys=False)
+    open_storage(run_config.workdir).write_bytes("config.yaml", snapshot.encode())
+    run = _tracker(run_config).start_run(run_config.name, tags=tags)
     run.log_params(run_config.model_dump(mode="json"))
     run_id_file.parent.mkdir(parents=True, exist_ok=True)
     run_id_file.write_text(run.run_id)
@@ -237,14 +259,22 @@ def round_step(
     inputs: Annotated[
         str | None, typer.Option("--in", help="prepare: samples [default: <workdir>/harmonize].")
     ] = None,
+    check: CheckOption = False,
 ) -> None:
     """One step of one active-learning round, on <workdir>/active (what Kubeflow tasks run)."""
     import time
 
+    if step not in ROUND_STEPS:
+        raise FreemaskError(f"round step {step!r}: expected one of {', '.join(ROUND_STEPS)}")
+    run_config = load_run_config(config)
+    check_depth(run_config, depth)
+    if depth is not None and round_index > depth:
+        raise FreemaskError(f"--round {round_index}: the pipeline has only {depth} rounds")
+    if check:
+        return report_check(f"round {step}", run_config, round=str(round_index))
     from freemask.active import should_continue, steps
     from freemask.tracking import NullRun
 
-    run_config = load_config(config)
     out_storage = steps.storage_of(run_config)
     parent = _tracker(run_config).resume_run(parent_run_id) if parent_run_id else NullRun()
     if step == "prepare":
@@ -260,7 +290,7 @@ def round_step(
         steps.select(run_config, out_storage, round_index)
     elif step == "train":
         steps.train(run_config, out_storage, round_index, parent)
-    elif step == "close":
+    else:
         started = time.monotonic()
         steps.close(run_config, out_storage, round_index, parent)
         cap = min(value for value in (max_rounds, depth, run_config.active.max_rounds) if value)
@@ -273,7 +303,3 @@ def round_step(
             decision_file.parent.mkdir(parents=True, exist_ok=True)
             decision_file.write_text("true" if go_on else "false")
         out.print(f"round {round_index}: {'continue' if go_on else 'stop'} ({reason})")
-    else:
-        raise FreemaskError(
-            f"round step {step!r}: expected one of prepare, bootstrap, pseudo-label, filter, train, close"
-        )

@@ -10,12 +10,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from freemask.cli.options import out
 from freemask.config import load_config
 from freemask.errors import FreemaskError
 
-out = Console()
 toyworld_app = typer.Typer(
     help="The toy world: rendered scenes with exact labels.", no_args_is_help=True
 )

@@ -1,0 +1,85 @@
+"""What a round does to samples: hold out validation, pseudo-label, filter by IoU, train.
+
+The steps (``freemask.active.steps``) call these on the files under the loop's prefix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from freemask.active.filter import iou_vs_pseudo_label, judge, sample_classes
+from freemask.config import ActiveConfig, RunConfig
+from freemask.progress import progress_bar
+from freemask.records import Sample
+from freemask.segment import Segmenter, load_segmenter, load_trained, predict, train_segmenter
+from freemask.storage import Storage, encode_image, read_image
+from freemask.tracking import Run
+
+VALIDATION_SHARE = 10  # one sample in ten is held out when no validation set is given
+
+
+def split_validation(samples: list[Sample]) -> tuple[list[Sample], list[Sample]]:
+    """(pool, validation): a stable one-in-ten hold-out by sample id."""
+    held = [
+        s
+        for s in samples
+        if int(hashlib.sha256(s.id.encode()).hexdigest(), 16) % VALIDATION_SHARE == 0
+    ]
+    held_ids = {s.id for s in held}
+    return [s for s in samples if s.id not in held_ids], held
+
+
+def pseudo_label(
+    segmenter: Segmenter, samples: list[Sample], data: Storage, target: Storage, batch: int = 4
+) -> None:
+    """Write each sample's pseudo-label as ``<id>.png`` under ``target`` (existing ones kept)."""
+    todo = [sample for sample in samples if not target.exists(f"{sample.id}.png")]
+    with progress_bar("pseudo-label", len(samples)) as advance:
+        advance(len(samples) - len(todo))
+        for start in range(0, len(todo), batch):
+            chunk = todo[start : start + batch]
+            images = [read_image(data, sample.image, mode="RGB") for sample in chunk]
+            for sample, labels in zip(chunk, predict(segmenter, images), strict=True):
+                target.write_bytes(f"{sample.id}.png", encode_image(labels, f"{sample.id}.png"))
+            advance(len(chunk))
+
+
+def filter_samples(
+    samples: list[Sample], data: Storage, pseudo: Storage, rules: ActiveConfig, round_index: int
+) -> tuple[list[Sample], list[Sample]]:
+    """(kept, discarded), each sample scored (``iou_vs_pseudo_gt``) and stamped with the round."""
+    per_class = []
+    for sample in samples:
+        generated = read_image(data, sample.semantic_mask)
+        labels = read_image(pseudo, f"{sample.id}.png")
+        per_class.append(iou_vs_pseudo_label(generated, labels, sample_classes(sample, generated)))
+    kept, discarded = [], []
+    for sample, verdict in zip(samples, judge(per_class, rules), strict=True):
+        scores = {**sample.scores, "iou_vs_pseudo_gt": verdict.score}
+        scores.update(
+            {f"iou_vs_pseudo_gt.class_{k}": round(v, 6) for k, v in verdict.per_class.items()}
+        )
+        scored = sample.model_copy(update={"scores": scores, "round": round_index})
+        (kept if verdict.kept else discarded).append(scored)
+    return kept, discarded
+
+
+def train_round(
+    config: RunConfig, samples: list[Sample], data: Storage, model: Storage, run: Run
+) -> Segmenter:
+    """A fresh segmenter trained on ``samples`` (resuming from ``model``'s checkpoints)."""
+    if model.exists("model.safetensors"):
+        return load_trained(model)
+    segmenter = load_segmenter(config.segment, config.classes, trainable=True)
+    with progress_bar("train segmenter", config.segment.train_steps) as advance:
+        train_segmenter(
+            segmenter,
+            samples,
+            data,
+            model,
+            config.segment,
+            seed=config.seed,
+            run=run,
+            on_step=lambda _step: advance(1),
+        )
+    return segmenter

@@ -1,0 +1,88 @@
+"""The ``freemask`` command line: the app, its command groups, and ``main(argv)``.
+
+Exit codes: 0 success, 2 bad input (one line per problem, no traceback), 1 internal error,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import traceback
+from collections.abc import Iterator
+
+import typer
+
+from freemask.cli import config, dataset, kubeflow, learning, run, stages, toyworld
+from freemask.errors import FreemaskError
+
+app = typer.Typer(
+    name="freemask",
+    help="Synthetic segmentation datasets with no manual labels (Free-Mask method).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+for group in (config, dataset, stages, run, learning, kubeflow, toyworld):
+    group.register(app)
+
+INTERRUPTED = 130  # the exit code of a command stopped by Ctrl-C
+
+
+@contextlib.contextmanager
+def runtime_overrides(argv: list[str]) -> Iterator[list[str]]:
+    """Take ``--set section.field=value`` pairs out of ``argv`` (how pipeline tasks pass runtime
+    parameters) and expose them as ``FREEMASK__`` variables while the command runs; an empty
+    value sets nothing. The environment is restored afterwards."""
+    rest: list[str] = []
+    overrides: dict[str, str] = {}
+    tokens = iter(argv)
+    for token in tokens:
+        if token != "--set":
+            rest.append(token)
+            continue
+        pair = next(tokens, "")
+        key, equals, value = pair.partition("=")
+        if not equals or not key:
+            raise FreemaskError(f"--set {pair!r}: expected section.field=value")
+        if value != "":
+            overrides["FREEMASK__" + key.upper().replace(".", "__")] = value
+    saved = {name: os.environ.get(name) for name in overrides}
+    os.environ.update(overrides)
+    try:
+        yield rest
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI with ``argv``; return the exit code (2 bad input, 1 internal error)."""
+    command = typer.main.get_command(app)
+    try:
+        with runtime_overrides(sys.argv[1:] if argv is None else list(argv)) as rest:
+            # Typer turns Ctrl-C into exit code 130 and returns it rather than raising.
+            code = command.main(args=rest, prog_name="freemask", standalone_mode=False)
+    except FreemaskError as exc:
+        for line in str(exc).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        return 1
+    except typer.TyperException as exc:  # usage errors: unknown command, missing option, bad value
+        exc.show()
+        return 2
+    except Exception:
+        traceback.print_exc()
+        print("internal error: the traceback above shows where; please report it", file=sys.stderr)
+        return 1
+    if code == INTERRUPTED:
+        print("interrupted: run the same command again to continue", file=sys.stderr)
+    return code if isinstance(code, int) else 0

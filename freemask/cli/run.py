@@ -1,0 +1,53 @@
+"""``freemask run``: the whole pipeline in this process (the local front end), with its tables."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from freemask.cli.options import ConfigOption, out
+from freemask.config import RunConfig, load_config
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``run`` to the ``freemask`` app."""
+    app.command("run")(run)
+
+
+def run(config: ConfigOption) -> None:
+    """Run the whole pipeline in this process on local defaults (no cluster needed)."""
+    from freemask.local import run_local
+
+    run_config: RunConfig = load_config(config)
+    report = run_local(run_config)
+    stages = Table(
+        title=f"freemask run {run_config.name}" + (" (resumed)" if report.resumed else "")
+    )
+    for column in ("stage", "written", "already done", "rejected", "seconds"):
+        stages.add_column(column, justify="left" if column == "stage" else "right")
+    for stage, result in report.ran.items():
+        stages.add_row(
+            stage,
+            str(result.written),
+            str(result.skipped),
+            str(result.dropped),
+            f"{result.seconds:.1f}",
+        )
+    out.print(stages)
+    rounds = Table(title="active-learning rounds")
+    for column in ("round", "kept", "kept fraction", "validation mIoU"):
+        rounds.add_column(column, justify="right")
+    for summary in report.report.get("rounds", []):
+        rounds.add_row(
+            str(summary["round"]),
+            str(summary["kept"]),
+            f"{summary['kept_fraction']:.3f}",
+            f"{summary['val_miou']:.3f}",
+        )
+    out.print(rounds)
+    out.print(
+        f"workdir: {report.workdir}\n"
+        f"exports: {report.workdir}/export/coco, {report.workdir}/export/voc\n"
+        f"report: {report.workdir}/report ({len(report.report.get('files', []))} files)\n"
+        f"MLflow: {report.tracking_uri} (run {report.run_id})"
+    )
