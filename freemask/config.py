@@ -62,6 +62,18 @@ class GenerateConfig(StrictModel):
     fixed_threshold: Probability = 0.5
     ignore_band: tuple[Probability, Probability] = (0.35, 0.6)
     min_component_fraction: Probability = 0.002
+    # Masks implausible as one object's are rejected with the reason (see rejection_reason);
+    # empty masks are rejected whatever ``reject_implausible`` says.
+    reject_implausible: bool = True
+    min_polarity: float = 0.0
+    max_foreground_fraction: Probability = 0.6
+    max_border_sides: Annotated[int, Field(ge=0, le=4)] = 2
+    min_attention_confidence: Probability = 0.1
+    # Image-to-image: a prefix of single-object samples (a freemask manifest; the k-th sample
+    # of a class starts from that class's k-th image, cycling) redrawn with ``strength``; where
+    # those samples have label masks, they become each sample's exact truth.
+    init_images: str | None = None
+    strength: Annotated[float, Field(gt=0.0, le=1.0)] = 0.6
 
     @field_validator("prompt_templates")
     @classmethod
@@ -116,6 +128,9 @@ class ComposeConfig(StrictModel):
     )
     flip_probability: Probability = 0.5
     min_visible_fraction: Probability = 0.3
+    # How far (fraction of the source image's longer side) the soft band may reach beyond an
+    # object's certain mask when it is cut out; farther band pixels are the source's background.
+    band_width: Annotated[float, Field(ge=0.0, le=0.5)] = 0.04
     fopa_top_k: PositiveInt = 50
 
     @model_validator(mode="after")
@@ -131,9 +146,16 @@ class ComposeConfig(StrictModel):
 
 
 class RefineConfig(StrictModel):
-    """Stage 4: mask refinement (AffinityNet random walk, or a training-free guided filter)."""
+    """Stage 4: mask refinement (AffinityNet random walk, or a training-free guided filter).
 
-    method: Literal["affinity", "guided_filter", "none"] = "affinity"
+    ``scope: band`` lets the refiner decide only where the attention is unsure (between the
+    thresholds); ``all`` everywhere, falling back to the attention mask when the refinement
+    keeps less than ``min_seed_agreement`` of its confident seeds.
+    """
+
+    method: Literal["affinity", "guided_filter", "none"] = "guided_filter"
+    scope: Literal["band", "all"] = "band"
+    min_seed_agreement: Probability = 0.9
     radius: PositiveInt = 5
     beta: Annotated[float, Field(gt=0.0)] = 8.0
     logt: Annotated[int, Field(ge=0, le=12)] = 8
@@ -156,15 +178,20 @@ class RefineConfig(StrictModel):
 
 
 class HarmonizeConfig(StrictModel):
-    """Stage 5: harmonization of pasted objects."""
+    """Stage 5: harmonization of pasted objects.
+
+    ``color_transfer`` corrects lighting (lightness, contrast, ``white_balance``) and keeps the
+    object's own hue and chroma unless ``keep_hue`` is off.
+    """
 
     method: Literal["color_transfer", "pctnet", "none"] = "color_transfer"
     weights: str | None = None
-    strength: Probability = 0.8
+    strength: Probability = 0.4
     feather_sigma: Annotated[float, Field(ge=0.0, le=10.0)] = 2.0
     ring_width: PositiveInt = 12
     max_std_ratio: Annotated[float, Field(ge=1.0)] = 1.5
-    poisson: bool = False
+    white_balance: Probability = 0.0
+    keep_hue: bool = True
 
     @model_validator(mode="after")
     def _check_weights(self) -> Self:
@@ -184,7 +211,13 @@ class SegmentConfig(StrictModel):
     train_steps: PositiveInt = 2000
     checkpoint_every: PositiveInt = 500
     label_map: dict[str, str] = Field(default_factory=dict)
+    # A truly labelled prefix (manifest + files) the rounds are scored on; unset: a 1-in-10
+    # split of the pool, scored against its generated labels (the round summary warns).
     validation: str | None = None
+    # The independent checkpoint (model id, folder or prefix) that pseudo-labels round 1;
+    # unset: round 0 trains one on the whole pool (a bootstrap judge, not independent).
+    labeller: str | None = None
+    labeller_revision: str | None = None
 
 
 class ActiveConfig(StrictModel):
@@ -196,6 +229,10 @@ class ActiveConfig(StrictModel):
     keep_percentile: Annotated[float, Field(gt=0.0, lt=100.0)] = 25.0
     min_miou_gain: Annotated[float, Field(ge=0.0)] = 0.005
     min_kept_fraction: Probability = 0.2
+    # Replace a kept sample's mask by the prediction (restricted to its classes) where every
+    # class of the sample agrees with the prediction at IoU >= relabel_iou.
+    relabel: bool = False
+    relabel_iou: Probability = 0.8
 
 
 class Toleration(StrictModel):
@@ -216,7 +253,9 @@ class SecretEnv(StrictModel):
 
 
 class KubeflowConfig(StrictModel):
-    """How the Kubeflow pipeline is compiled: images, GPUs, node pool, secrets, resources."""
+    """How the Kubeflow pipeline is compiled and submitted: GPUs, node pool, secrets, resources,
+    namespace and service account. ``dataset_version`` is set per run by the pipeline (the KFP
+    run id): stage outputs then go under ``<workdir>/versions/<dataset_version>``."""
 
     accelerator_type: str = "nvidia.com/gpu"
     accelerator_count: PositiveInt = 1
@@ -230,10 +269,24 @@ class KubeflowConfig(StrictModel):
     shm_size: str = "8Gi"
     shards: PositiveInt = 4
     parallelism: PositiveInt = 4
+    # Requests and limits sized for one task per g2-standard-16 node (1 L4, 16 vCPU, 64 GB):
+    # GPU tasks take memory for the model plus the /dev/shm volume, which counts against it.
     cpu_request: str = "2"
+    cpu_limit: str = "4"
     memory_request: str = "8Gi"
+    memory_limit: str = "8Gi"
     gpu_memory_request: str = "24Gi"
+    gpu_memory_limit: str = "32Gi"
     retries: Annotated[int, Field(ge=0, le=10)] = 2
+    namespace: str | None = None
+    service_account: str = "freemask-runner"
+    dataset_version: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]*$")] = ""
+
+    @field_validator("dataset_version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: Any) -> Any:
+        # A run id of digits only reads as a YAML number through the --set override.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 class TrackingConfig(StrictModel):

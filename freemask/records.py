@@ -93,6 +93,9 @@ class Sample(BaseModel):
     height: Annotated[int, Field(ge=1)]
     semantic_mask: str | None = None
     soft_mask: str | None = None
+    # The exact label (same encoding as semantic_mask) where the data has truth: the toy
+    # world's rendered masks, carried through redraws and replayed through composition.
+    truth_mask: str | None = None
     instances: list[Instance] = Field(default_factory=list)
     prompt: str | None = None
     seed: int | None = None
@@ -104,7 +107,7 @@ class Sample(BaseModel):
     scene: str | None = None
     placements: list[Placement] = Field(default_factory=list)
 
-    @field_validator("image", "semantic_mask", "soft_mask")
+    @field_validator("image", "semantic_mask", "soft_mask", "truth_mask")
     @classmethod
     def _inside_prefix(cls, path: str | None) -> str | None:
         if path is None:
@@ -116,7 +119,8 @@ class Sample(BaseModel):
 
     def files(self) -> list[str]:
         """Relative paths of every file the record refers to."""
-        return [path for path in (self.image, self.semantic_mask, self.soft_mask) if path]
+        paths = (self.image, self.semantic_mask, self.soft_mask, self.truth_mask)
+        return [path for path in paths if path]
 
     def class_names(self) -> list[str]:
         """The distinct classes of the sample's instances, in first-seen order."""

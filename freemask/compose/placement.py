@@ -90,8 +90,8 @@ class HeuristicPlacer:
     """Scores random candidate boxes and keeps the best.
 
     score = support prior + (1 - occlusion of placed objects) + (1 - edge density under the box),
-    weighted by ``weights``; the box height is the class's size prior times a jitter drawn
-    from ``prior.scale_jitter``.
+    weighted by ``weights``; the object's height (not its cutout's, which has a band around
+    it) is the class's size prior times a jitter drawn from ``prior.scale_jitter``.
     """
 
     def __init__(self, candidates: int = 96, weights: tuple[float, float, float] = (1.0, 1.5, 0.5)):
@@ -111,7 +111,8 @@ class HeuristicPlacer:
         best: tuple[float, Box] | None = None
         for _ in range(self.candidates):
             jitter = rng.uniform(*prior.scale_jitter)
-            size = fit_box_size(prior.size * rows * jitter, cutout.aspect, (rows, cols))
+            height = prior.size * rows * jitter / cutout.object_height_fraction
+            size = fit_box_size(height, cutout.aspect, (rows, cols))
             if size is None:
                 continue
             width, height = size

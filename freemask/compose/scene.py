@@ -1,7 +1,10 @@
 """Multi-object scenes: cut objects out of single-object samples and paste them with exact labels.
 
 A ``Cutout`` is an object's crop: RGB, alpha in [0, 1] from its soft mask (the uncertainty band
-fades out, so edges are feathered), and labels (1 object, 255 uncertain, 0 outside). ``Scene``
+fades out, so edges are feathered, but only within a thin band around the certain mask: a
+wide attention band would paste the source's background as a halo), and labels (1 object, 255
+uncertain, 0 outside). Where the source has an exact truth mask, the cutout carries it and the
+scene replays it through the same paste and occlusion (``Scene.truth``). ``Scene``
 pastes cutouts in z-order; later objects occlude earlier ones. ``Scene.finish`` resolves
 occlusion into the semantic mask (class id per pixel, 255 ignore) and per-instance masks, and
 drops an instance whose visible part is under a minimum fraction of its pasted area: its
@@ -28,26 +31,42 @@ class CutoutError(ValueError):
 
 @dataclass(frozen=True)
 class Cutout:
-    """An object's crop: ``image`` HxWx3 uint8, ``alpha`` HxW float32, ``label`` HxW uint8."""
+    """An object's crop: ``image`` HxWx3 uint8, ``alpha`` HxW float32, ``label`` HxW uint8;
+    ``truth`` HxW bool (the object's exact pixels) when the source has truth."""
 
     image: np.ndarray
     alpha: np.ndarray
     label: np.ndarray
+    truth: np.ndarray | None = None
 
     @property
     def aspect(self) -> float:
         """Width over height."""
         return self.label.shape[1] / self.label.shape[0]
 
+    @property
+    def object_height_fraction(self) -> float:
+        """The certain object's height over the crop's (the rest is the band): size priors
+        are about the object, so a box is this much taller than the object it holds."""
+        rows = np.nonzero((self.label == 1).any(axis=1))[0]
+        return (rows.max() + 1 - rows.min()) / self.label.shape[0] if rows.size else 1.0
+
 
 def cut_out(
-    image: np.ndarray, label: np.ndarray, soft: np.ndarray | None, band: tuple[float, float]
+    image: np.ndarray,
+    label: np.ndarray,
+    soft: np.ndarray | None,
+    band: tuple[float, float],
+    band_width: float = 0.04,
+    truth: np.ndarray | None = None,
 ) -> Cutout:
     """Crop a single-object sample to its object (label 1 or its class id; 255 uncertain).
 
     Alpha is 1 on object pixels, 0 outside object and band, and on band pixels rises with the
-    soft mask from the band's low to high end. Raises CutoutError for an empty mask or one that
-    covers the whole image.
+    soft mask from the band's low to high end; band pixels farther than ``band_width`` (a
+    fraction of the image's longer side) from the certain mask are cut off. ``truth`` (bool,
+    the object's exact pixels) is cropped alongside. Raises CutoutError for an empty mask or
+    one that covers the whole image.
     """
     inside = (label != 0) & (label != IGNORE_INDEX)
     if not inside.any():
@@ -55,6 +74,9 @@ def cut_out(
     if inside.mean() >= MAX_OBJECT_FRACTION:
         raise CutoutError("object mask covers the whole image")
     uncertain = label == IGNORE_INDEX
+    reach = max(1, round(band_width * max(label.shape)))
+    near = cv2.dilate(inside.astype(np.uint8), np.ones((2 * reach + 1,) * 2, np.uint8)) > 0
+    uncertain &= near
     alpha = inside.astype(np.float32)
     if soft is not None and uncertain.any():
         low, high = band
@@ -69,6 +91,7 @@ def cut_out(
         image=image[top:bottom, left:right].copy(),
         alpha=alpha[top:bottom, left:right].copy(),
         label=labels[top:bottom, left:right].copy(),
+        truth=None if truth is None else truth[top:bottom, left:right].copy(),
     )
 
 
@@ -80,6 +103,7 @@ class _Pasted:
     cover: np.ndarray  # full-image bool: pixels this object hides (alpha >= 0.5)
     uncertain: np.ndarray  # full-image bool: the object's uncertain band
     alpha: np.ndarray  # full-image float32
+    truth: np.ndarray | None  # full-image bool: the object's exact pixels, where known
 
 
 @dataclass
@@ -138,7 +162,30 @@ class Scene:
         uncertain = np.zeros(self.size, dtype=bool)
         uncertain[y : y + height, x : x + width] = label == IGNORE_INDEX
         cover = full_alpha >= 0.5
-        self.pasted.append(_Pasted(class_name, class_id, object_mask, cover, uncertain, full_alpha))
+        truth = None
+        if cutout.truth is not None:
+            pasted_truth = cv2.resize(
+                cutout.truth.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST
+            )
+            truth = np.zeros(self.size, dtype=bool)
+            truth[y : y + height, x : x + width] = (
+                pasted_truth[:, ::-1] if flip else pasted_truth
+            ) > 0
+        self.pasted.append(
+            _Pasted(class_name, class_id, object_mask, cover, uncertain, full_alpha, truth)
+        )
+
+    def truth(self) -> np.ndarray | None:
+        """The exact semantic label of the composed image, or None unless every pasted object
+        has truth: each pixel shows the topmost layer pasted over it with alpha >= 0.5 (an
+        object's class where that layer's source pixel is the object, else background)."""
+        if not self.pasted or any(item.truth is None for item in self.pasted):
+            return None
+        semantic = np.zeros(self.size, dtype=np.uint8)
+        for item in self.pasted:  # bottom of the stack first
+            semantic[item.cover] = 0
+            semantic[item.cover & item.truth] = item.class_id
+        return semantic
 
     def finish(self, min_visible_fraction: float) -> tuple[np.ndarray, np.ndarray, list[Instance]]:
         """Resolve occlusion: return the RGB image, semantic mask and every pasted instance.

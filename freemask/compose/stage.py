@@ -28,7 +28,15 @@ from freemask.compose.scene import Cutout, CutoutError, Scene, cut_out
 from freemask.config import RunConfig, config_hash
 from freemask.errors import FreemaskError
 from freemask.progress import progress_bar
-from freemask.records import Instance, Placement, Sample, StageStamp, read_manifest, sample_id
+from freemask.records import (
+    IGNORE_INDEX,
+    Instance,
+    Placement,
+    Sample,
+    StageStamp,
+    read_manifest,
+    sample_id,
+)
 from freemask.relate import read_relations
 from freemask.stage_output import Shard, StageOutput, StageResult
 from freemask.storage import Storage, encode_image, open_storage, read_array, read_image
@@ -137,6 +145,7 @@ class Composed:
     semantic: np.ndarray
     instances: list
     placements: list[Placement]
+    truth: np.ndarray | None = None
 
 
 def compose_one(
@@ -200,7 +209,7 @@ def compose_one(
         placement.kept = instance.kept
     if not any(instance.kept for instance in instances):
         return "every pasted object is hidden by others"
-    return Composed(background, image, semantic, instances, placements)
+    return Composed(background, image, semantic, instances, placements, scene.truth())
 
 
 def to_record(
@@ -215,6 +224,7 @@ def to_record(
         image=f"images/{item_id}.png",
         semantic_mask=f"masks/{item_id}.png",
         soft_mask=f"soft_masks/{item_id}.npy",
+        truth_mask=f"truth/{item_id}.png" if composed.truth is not None else None,
         width=width,
         height=height,
         instances=[Instance.from_mask(i.class_name, i.class_id, i.mask) for i in kept],
@@ -233,6 +243,8 @@ def to_record(
         sample.semantic_mask: encode_image(composed.semantic, sample.semantic_mask),
         sample.soft_mask: soft.getvalue(),
     }
+    if composed.truth is not None:
+        files[sample.truth_mask] = encode_image(composed.truth, sample.truth_mask)
     return sample, files
 
 
@@ -282,7 +294,18 @@ def _cutout(
                     f"mask {label.shape} or soft mask {None if soft is None else soft.shape} "
                     f"does not match the image {image.shape[:2]}"
                 )
-            cache[source.id] = cut_out(image, label, soft, config.generate.ignore_band)
+            truth = None
+            if source.truth_mask:
+                exact = read_image(storage, source.truth_mask)
+                truth = (exact != 0) & (exact != IGNORE_INDEX)
+            cache[source.id] = cut_out(
+                image,
+                label,
+                soft,
+                config.generate.ignore_band,
+                config.compose.band_width,
+                truth,
+            )
         except CutoutError as exc:
             cache[source.id] = str(exc)
     return cache[source.id]

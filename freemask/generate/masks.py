@@ -63,6 +63,7 @@ def masks_from_attention(
     tokens = _normalise(tokens.flatten(2))
     valid = store.token_valid.to(tokens.dtype)[..., None]
     soft = (tokens * valid).sum(dim=1) / valid.sum(dim=1)  # [batch, h*w]
+    cross_only = _upsample(soft, grid, image_size)
 
     # 2. Self-attention refinement: propagate along pixels that attend to each other.
     if self_attention is not None:
@@ -71,13 +72,21 @@ def masks_from_attention(
     soft = _normalise(soft)
 
     # 3. Upsample to the image.
-    soft = F.interpolate(
-        soft.reshape(-1, 1, *grid), size=image_size, mode="bilinear", align_corners=False
-    )
-    soft = soft[:, 0].clamp(0.0, 1.0).cpu().numpy()
+    soft = _upsample(soft, grid, image_size)
 
     # 4-5. Per sample: label mask and scores.
-    return [_label(sample_soft, config) for sample_soft in soft]
+    return [
+        _label(sample_soft, sample_cross, config)
+        for sample_soft, sample_cross in zip(soft, cross_only, strict=True)
+    ]
+
+
+def _upsample(maps: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """[batch, h*w] maps on ``grid`` -> [batch, *size] float arrays in [0, 1]."""
+    maps = F.interpolate(
+        maps.reshape(-1, 1, *grid), size=size, mode="bilinear", align_corners=False
+    )
+    return maps[:, 0].clamp(0.0, 1.0).cpu().numpy()
 
 
 def _normalise(maps: torch.Tensor) -> torch.Tensor:
@@ -99,8 +108,12 @@ def _check_finite(tensors: list[torch.Tensor], sample_ids: list[str]) -> None:
         )
 
 
-def _label(soft: np.ndarray, config: GenerateConfig) -> ObjectMask:
-    """Binarise one soft mask, mark the uncertain band as ignore, drop tiny components, score."""
+def _label(soft: np.ndarray, cross: np.ndarray, config: GenerateConfig) -> ObjectMask:
+    """Binarise one soft mask, mark the uncertain band as ignore, drop tiny components, score.
+
+    ``cross`` is the class tokens' cross-attention before self-attention refinement: its
+    contrast between the mask and the rest (``polarity``) is negative when the refined map
+    has turned towards the background."""
     if config.threshold == "otsu":
         threshold, _ = cv2.threshold(
             np.round(soft * 255).astype(np.uint8), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU
@@ -122,13 +135,52 @@ def _label(soft: np.ndarray, config: GenerateConfig) -> ObjectMask:
         label[(soft >= low) & (soft <= high)] = IGNORE_INDEX
     object_pixels = label == 1
     background_pixels = label == 0
-    contrast = 0.0
+    contrast = polarity = 0.0
     if object_pixels.any() and background_pixels.any():
         contrast = float(soft[object_pixels].mean() - soft[background_pixels].mean())
+        polarity = float(cross[object_pixels].mean() - cross[background_pixels].mean())
     scores = {
         "attention_confidence": round(max(contrast, 0.0), 6),
+        "polarity": round(polarity, 6),
         "foreground_fraction": round(float(object_pixels.mean()), 6),
         "ignored_fraction": round(float((label == IGNORE_INDEX).mean()), 6),
+        "border_sides": float(border_sides(object_pixels)),
         "threshold": round(float(threshold), 6),
     }
     return ObjectMask(soft=soft.astype(np.float16), label=label, scores=scores)
+
+
+def border_sides(mask: np.ndarray) -> int:
+    """How many of the image's four sides the mask touches."""
+    return int(mask[0].any()) + int(mask[-1].any()) + int(mask[:, 0].any()) + int(mask[:, -1].any())
+
+
+def rejection_reason(mask: ObjectMask, config: GenerateConfig) -> str | None:
+    """Why a mask is implausible as one object's, or None: empty, inverted (attention inside
+    lower than outside), too large, touching too many image sides, or low confidence."""
+    scores = mask.scores
+    if mask.is_empty:
+        return "empty: no pixel above the threshold"
+    if not config.reject_implausible:
+        return None
+    if scores["polarity"] < config.min_polarity:
+        return (
+            f"polarity: cross-attention inside the mask minus outside is {scores['polarity']:.3f} "
+            f"< {config.min_polarity} (the map marks the background)"
+        )
+    if scores["foreground_fraction"] > config.max_foreground_fraction:
+        return (
+            f"area: mask covers {scores['foreground_fraction']:.1%} of the image "
+            f"> max_foreground_fraction {config.max_foreground_fraction}"
+        )
+    if scores["border_sides"] > config.max_border_sides:
+        return (
+            f"borders: mask touches {int(scores['border_sides'])} image sides "
+            f"> max_border_sides {config.max_border_sides}"
+        )
+    if scores["attention_confidence"] < config.min_attention_confidence:
+        return (
+            f"confidence: attention_confidence {scores['attention_confidence']:.3f} "
+            f"< min_attention_confidence {config.min_attention_confidence}"
+        )
+    return None

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass
+import logging
+from collections import Counter
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -20,19 +22,24 @@ import torch
 from freemask.config import GenerateConfig, RunConfig, config_hash
 from freemask.errors import FreemaskError
 from freemask.generate.attention import AttentionStore, capture_attention
-from freemask.generate.masks import ObjectMask, masks_from_attention
+from freemask.generate.init_images import InitImages, load_init_images
+from freemask.generate.masks import ObjectMask, masks_from_attention, rejection_reason
 from freemask.generate.prompts import Prompt, build_prompt, class_token_indices
 from freemask.models import load_sd_pipeline
 from freemask.progress import progress_bar
 from freemask.records import Instance, Sample, StageStamp, sample_id
-from freemask.stage_output import Shard, StageOutput, StageResult
+from freemask.stage_output import Shard, StageOutput, StageResult, read_rejected
 from freemask.storage import encode_image, open_storage
+
+logger = logging.getLogger(__name__)
 
 STAGE = "generate"
 VERSION = "1"
 # Settings that change how fast or how many samples are made, not what each is: left out of
 # sample ids (so raising images_per_class extends a finished run).
 EXECUTION_FIELDS = {"batch_size", "device", "images_per_class"}
+# A class with more than this share of its samples rejected is flagged in the summary and log.
+FLAG_REJECTED_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,7 @@ class PlannedSample:
     id: str
     class_name: str
     class_id: int
+    index: int
     seed: int
     prompt: Prompt
 
@@ -69,6 +77,7 @@ def plan_samples(config: RunConfig) -> list[PlannedSample]:
                     id=sample_id(digest, class_name, seed),
                     class_name=class_name,
                     class_id=class_id,
+                    index=index,
                     seed=seed,
                     prompt=build_prompt(class_name, seed, config.generate),
                 )
@@ -88,8 +97,12 @@ def run_generate(
 
     ``inputs`` is unused (generate is the first stage). ``pipe`` is a loaded
     StableDiffusionPipeline; by default it is loaded from ``config.generate``. Returns what was
-    written, skipped (already done) and dropped (empty masks, with reasons in rejected.jsonl).
-    Raises FreemaskError for a class word missing from its prompt or non-finite attention.
+    written, skipped (already done) and dropped (implausible masks, see ``rejection_reason``;
+    reasons in rejected.jsonl, counts per class and reason in the summary). With
+    ``generate.init_images`` each sample is redrawn image-to-image from its class's init image,
+    whose label mask (if any) becomes the sample's ``truth_mask``.
+    Raises FreemaskError for a class word missing from its prompt, a class without init
+    images, or non-finite attention.
     """
     settings = config.generate
     shard = shard or Shard()
@@ -98,6 +111,9 @@ def run_generate(
 
     # 1. Plan the shard's samples; batches are cut before skipping, so they never change.
     planned = shard.select(plan_samples(config))
+    init = load_init_images(settings.init_images, config.classes) if settings.init_images else None
+    if init is not None:
+        planned = [with_init_prompt(item, init) for item in planned]
     todo = output.pending([item.id for item in planned])
     batches = [
         planned[start : start + settings.batch_size]
@@ -132,18 +148,62 @@ def run_generate(
                 )
                 for batch in batches:
                     ids = [tokens[item.id] for item in batch]
-                    images, masks = draw_batch(pipe, store, batch, ids, settings)
+                    images, masks = draw_batch(pipe, store, batch, ids, settings, init)
                     for item, image, mask in zip(batch, images, masks, strict=True):
                         if item.id not in todo:
                             continue
-                        if mask.is_empty:
-                            output.drop(item.id, "empty mask: no pixel above the threshold")
+                        reason = rejection_reason(mask, settings)
+                        if reason:
+                            output.drop(item.id, reason)
                         else:
-                            output.commit(*to_record(item, image, mask, settings, stamp))
+                            truth = init and init.truth(
+                                item.class_name, item.index, item.class_id, image.shape[:2]
+                            )
+                            output.commit(*to_record(item, image, mask, settings, stamp, truth))
                         advance(1)
 
-    # 4. The success marker, with the run's counts.
-    return output.finish({"classes": len(config.classes), "planned": len(planned)})
+    # 4. The success marker, with the run's counts and what was rejected, per class.
+    return output.finish(
+        {"classes": len(config.classes), "planned": len(planned), **rejections(output, planned)}
+    )
+
+
+def rejections(output: StageOutput, planned: list[PlannedSample]) -> dict[str, Any]:
+    """Rejected samples per class and per reason (its first word), and the classes flagged for
+    having most of their samples rejected (also logged as a warning)."""
+    by_id = {item.id: item for item in planned}
+    rejected = [
+        entry
+        for entry in read_rejected(output.storage, output.shard.rejected_path)
+        if entry["id"] in by_id
+    ]
+    per_class = Counter(by_id[entry["id"]].class_name for entry in rejected)
+    per_reason = Counter(entry["reason"].split(":")[0] for entry in rejected)
+    planned_per_class = Counter(item.class_name for item in planned)
+    flagged = sorted(
+        name
+        for name, count in per_class.items()
+        if count > FLAG_REJECTED_SHARE * planned_per_class[name]
+    )
+    for name in flagged:
+        logger.warning(
+            "generate: %d of %d samples of class %r were rejected: its masks are not usable "
+            "(see rejected.jsonl); check the model and the class's prompt",
+            per_class[name],
+            planned_per_class[name],
+            name,
+        )
+    return {
+        "rejected_by_class": dict(sorted(per_class.items())),
+        "rejected_by_reason": dict(sorted(per_reason.items())),
+        "flagged_classes": flagged,
+    }
+
+
+def with_init_prompt(item: PlannedSample, init: InitImages) -> PlannedSample:
+    """``item`` prompted with its start image's caption, when that names the class."""
+    prompt = init.prompt(item.class_name, item.index)
+    return replace(item, prompt=prompt) if prompt else item
 
 
 def pipeline_model_id(pipe: Any, settings: GenerateConfig) -> str:
@@ -157,19 +217,35 @@ def draw_batch(
     batch: list[PlannedSample],
     tokens: list[list[int]],
     settings: GenerateConfig,
+    init: InitImages | None = None,
 ) -> tuple[list[np.ndarray], list[ObjectMask]]:
-    """Draw one batch with attention capture; return uint8 RGB images and their masks."""
-    store.begin(tokens, num_steps=settings.num_inference_steps, guided=settings.guidance_scale > 1)
+    """Draw one batch with attention capture (image-to-image from ``init`` when given);
+    return uint8 RGB images and their masks."""
+    steps = settings.num_inference_steps
+    options: dict[str, Any] = {"height": settings.height, "width": settings.width}
+    if init is not None:
+        # Image-to-image runs the last int(steps * strength) steps of the schedule
+        # (StableDiffusionImg2ImgPipeline.get_timesteps).
+        steps = min(int(steps * settings.strength), steps)
+        starts = [
+            init.image(item.class_name, item.index, (settings.height, settings.width))
+            for item in batch
+        ]
+        options = {
+            "image": torch.from_numpy(np.stack(starts)).permute(0, 3, 1, 2).float() / 255,
+            "strength": settings.strength,
+        }
+        pipe = image_to_image(pipe)
+    store.begin(tokens, num_steps=steps, guided=settings.guidance_scale > 1)
     result = pipe(
         [item.prompt.text for item in batch],
         negative_prompt=[settings.negative_prompt] * len(batch),
-        height=settings.height,
-        width=settings.width,
         num_inference_steps=settings.num_inference_steps,
         guidance_scale=settings.guidance_scale,
         generator=[torch.Generator("cpu").manual_seed(item.seed) for item in batch],
         output_type="np",
         callback_on_step_end=store.on_step_end,
+        **options,
     )
     ids = [item.id for item in batch]
     masks = masks_from_attention(store, settings, (settings.height, settings.width), ids)
@@ -184,14 +260,26 @@ def draw_batch(
     return images, masks
 
 
+def image_to_image(pipe: Any) -> Any:
+    """The image-to-image pipeline over ``pipe``'s very components (its UNet keeps the
+    attention capture processors)."""
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    redraw = StableDiffusionImg2ImgPipeline(**pipe.components, requires_safety_checker=False)
+    redraw.set_progress_bar_config(disable=True)
+    return redraw
+
+
 def to_record(
     item: PlannedSample,
     image: np.ndarray,
     mask: ObjectMask,
     settings: GenerateConfig,
     stamp: StageStamp,
+    truth: np.ndarray | None = None,
 ) -> tuple[Sample, dict[str, bytes]]:
-    """The sample's record and encoded files: RGB PNG, label PNG (class id, 255), float16 npy."""
+    """The sample's record and encoded files: RGB PNG, label PNG (class id, 255), float16 npy,
+    and the truth label PNG when ``truth`` is given."""
     height, width = mask.label.shape
     label = np.where(mask.label == 1, item.class_id, mask.label).astype(np.uint8)
     sample = Sample(
@@ -199,6 +287,7 @@ def to_record(
         image=f"images/{item.id}.png",
         semantic_mask=f"masks/{item.id}.png",
         soft_mask=f"soft_masks/{item.id}.npy",
+        truth_mask=f"truth/{item.id}.png" if truth is not None else None,
         width=width,
         height=height,
         instances=[Instance.from_mask(item.class_name, item.class_id, mask.label == 1)],
@@ -216,4 +305,6 @@ def to_record(
         sample.semantic_mask: encode_image(label, sample.semantic_mask),
         sample.soft_mask: soft.getvalue(),
     }
+    if truth is not None:
+        files[sample.truth_mask] = encode_image(truth, sample.truth_mask)
     return sample, files

@@ -16,11 +16,12 @@ from PIL import Image, ImageDraw
 
 from freemask.active.report import iou_histogram_png, overlay
 from freemask.active.steps import history, round_folder
+from freemask.quality import stage_quality
 from freemask.records import MANIFEST, Sample, read_manifest
 from freemask.storage import Storage, read_image, write_json
 
 # Stages whose outputs are labelled images, in pipeline order.
-SAMPLE_STAGES = ("generate", "compose", "refine", "harmonize", "active")
+SAMPLE_STAGES = ("generate", "refine", "compose", "harmonize", "active")
 SHEET_COLUMNS = 4
 SHEET_ROWS = 2
 TILE = 128
@@ -79,8 +80,14 @@ def round_scores(active: Storage, round_index: int) -> list[float]:
     return [sample.scores["iou_vs_pseudo_gt"] for sample in samples]
 
 
-def write_run_report(workdir: Storage, iou_threshold: float | None = None) -> dict[str, Any]:
-    """Write ``<workdir>/report/`` from the stages' outputs; return its summary."""
+def write_run_report(
+    workdir: Storage, iou_threshold: float | None = None, class_names: list[str] | None = None
+) -> dict[str, Any]:
+    """Write ``<workdir>/report/`` from the stages' outputs; return its summary.
+
+    With ``class_names``, each stage whose samples have exact truth (``truth_mask``) also gets
+    its label quality against it (``freemask.quality``) under ``stages.<stage>.label_quality``.
+    """
     report = workdir.child(REPORT)
     summary: dict[str, Any] = {"stages": {}, "rounds": [], "files": []}
 
@@ -99,6 +106,9 @@ def write_run_report(workdir: Storage, iou_threshold: float | None = None) -> di
             "samples": len(samples),
             "instances_per_sample": round(float(np.mean(instances)), 3) if samples else 0.0,
         }
+        quality = class_names and stage_quality(storage, samples, class_names)
+        if quality:
+            summary["stages"][stage]["label_quality"] = quality
         put(f"{stage}_samples.png", stage_sheet_png(storage, samples))
     # 2. The active-learning rounds: a histogram each, and the curve across them.
     active = workdir.child("active")

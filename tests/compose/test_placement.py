@@ -149,3 +149,17 @@ def test_fopa_placer_rules_out_the_border_and_boxes_fit() -> None:
         )
         assert box is not None and inside(box, 96, 128)
         assert (box[2], box[3]) in sizes
+
+
+def test_the_size_prior_sizes_the_object_not_its_halo() -> None:
+    # A 10-px object in a 20-px cutout (a 5-px band all round): the prior says the object is
+    # a quarter of the image high, so the box must be twice that.
+    label = np.full((20, 20), 255, np.uint8)
+    label[5:15, 5:15] = 1
+    haloed = Cutout(np.zeros((20, 20, 3), np.uint8), np.ones((20, 20), np.float32), label)
+    assert haloed.object_height_fraction == pytest.approx(0.5)
+    prior = PlacementPrior(size=0.25, support="stuff", scale_jitter=(1.0, 1.0))
+    box = HeuristicPlacer().place(
+        np.full((200, 200, 3), 128, np.uint8), haloed, prior, [], np.random.default_rng(0)
+    )
+    assert box[3] == 100  # the object inside is 50 px: 0.25 of 200

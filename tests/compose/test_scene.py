@@ -94,3 +94,47 @@ def test_box_leaving_the_image_is_refused() -> None:
     scene = Scene(np.zeros((10, 10, 3), dtype=np.uint8))
     with pytest.raises(CutoutError, match="leaves"):
         scene.paste(solid(4, 4, (1, 1, 1)), (8, 0, 5, 5), False, "cat", 1)
+
+
+def test_a_wide_attention_band_is_cut_to_a_thin_halo() -> None:
+    # A 10x10 certain object inside a band reaching to the image's edges (a coarse attention
+    # map): only band pixels within band_width of the object may be pasted.
+    image = np.full((100, 100, 3), 90, np.uint8)
+    label = np.full((100, 100), IGNORE_INDEX, np.uint8)
+    label[45:55, 45:55] = 1
+    soft = np.full((100, 100), 0.5, np.float32)
+    cutout = cut_out(image, label, soft, (0.35, 0.6), band_width=0.04)
+    assert cutout.label.shape == (18, 18)  # 10 + 2 * 4 pixels
+    assert (cutout.alpha > 0).sum() == 18 * 18
+    wide = cut_out(image, label, soft, (0.35, 0.6), band_width=0.5)
+    assert wide.label.shape == (100, 100)  # the old behaviour: the whole band is pasted
+
+
+def test_truth_is_replayed_through_paste_flip_and_occlusion() -> None:
+    # Object A's cutout holds its true pixels on the left half only (its right half is the
+    # source's background, wrongly labelled); B, pasted over A's right part, shows background
+    # where its own source showed background.
+    image = np.full((10, 10, 3), 200, np.uint8)
+    label = np.ones((10, 10), np.uint8)
+    alpha = np.ones((10, 10), np.float32)
+    truth_a = np.zeros((10, 10), bool)
+    truth_a[:, :5] = True
+    truth_b = np.zeros((10, 10), bool)
+    truth_b[2:8, 2:8] = True
+    scene = Scene(np.zeros((30, 30, 3), np.uint8))
+    scene.paste(Cutout(image, alpha, label, truth_a), (0, 0, 20, 20), True, "cat", 1)
+    scene.paste(Cutout(image, alpha, label, truth_b), (10, 0, 10, 10), False, "dog", 2)
+    truth = scene.truth()
+    expected = np.zeros((30, 30), np.uint8)
+    expected[0:20, 10:20] = 1  # A flipped: its true half now on the right of its box
+    expected[0:10, 10:20] = 0  # B covers the top of it ...
+    expected[2:8, 12:18] = 2  # ... and shows its own object only where its source did
+    assert np.array_equal(truth, expected)
+    _, semantic, _ = scene.finish(0.0)
+    assert (semantic[0:20, 0:10] == 1).all()  # the label claims A's left; the truth does not
+
+
+def test_scene_truth_is_none_unless_every_object_has_truth() -> None:
+    scene = Scene(np.zeros((20, 20, 3), np.uint8))
+    scene.paste(solid(5, 5, (1, 2, 3)), (0, 0, 5, 5), False, "cat", 1)
+    assert scene.truth() is None

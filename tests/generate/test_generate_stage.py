@@ -121,7 +121,10 @@ def test_empty_masks_are_rejected_with_a_reason(tiny_pipe, make_config, tmp_path
     result = run_generate(config, None, storage.uri, pipe=tiny_pipe)
     assert result.written == 0 and result.dropped == 4
     reasons = {entry["reason"] for entry in read_rejected(storage, REJECTED)}
-    assert reasons == {"empty mask: no pixel above the threshold"}
+    assert reasons == {"empty: no pixel above the threshold"}
+    assert result.summary["rejected_by_reason"] == {"empty": 4}
+    assert result.summary["rejected_by_class"] == {"cat": 2, "traffic light": 2}
+    assert result.summary["flagged_classes"] == ["cat", "traffic light"]
     again = run_generate(config, None, storage.uri, pipe=tiny_pipe)
     assert again.skipped == 4 and again.dropped == 0
 

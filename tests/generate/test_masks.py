@@ -9,7 +9,7 @@ import torch
 from freemask.config import GenerateConfig
 from freemask.errors import FreemaskError
 from freemask.generate.attention import AttentionStore
-from freemask.generate.masks import masks_from_attention
+from freemask.generate.masks import masks_from_attention, rejection_reason
 from freemask.records import IGNORE_INDEX
 
 
@@ -117,3 +117,42 @@ def test_flat_attention_gives_an_empty_mask() -> None:
     store = filled_store([torch.full((8, 8), 0.3)])
     (mask,) = masks_from_attention(store, settings(), (16, 16), ["s"])
     assert mask.is_empty
+
+
+def inverted_blob(side: int, top: int, left: int, size: int) -> torch.Tensor:
+    """Attention that marks everything but the object: what a model that has not learnt the
+    class word draws (the toy model's star and cone)."""
+    return 1.05 - blob(side, top, left, size)
+
+
+def test_a_plausible_object_mask_is_accepted() -> None:
+    (mask,) = masks_from_attention(filled_store([blob(16, 4, 6, 6)]), settings(), (64, 64), ["s"])
+    assert rejection_reason(mask, settings()) is None
+
+
+def test_attention_on_the_background_is_rejected_for_area_or_borders() -> None:
+    (mask,) = masks_from_attention(
+        filled_store([inverted_blob(16, 5, 5, 6)]), settings(), (64, 64), ["s"]
+    )
+    assert mask.scores["foreground_fraction"] > 0.6 and mask.scores["border_sides"] == 4
+    assert rejection_reason(mask, settings()).startswith("area:")
+    assert rejection_reason(mask, settings(max_foreground_fraction=1.0)).startswith("borders:")
+    assert rejection_reason(mask, settings(reject_implausible=False)) is None
+
+
+def test_a_self_attention_that_turns_the_map_to_the_background_fails_polarity() -> None:
+    # Self-attention in which background pixels attend to the square and square pixels to the
+    # background: the refined map marks the background, the class's cross-attention the square.
+    side = 8
+    square = blob(side, 2, 2, 3)
+    inside = (square.flatten() > 0.5).float()
+    rows = torch.where(
+        inside[:, None] > 0, (1 - inside) / (1 - inside).sum(), inside / inside.sum()
+    )
+    self_attention = rows[None]
+    (mask,) = masks_from_attention(
+        filled_store([square], self_attention), settings(), (32, 32), ["s"]
+    )
+    assert mask.scores["polarity"] < 0
+    reason = rejection_reason(mask, settings(max_foreground_fraction=1.0, max_border_sides=4))
+    assert reason.startswith("polarity:")

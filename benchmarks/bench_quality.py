@@ -1,0 +1,164 @@
+"""Label quality after each stage, against exact truth, on the toy world (three seeds).
+
+Stage 1 redraws rendered single objects image-to-image (``generate.init_images``), so the
+attention masks are the real ones and the renderer's exact mask is the truth; backgrounds are
+rendered empty scenes; compose replays every placement on the truth; refine and harmonize
+carry it. Each stage's labels are scored with ``freemask.quality`` (label mIoU, object
+precision/recall, the share of object-labelled pixels that are background, ignore share), per
+class, for the shipped settings and for the settings before this benchmark existed (no
+plausibility checks on attention masks, the whole attention band pasted).
+
+Usage: ``python benchmarks/bench_quality.py [--seeds 0 1 2] [--work DIR] [--quick]``.
+The last line is one JSON object; ``ratio`` keys compare the shipped settings with the old ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from freemask.compose import run_backgrounds, run_compose
+from freemask.config import RunConfig
+from freemask.generate import run_generate
+from freemask.harmonize import run_harmonize
+from freemask.quality import stage_quality
+from freemask.records import read_manifest
+from freemask.refine import run_refine
+from freemask.relate import run_relate
+from freemask.storage import LocalStorage, encode_image
+from freemask.toyworld.dataset import write_toy_scenes
+from freemask.toyworld.render import SCENES, draw_background
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ("generate", "refine", "compose", "harmonize")
+# The settings before label quality was measured: every mask kept, the whole band pasted.
+OLD_SETTINGS = {"generate": {"reject_implausible": False}, "compose": {"band_width": 0.5}}
+BACKGROUNDS_PER_SCENE = 6
+OBJECTS_PER_CLASS = 16
+
+
+def bench_config(work: Path, seed: int, variant: dict, quick: bool) -> RunConfig:
+    """configs/demo.yaml redrawing rendered objects, on rendered backgrounds, under ``work``."""
+    raw = yaml.safe_load((REPO / "configs/demo.yaml").read_text())
+    raw.update(workdir=str(work / "run"), seed=seed)
+    raw["relate"]["thesaurus"] = str(REPO / raw["relate"]["thesaurus"])
+    raw["generate"].update(
+        init_images=str(work / "init"), images_per_class=4 if quick else OBJECTS_PER_CLASS
+    )
+    raw["compose"].update(backgrounds=str(work / "backgrounds"), images=12 if quick else 100)
+    for section, values in variant.items():
+        raw[section].update(values)
+    return RunConfig.model_validate(raw)
+
+
+def write_inputs(work: Path, classes: list[str], seed: int, size: int, quick: bool) -> None:
+    """Rendered single objects (the init images, with exact masks) and empty backgrounds."""
+    count = (4 if quick else OBJECTS_PER_CLASS) * len(classes) * 2
+    write_toy_scenes(str(work / "init"), classes, count, seed=100 + seed, size=size, objects=(1, 1))
+    rng = np.random.default_rng(200 + seed)
+    backgrounds = LocalStorage(work / "backgrounds")
+    for scene in SCENES:
+        for index in range(BACKGROUNDS_PER_SCENE):
+            path = f"{scene}/{scene}-{index}.png"
+            backgrounds.write_bytes(
+                path, encode_image(draw_background(scene, size, rng).astype(np.uint8), path)
+            )
+
+
+def run_stages(config: RunConfig) -> dict[str, dict]:
+    """Run generate -> refine -> compose -> harmonize; label quality of each stage's output."""
+    root = Path(config.workdir)
+    run_generate(config, None, str(root / "generate"))
+    run_relate(config, None, str(root / "relate"))
+    run_backgrounds(config, str(root / "relate"), str(root / "backgrounds"))
+    run_refine(config, str(root / "generate"), str(root / "refine"))
+    run_compose(
+        config,
+        str(root / "refine"),
+        str(root / "compose"),
+        relations=str(root / "relate"),
+        backgrounds=str(root / "backgrounds"),
+    )
+    run_harmonize(config, str(root / "compose"), str(root / "harmonize"))
+    scores = {}
+    for stage in STAGES:
+        storage = LocalStorage(root / stage)
+        scores[stage] = stage_quality(storage, read_manifest(storage), config.classes)
+    return scores
+
+
+def mean_sd(values: list[float | None]) -> tuple[float, float]:
+    known = [v for v in values if v is not None]
+    return (float(np.mean(known)), float(np.std(known))) if known else (float("nan"), 0.0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--work", type=Path, default=None, help="kept when given")
+    parser.add_argument("--quick", action="store_true", help="a smoke run of this code")
+    args = parser.parse_args(argv)
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-quality-"))
+    variants = {"shipped": {}, "old": OLD_SETTINGS}
+    results: dict[str, dict[int, dict]] = {name: {} for name in variants}
+    started = time.perf_counter()
+    for seed in args.seeds:
+        for name, variant in variants.items():
+            folder = work / f"seed{seed}" / name
+            config = bench_config(folder, seed, variant, args.quick)
+            write_inputs(folder, config.classes, seed, config.generate.height, args.quick)
+            results[name][seed] = run_stages(config)
+    seconds = time.perf_counter() - started
+
+    classes = bench_config(work, 0, {}, args.quick).classes
+    metrics = ("miou", "object_precision", "object_recall", "background_share", "ignore_share")
+    figures: dict[str, float] = {"seconds": round(seconds, 1), "seeds": len(args.seeds)}
+    print(f"label quality against exact truth, {len(args.seeds)} seeds (mean +- sd)")
+    for name in variants:
+        print(f"\n== {name} settings")
+        print("stage".ljust(10) + "".join(m.rjust(22) for m in metrics))
+        for stage in STAGES:
+            row = stage.ljust(10)
+            for metric in metrics:
+                mean, sd = mean_sd([results[name][s][stage][metric] for s in args.seeds])
+                row += f"{mean:.3f} +- {sd:.3f}".rjust(22)
+                figures[f"{name}.{stage}.{metric}"] = round(mean, 4)
+                figures[f"{name}.{stage}.{metric}_sd"] = round(sd, 4)
+            print(row)
+        print("per class (label IoU / background share of object labels), after compose:")
+        for class_name in classes:
+            iou = mean_sd(
+                [results[name][s]["compose"]["per_class"][class_name]["iou"] for s in args.seeds]
+            )
+            share = mean_sd(
+                [
+                    results[name][s]["compose"]["per_class"][class_name]["background_share"]
+                    for s in args.seeds
+                ]
+            )
+            print(
+                f"  {class_name:8s} {iou[0]:.3f} +- {iou[1]:.3f}   {share[0]:.3f} +- {share[1]:.3f}"
+            )
+            figures[f"{name}.compose.{class_name}.iou"] = round(iou[0], 4)
+            figures[f"{name}.compose.{class_name}.background_share"] = round(share[0], 4)
+    for stage in STAGES:
+        old = figures[f"old.{stage}.miou"]
+        if old > 0:
+            figures[f"{stage}.miou_ratio_shipped_vs_old"] = round(
+                figures[f"shipped.{stage}.miou"] / old, 4
+            )
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

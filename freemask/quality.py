@@ -1,0 +1,149 @@
+"""Label quality against exact truth: how far a stage's masks are from what the image shows.
+
+A sample has truth when its record names a ``truth_mask`` (the toy world's renderer masks,
+carried through redraws and replayed through composition). ``LabelQuality`` accumulates one
+confusion matrix over many samples; label mIoU leaves out the label's own ignore pixels (255:
+claims nothing), so ``ignore_share`` is reported beside it, and object recall counts an
+ignored object pixel as missed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from freemask.records import IGNORE_INDEX, Sample
+from freemask.storage import Storage, read_image
+
+
+def confusion(label: np.ndarray, truth: np.ndarray, num_labels: int) -> np.ndarray:
+    """[truth, label] pixel counts over ``num_labels`` labels plus a last column for ignore;
+    truth pixels marked 255 are left out."""
+    if label.shape != truth.shape:
+        raise ValueError(f"label {label.shape} and truth {truth.shape} differ in size")
+    known = truth != IGNORE_INDEX
+    columns = np.where(label == IGNORE_INDEX, num_labels, label).astype(np.int64)
+    if columns.max(initial=0) > num_labels or truth[known].max(initial=0) >= num_labels:
+        raise ValueError(f"a class id at or above {num_labels} in label or truth")
+    flat = truth[known].astype(np.int64) * (num_labels + 1) + columns[known]
+    counts = np.bincount(flat, minlength=num_labels * (num_labels + 1))
+    return counts.reshape(num_labels, num_labels + 1)
+
+
+def label_iou(label: np.ndarray, truth: np.ndarray, num_labels: int) -> float:
+    """One sample's mIoU over the classes in its truth or label (ignore left out)."""
+    matrix = confusion(label, truth, num_labels)[:, :num_labels]
+    present = (matrix.sum(axis=0) + matrix.sum(axis=1)) > 0
+    hits = np.diag(matrix).astype(float)
+    union = matrix.sum(axis=0) + matrix.sum(axis=1) - hits
+    return float(np.mean(hits[present] / union[present])) if present.any() else 1.0
+
+
+@dataclass
+class LabelQuality:
+    """Label quality of a set of samples against truth, per class; ``add`` one pair at a time."""
+
+    class_names: list[str]
+    matrix: np.ndarray = field(init=False)
+    samples: int = 0
+
+    def __post_init__(self) -> None:
+        labels = len(self.class_names) + 1  # background first
+        self.matrix = np.zeros((labels, labels + 1), dtype=np.int64)
+
+    def add(self, label: np.ndarray, truth: np.ndarray) -> None:
+        """Count one sample's semantic label against its truth (same size, class ids)."""
+        self.matrix += confusion(label, truth, len(self.class_names) + 1)
+        self.samples += 1
+
+    def summary(self) -> dict[str, Any]:
+        """Label mIoU (background included) and, per class and over all objects: IoU,
+        precision, recall, the share of object-labelled pixels that are truly background, and
+        the share of pixels labelled ignore."""
+        matrix = self.matrix.astype(float)
+        labels = len(self.class_names) + 1
+        claims = matrix[:, :labels]
+        hits = np.diag(claims)
+        labelled = claims.sum(axis=0)
+        truth = matrix.sum(axis=1)
+        union = labelled + claims.sum(axis=1) - hits  # pixels labelled ignore left out
+        iou = np.divide(hits, union, out=np.full(labels, np.nan), where=union > 0)
+        per_class = {}
+        for index, name in enumerate(["background", *self.class_names]):
+            per_class[name] = {
+                "iou": _round(iou[index]),
+                "precision": _ratio(hits[index], labelled[index]),
+                "recall": _ratio(hits[index], truth[index]),
+                "background_share": _ratio(claims[0, index], labelled[index]) if index else None,
+                "ignore_share": _ratio(matrix[index, labels], truth[index]),
+            }
+        objects = slice(1, labels)
+        object_labelled = labelled[objects].sum()
+        return {
+            "samples": self.samples,
+            "miou": _round(np.nanmean(iou)) if np.isfinite(iou).any() else None,
+            "object_precision": _ratio(hits[objects].sum(), object_labelled),
+            "object_recall": _ratio(hits[objects].sum(), truth[objects].sum()),
+            "background_share": _ratio(claims[0, objects].sum(), object_labelled),
+            "ignore_share": _ratio(matrix[:, labels].sum(), matrix.sum()),
+            "per_class": per_class,
+        }
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return round(float(numerator / denominator), 6) if denominator > 0 else None
+
+
+def _round(value: float) -> float | None:
+    return round(float(value), 6) if np.isfinite(value) else None
+
+
+def has_truth(samples: Iterable[Sample]) -> bool:
+    """True when every sample names a truth mask (and there is at least one)."""
+    samples = list(samples)
+    return bool(samples) and all(sample.truth_mask for sample in samples)
+
+
+def stage_quality(
+    storage: Storage, samples: list[Sample], class_names: list[str]
+) -> dict[str, Any] | None:
+    """``LabelQuality.summary`` of ``samples`` under ``storage``; None when any lacks truth."""
+    if not has_truth(samples):
+        return None
+    quality = LabelQuality(class_names)
+    for sample in samples:
+        quality.add(
+            read_image(storage, sample.semantic_mask), read_image(storage, sample.truth_mask)
+        )
+    return quality.summary()
+
+
+def discard_precision(
+    storage: Storage, kept: list[Sample], discarded: list[Sample], num_labels: int
+) -> dict[str, float | None] | None:
+    """Mean true label IoU of kept and of discarded samples and their gap (kept minus
+    discarded: positive when the filter throws out the worse labels); None without truth."""
+    if not has_truth([*kept, *discarded]):
+        return None
+
+    def mean_iou(samples: list[Sample]) -> float | None:
+        scores = [
+            label_iou(
+                read_image(storage, s.semantic_mask),
+                read_image(storage, s.truth_mask),
+                num_labels,
+            )
+            for s in samples
+        ]
+        return round(float(np.mean(scores)), 6) if scores else None
+
+    kept_iou, discarded_iou = mean_iou(kept), mean_iou(discarded)
+    gap = (
+        round(kept_iou - discarded_iou, 6)
+        if kept_iou is not None and discarded_iou is not None
+        else None
+    )
+    return {"kept_true_iou": kept_iou, "discarded_true_iou": discarded_iou, "gap": gap}

@@ -1,0 +1,54 @@
+"""Label quality against truth: confusion counts, ignore handling, per-class figures."""
+
+import numpy as np
+import pytest
+
+from freemask.quality import LabelQuality, label_iou
+
+IGNORE = 255
+
+
+def test_a_label_that_claims_background_as_object_shows_it_in_every_figure() -> None:
+    truth = np.zeros((10, 10), np.uint8)
+    truth[2:6, 2:6] = 1  # 16 object pixels
+    label = np.zeros((10, 10), np.uint8)
+    label[2:8, 2:6] = 1  # the 16 plus 8 background pixels
+    quality = LabelQuality(["cat"])
+    quality.add(label, truth)
+    summary = quality.summary()
+    cat = summary["per_class"]["cat"]
+    assert cat["iou"] == pytest.approx(16 / 24)
+    assert cat["precision"] == pytest.approx(16 / 24) and cat["recall"] == 1.0
+    assert cat["background_share"] == summary["background_share"] == pytest.approx(8 / 24)
+    assert summary["per_class"]["background"]["iou"] == pytest.approx(76 / 84)
+    assert summary["miou"] == pytest.approx((16 / 24 + 76 / 84) / 2)
+
+
+def test_ignored_pixels_claim_nothing_but_count_as_missed_objects() -> None:
+    truth = np.zeros((4, 4), np.uint8)
+    truth[:2] = 2
+    label = truth.copy()
+    label[0] = IGNORE  # half the object's pixels are ignored
+    quality = LabelQuality(["cat", "dog"])
+    quality.add(label, truth)
+    summary = quality.summary()
+    dog = summary["per_class"]["dog"]
+    assert dog["iou"] == 1.0 and dog["precision"] == 1.0
+    assert dog["recall"] == pytest.approx(0.5) and dog["ignore_share"] == pytest.approx(0.5)
+    assert summary["ignore_share"] == pytest.approx(4 / 16)
+    assert summary["per_class"]["cat"]["iou"] is None  # absent from truth and label
+    assert summary["object_recall"] == pytest.approx(0.5)
+
+
+def test_a_swapped_class_is_wrong_for_both_classes() -> None:
+    truth = np.array([[1, 1, 2, 2]], np.uint8)
+    label = np.array([[2, 2, 1, 1]], np.uint8)
+    assert label_iou(label, truth, 3) == 0.0
+    assert label_iou(truth, truth, 3) == 1.0
+
+
+def test_sizes_and_class_ids_are_checked() -> None:
+    with pytest.raises(ValueError, match="differ in size"):
+        LabelQuality(["cat"]).add(np.zeros((2, 2), np.uint8), np.zeros((3, 3), np.uint8))
+    with pytest.raises(ValueError, match="class id"):
+        LabelQuality(["cat"]).add(np.full((2, 2), 5, np.uint8), np.zeros((2, 2), np.uint8))
