@@ -4,8 +4,11 @@
 mask is exactly known; ``degrade_mask`` makes a true mask look like an attention mask (coarse
 grid, blur, noise, upsampled). ``perturb_colour`` changes a masked region's colour the way the
 iHarmony4 protocol does (colour transfer from another photograph, gamma, gain), so that the
-original is the harmonization target. Photographs are passed in (tests and benchmarks use
-``skimage.data``, see ``sample_photographs``).
+original is the harmonization target; ``perturb_lighting`` changes only its light (gamma, gain,
+a mild cast), for objects pasted from another photograph whose own colour must survive. Photographs are passed in (tests and benchmarks use
+``skimage.data``, see ``sample_photographs``). ``refine_cases`` adds the cases where
+attention masks are hard to refine: objects smaller than an attention cell, thin parts, soft
+maps that peak low, objects of one colour of their own.
 """
 
 from __future__ import annotations
@@ -71,6 +74,78 @@ def degrade_mask(mask: np.ndarray, rng: np.random.Generator, grid: int = 16) -> 
     return np.clip(cv2.resize(coarse, (width, height), interpolation=cv2.INTER_LINEAR), 0, 1)
 
 
+@dataclass(frozen=True)
+class RefineCase:
+    """An image, its object's exact mask and an attention-like soft mask of that object."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    soft: np.ndarray
+
+
+REFINE_CASES = ("easy", "small", "thin", "low_peak", "own_colour")
+
+
+def _small_objects(size: int, rng: np.random.Generator, cell: int) -> np.ndarray:
+    """Three to six discs, each narrower than one attention cell."""
+    mask = np.zeros((size, size), np.uint8)
+    for _ in range(int(rng.integers(3, 7))):
+        centre = (int(rng.uniform(0.15, 0.85) * size), int(rng.uniform(0.15, 0.85) * size))
+        cv2.circle(mask, centre, int(rng.integers(1, max(2, cell // 2))), 1, -1)
+    return mask.astype(bool)
+
+
+def _thin_object(size: int, rng: np.random.Generator) -> np.ndarray:
+    """A small body with two to four long limbs two or three pixels wide."""
+    mask = np.zeros((size, size), np.uint8)
+    centre = (rng.uniform(0.4, 0.6, 2) * size).astype(int)
+    axes = (rng.uniform(0.06, 0.12, 2) * size).astype(int)
+    cv2.ellipse(mask, tuple(centre), tuple(axes), rng.uniform(0, 180), 0, 360, 1, -1)
+    for angle in rng.uniform(0, 2 * np.pi, int(rng.integers(2, 5))):
+        length = rng.uniform(0.25, 0.4) * size
+        end = centre + length * np.array([np.cos(angle), np.sin(angle)])
+        cv2.line(mask, tuple(centre), tuple(end.astype(int)), 1, int(rng.integers(2, 4)))
+    return mask.astype(bool)
+
+
+def refine_cases(
+    kind: str, photographs: list[np.ndarray], count: int, size: int, seed: int = 0, grid: int = 16
+) -> list[RefineCase]:
+    """``count`` single-object images of one ``kind`` (``REFINE_CASES``) with exact masks.
+
+    ``easy``: a large shape cut from one photograph onto another. The hard cases, as attention
+    gives them on real photographs: ``small`` objects narrower than one attention cell,
+    ``thin`` parts, ``low_peak`` soft maps whose maximum is 0.55-0.85, and ``own_colour``
+    objects of one flat colour of their own on a textured photograph.
+    """
+    if kind not in REFINE_CASES:
+        raise ValueError(f"unknown refine case {kind!r}; known: {', '.join(REFINE_CASES)}")
+    rng = np.random.default_rng(seed)
+    resized = [
+        cv2.resize(photo, (size, size), interpolation=cv2.INTER_AREA) for photo in photographs
+    ]
+    cases = []
+    for _ in range(count):
+        source, target = rng.choice(len(resized), 2, replace=False)
+        if kind == "small":
+            mask = _small_objects(size, rng, size // grid)
+        elif kind == "thin":
+            mask = _thin_object(size, rng)
+        else:
+            mask = random_shape(size, rng)
+        inside = resized[source]
+        if kind == "own_colour":
+            colour = rng.uniform(30, 225, 3)
+            shading = rng.normal(0, 6, (size, size, 1))
+            inside = np.clip(colour + shading, 0, 255).astype(np.uint8)
+        image = np.where(mask[..., None], inside, resized[target]).astype(np.uint8)
+        soft = degrade_mask(mask, rng, grid)
+        if kind == "low_peak":
+            soft = soft * rng.uniform(0.55, 0.85)
+        cases.append(RefineCase(image, mask, soft.astype(np.float32)))
+    return cases
+
+
 def iou(prediction: np.ndarray, truth: np.ndarray) -> float:
     """Intersection over union of two boolean masks (1.0 when both are empty)."""
     union = np.logical_or(prediction, truth).sum()
@@ -92,6 +167,15 @@ def perturb_colour(
     rgb = np.clip(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB), 0, 1)
     gamma, gain = rng.uniform(0.7, 1.4), rng.uniform(0.8, 1.2)
     rgb[mask] = np.clip(gain * rgb[mask] ** gamma, 0, 1)
+    return np.round(rgb * 255).astype(np.uint8)
+
+
+def perturb_lighting(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Change the masked region's lighting only: gamma, gain and a mild per-channel colour cast."""
+    rgb = image.astype(np.float32) / 255.0
+    gamma, gain = rng.uniform(0.7, 1.4), rng.uniform(0.7, 1.3)
+    cast = rng.uniform(0.9, 1.1, 3)
+    rgb[mask] = np.clip(gain * cast * rgb[mask] ** gamma, 0, 1)
     return np.round(rgb * 255).astype(np.uint8)
 
 

@@ -1,8 +1,8 @@
-"""Stage 5, harmonize: classical Lab colour transfer by default, PCTNet when weights are given."""
+"""Stage 5, harmonize: classical lighting correction by default, PCTNet when weights are given."""
 
-from freemask.harmonize.color_transfer import background_ring, poisson_blend, transfer_colour
+from freemask.harmonize.color_transfer import background_ring, scene_gains, transfer_colour
 from freemask.harmonize.pctnet import PCTNet, PCTNetHarmonizer, load_pctnet
-from freemask.harmonize.stage import harmonize_sample, make_harmonizer, run_harmonize
+from freemask.harmonize.stage import harmonize_sample, make_harmonizer, run_harmonize, sure_masks
 
 __all__ = [
     "PCTNet",
@@ -11,7 +11,8 @@ __all__ = [
     "harmonize_sample",
     "load_pctnet",
     "make_harmonizer",
-    "poisson_blend",
     "run_harmonize",
+    "scene_gains",
+    "sure_masks",
     "transfer_colour",
 ]

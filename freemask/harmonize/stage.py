@@ -1,11 +1,14 @@
-"""Stage 5, harmonize: make each pasted object match its scene's colour and light.
+"""Stage 5, harmonize: make each pasted object match its scene's light.
 
 Objects are harmonized one by one in z-order (the order of the sample's instances), each
-against the background and the other objects around it. ``color_transfer`` needs no weights;
-``pctnet`` loads the published PCTNet ViT weights from ``harmonize.weights``; ``none`` copies
-samples through. Masks are never changed: the semantic mask, soft masks and instances are
-copied as they are. A sample whose instance masks do not fit its image is recorded in
-rejected.jsonl with the reason.
+against the background and the other objects around it. ``color_transfer`` needs no weights:
+it corrects lightness, contrast and white balance and keeps the object's own hue; ``pctnet``
+loads the published PCTNet ViT weights from ``harmonize.weights``; ``none`` copies samples
+through. Only an object's visible pixels that its label is sure of change (its instance mask
+where the semantic mask holds its class, no other object's pixels): background, the uncertain
+band and other objects stay byte-identical. Masks are never changed: the semantic, soft and
+truth masks and the instances are copied as they are. A sample whose masks do not fit its
+image is recorded in rejected.jsonl with the reason.
 """
 
 from __future__ import annotations
@@ -16,14 +19,14 @@ import numpy as np
 
 from freemask.config import HarmonizeConfig, RunConfig, config_hash
 from freemask.errors import FreemaskError
-from freemask.harmonize.color_transfer import poisson_blend, transfer_colour
+from freemask.harmonize.color_transfer import transfer_colour
 from freemask.progress import progress_bar
 from freemask.records import Sample, StageStamp, read_manifest
 from freemask.stage_output import Shard, StageOutput, StageResult
 from freemask.storage import encode_image, open_storage, read_image
 
 STAGE = "harmonize"
-VERSION = "1"
+VERSION = "2"
 
 
 class Harmonizer(Protocol):
@@ -47,7 +50,7 @@ def make_harmonizer(settings: HarmonizeConfig) -> Harmonizer | None:
         return lambda image, mask, others: model.harmonize(image, mask)
 
     def classical(image: np.ndarray, mask: np.ndarray, others: np.ndarray) -> np.ndarray:
-        result = transfer_colour(
+        return transfer_colour(
             image,
             mask,
             others,
@@ -55,30 +58,50 @@ def make_harmonizer(settings: HarmonizeConfig) -> Harmonizer | None:
             ring_width=settings.ring_width,
             max_std_ratio=settings.max_std_ratio,
             feather_sigma=settings.feather_sigma,
+            white_balance=settings.white_balance,
+            keep_hue=settings.keep_hue,
         )
-        return poisson_blend(image, result, mask) if settings.poisson else result
 
     return classical
 
 
 def harmonize_sample(image: np.ndarray, masks: list[np.ndarray], harmonizer: Harmonizer):
-    """Harmonize every object in z-order; return the image and the mean change on objects."""
+    """Harmonize every object in z-order; return the image and the mean change on objects.
+
+    Each object changes only where it alone is marked: pixels outside every mask, or under
+    two masks, come back byte-identical whatever the harmonizer does.
+    """
     result = image
     union = np.zeros(image.shape[:2], bool)
+    shared = np.zeros(image.shape[:2], bool)
     for mask in masks:
+        shared |= union & mask
         union |= mask
     for index, mask in enumerate(masks):
         others = np.zeros_like(mask)
         for other_index, other in enumerate(masks):
             if other_index != index:
                 others |= other
-        result = harmonizer(result, mask, others)
+        result = harmonizer(result, mask & ~others, others)
+    editable = union & ~shared
+    result = np.where(editable[..., None], result, image)
     change = (
         np.abs(result.astype(np.int16) - image.astype(np.int16))[union].mean()
         if union.any()
         else 0.0
     )
     return result, float(change)
+
+
+def sure_masks(sample: Sample, semantic: np.ndarray | None) -> list[np.ndarray]:
+    """Each instance's mask where the semantic mask holds its class (the whole mask without one)."""
+    masks = [instance.mask() for instance in sample.instances]
+    if semantic is None:
+        return masks
+    return [
+        mask & (semantic == instance.class_id)
+        for mask, instance in zip(masks, sample.instances, strict=True)
+    ]
 
 
 def run_harmonize(
@@ -103,12 +126,15 @@ def run_harmonize(
             scores = dict(sample.scores)
             if harmonizer is not None and sample.instances:
                 image = read_image(source, sample.image, mode="RGB")
-                reason = _misfit(sample, image)
+                semantic = (
+                    read_image(source, sample.semantic_mask) if sample.semantic_mask else None
+                )
+                reason = _misfit(sample, image, semantic)
                 if reason:
                     output.drop(sample.id, reason)
                     advance(1)
                     continue
-                masks = [instance.mask() for instance in sample.instances]
+                masks = sure_masks(sample, semantic)
                 harmonized, change = harmonize_sample(image, masks, harmonizer)
                 files[sample.image] = encode_image(harmonized, sample.image)
                 scores["harmonize_mean_change"] = round(change, 4)
@@ -118,7 +144,12 @@ def run_harmonize(
     return output.finish({"method": config.harmonize.method})
 
 
-def _misfit(sample: Sample, image: np.ndarray) -> str | None:
+def _misfit(sample: Sample, image: np.ndarray, semantic: np.ndarray | None) -> str | None:
+    if semantic is not None and semantic.shape != image.shape[:2]:
+        return (
+            f"semantic mask {sample.semantic_mask} is {semantic.shape[0]}x{semantic.shape[1]}, "
+            f"image is {image.shape[0]}x{image.shape[1]}"
+        )
     for index, instance in enumerate(sample.instances):
         if tuple(instance.rle.size) != image.shape[:2]:
             return (

@@ -3,7 +3,15 @@
 from freemask.refine.affinity import AffinityNet, affinity_labels, affinity_loss, pair_offsets
 from freemask.refine.guided_filter import guided_filter
 from freemask.refine.random_walk import propagate, transition_matrix
-from freemask.refine.refiners import AffinityRefiner, GuidedFilterRefiner, Refiner, class_scores
+from freemask.refine.refiners import (
+    AffinityRefiner,
+    GuidedFilterRefiner,
+    Refiner,
+    band_labels,
+    class_scores,
+    refine_soft,
+    seed_agreement,
+)
 from freemask.refine.stage import WEIGHTS, run_refine
 from freemask.refine.training import train_affinity
 
@@ -15,11 +23,14 @@ __all__ = [
     "Refiner",
     "affinity_labels",
     "affinity_loss",
+    "band_labels",
     "class_scores",
     "guided_filter",
     "pair_offsets",
     "propagate",
+    "refine_soft",
     "run_refine",
+    "seed_agreement",
     "train_affinity",
     "transition_matrix",
 ]

@@ -4,6 +4,8 @@
 [1 + instances, H, W], channel 0 the background, summing to 1 per pixel. The background score
 is 1 - max(instance scores). ``AffinityRefiner`` propagates the scores by a random walk over a
 trained AffinityNet's affinities; ``GuidedFilterRefiner`` filters them with the image as guide.
+``refine_soft`` wraps either for the stage: it limits the refiner to the attention's unsure band
+and refuses a refinement that breaks the attention's confident seeds.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from freemask.refine.affinity import AffinityNet, to_tensor
+from freemask.refine.affinity import IGNORE, AffinityNet, to_tensor
 from freemask.refine.guided_filter import guided_filter
 from freemask.refine.random_walk import propagate, transition_matrix
 
@@ -34,6 +36,58 @@ def class_scores(soft: np.ndarray) -> np.ndarray:
 def _normalise(scores: np.ndarray) -> np.ndarray:
     scores = np.clip(scores, 0.0, None)
     return scores / np.maximum(scores.sum(axis=0, keepdims=True), 1e-8)
+
+
+def band_labels(soft: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Per pixel of soft masks [instances, H, W]: k + 1 where instance k is above ``high`` (and
+    highest), 0 where every instance is below ``low``, 255 (unsure) in between."""
+    labels = np.full(soft.shape[1:], IGNORE, np.uint8)
+    top = soft.max(axis=0)
+    labels[top < low] = 0
+    confident = top > high
+    labels[confident] = soft.argmax(axis=0)[confident] + 1
+    return labels
+
+
+def seed_agreement(soft: np.ndarray, refined: np.ndarray, low: float, high: float) -> float:
+    """How much of the attention's confident seeds the refinement keeps: the lower of the
+    shares of foreground and of background seed pixels whose label is unchanged (1.0 when a
+    kind of seed is absent)."""
+    before = band_labels(soft, low, high)
+    after = band_labels(refined, low, high)
+    shares = []
+    for seeds in (before > 0) & (before != IGNORE), before == 0:
+        if seeds.any():
+            shares.append(float((after[seeds] == before[seeds]).mean()))
+    return min(shares, default=1.0)
+
+
+def refine_soft(
+    refiner: Refiner,
+    image: np.ndarray,
+    soft: np.ndarray,
+    *,
+    thresholds: tuple[float, float],
+    scope: str,
+    min_seed_agreement: float,
+) -> tuple[np.ndarray, float]:
+    """Refined soft masks [instances, H, W] in [0, 1] and the seed agreement they had.
+
+    ``scope: band`` lets the refiner decide only where the attention is unsure (between the
+    ``thresholds``); ``all`` everywhere. A refinement that keeps less than
+    ``min_seed_agreement`` of the confident seeds is not trusted: the soft masks come back as
+    they were.
+    """
+    low, high = thresholds
+    refined = refiner.refine(image, soft)[1:]
+    if scope == "band":
+        top = soft.max(axis=0)
+        unsure = (top >= low) & (top <= high)
+        refined = np.where(unsure[None], refined, soft)
+    agreement = seed_agreement(soft, refined, low, high)
+    if agreement < min_seed_agreement:
+        return soft, agreement
+    return np.clip(refined, 0.0, 1.0).astype(np.float32), agreement
 
 
 class GuidedFilterRefiner:

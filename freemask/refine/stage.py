@@ -1,13 +1,22 @@
 """Stage 4, refine: sharpen every sample's masks to its image's edges.
 
-``method: affinity`` trains AffinityNet on the input's own soft masks (or loads
-``refine.weights``), saves the weights as ``affinity.safetensors`` under the output prefix (and
-logs them to the tracking run), then refines each sample by random walk. ``guided_filter``
-needs no training; ``none`` copies samples through. Each sample's instances are re-derived from
-the refined per-pixel probabilities (argmax over background and instances); ignore pixels left
-by dropped instances stay ignore. Samples whose soft masks cannot be refined (missing, another
-size than the image, non-finite, all foreground or all background) are recorded in
-rejected.jsonl with the reason.
+Refine runs on the single objects, before compose (DiffuMask's order), where a mask's edge is
+the object's own and not a paste seam; it also runs on composed scenes. ``guided_filter`` (the
+default) needs no training. ``affinity`` trains AffinityNet on the confident cells of the single
+objects' attention soft masks (or loads ``refine.weights``; scenes' soft masks are pasted
+labels, so it never trains on them), saves the weights as ``affinity.safetensors`` under the
+output prefix, logs them to the tracking run, then refines each sample by random walk.
+``none`` copies samples through.
+
+Each sample keeps compose's contract: refined soft masks (float16 [0, 1], in the input's
+layout), a semantic mask with the class where a refined mask is above
+``foreground_threshold``, background where every one is below ``background_threshold`` and
+ignore (255) in between, and instances re-derived from it. With ``scope: band`` (the default)
+the refiner only decides where the attention was unsure; a refinement that breaks the
+attention's confident seeds falls back to the attention mask. Ignore pixels left by dropped
+instances stay ignore; every other file (the truth mask too) is carried. Samples whose soft
+masks cannot be refined (missing, another size than the image, non-finite, all foreground or
+all background), or that keep no object, are recorded in rejected.jsonl with the reason.
 """
 
 from __future__ import annotations
@@ -20,25 +29,36 @@ from freemask.config import RefineConfig, RunConfig, config_hash
 from freemask.errors import FreemaskError
 from freemask.progress import progress_bar
 from freemask.records import IGNORE_INDEX, Instance, Sample, StageStamp, read_manifest
-from freemask.refine.refiners import AffinityRefiner, GuidedFilterRefiner, Refiner
+from freemask.refine.refiners import (
+    AffinityRefiner,
+    GuidedFilterRefiner,
+    Refiner,
+    band_labels,
+    refine_soft,
+)
 from freemask.refine.training import model_from_bytes, train_affinity, weights_bytes
 from freemask.stage_output import Shard, StageOutput, StageResult
 from freemask.storage import Storage, encode_image, open_storage, read_array, read_image
 from freemask.tracking import NullRun, Run
 
 STAGE = "refine"
-VERSION = "1"
+VERSION = "2"
 WEIGHTS = "affinity.safetensors"
 
 
-def load_inputs(storage: Storage, sample: Sample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A sample's image, soft masks [instances, H, W] and semantic mask."""
+def load_inputs(
+    storage: Storage, sample: Sample
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """A sample's image, soft masks as stored ([H, W] or [instances, H, W]) and semantic mask."""
     image = read_image(storage, sample.image, mode="RGB")
     soft = read_array(storage, sample.soft_mask) if sample.soft_mask else None
     semantic = read_image(storage, sample.semantic_mask) if sample.semantic_mask else None
-    if soft is not None and soft.ndim == 2:
-        soft = soft[None]
     return image, soft, semantic
+
+
+def instance_stack(soft: np.ndarray) -> np.ndarray:
+    """Soft masks as [instances, H, W] float32 (a single object's [H, W] becomes [1, H, W])."""
+    return (soft[None] if soft.ndim == 2 else soft).astype(np.float32)
 
 
 def unrefinable(
@@ -47,6 +67,8 @@ def unrefinable(
     """Why the sample's soft masks cannot be refined, or None when they can."""
     if soft is None:
         return "no soft mask to refine"
+    if soft.ndim == 2:
+        soft = soft[None]
     if soft.ndim != 3 or soft.shape[1:] != image.shape[:2]:
         return f"soft mask shape {soft.shape} does not match the {image.shape[0]}x{image.shape[1]} image"
     if soft.shape[0] != len(sample.instances):
@@ -62,15 +84,20 @@ def unrefinable(
 
 
 def refine_labels(
-    probabilities: np.ndarray, sample: Sample, semantic: np.ndarray | None, soft: np.ndarray
+    refined: np.ndarray,
+    sample: Sample,
+    semantic: np.ndarray | None,
+    soft: np.ndarray,
+    thresholds: tuple[float, float],
 ) -> tuple[np.ndarray, list[Instance], list[int]]:
-    """Semantic mask, instances and the kept instances' channels from refined probabilities
-    [1 + instances, H, W]. An instance that wins no pixel is lost."""
-    winner = probabilities.argmax(axis=0)
-    labels = np.zeros(winner.shape, np.uint8)
+    """Semantic mask, instances and the kept instances' indices from refined soft masks
+    [instances, H, W]: class ids where sure, 0 background, 255 unsure. An instance that is
+    sure of no pixel is lost."""
+    band = band_labels(refined, *thresholds)
+    labels = np.where(band == IGNORE_INDEX, IGNORE_INDEX, 0).astype(np.uint8)
     instances, kept = [], []
-    for index, instance in enumerate(sample.instances, start=1):
-        mask = winner == index
+    for index, instance in enumerate(sample.instances):
+        mask = band == index + 1
         labels[mask] = instance.class_id
         if mask.any():
             instances.append(Instance.from_mask(instance.class_name, instance.class_id, mask))
@@ -79,6 +106,11 @@ def refine_labels(
         leftover = (semantic == IGNORE_INDEX) & (soft.max(axis=0) <= 0)
         labels[leftover] = IGNORE_INDEX
     return labels, instances, kept
+
+
+def is_single_object(sample: Sample) -> bool:
+    """True for a generated single object (one instance, not a composed scene)."""
+    return len(sample.instances) == 1 and not sample.placements
 
 
 def make_refiner(
@@ -117,18 +149,26 @@ def _read_weights(uri: str) -> bytes:
 
 def _train(config: RunConfig, source: Storage, samples: list[Sample], output: Storage, run: Run):
     settings = config.refine
+    # Seeds come from attention maps only: a scene's soft masks are the pasted labels, and
+    # learning from them would teach the network its own output.
     usable = []
     for sample in samples:
+        if not is_single_object(sample):
+            continue
         image, soft, _ = load_inputs(source, sample)
         if unrefinable(sample, image, soft, settings) is None:
             usable.append(sample)
     if not usable:
-        raise FreemaskError(f"{source.uri}: no sample has soft masks AffinityNet can learn from")
+        raise FreemaskError(
+            f"{source.uri}: no single-object sample with soft masks AffinityNet can learn from; "
+            "train on the generate stage's output (`freemask refine --train-only`) and set "
+            "refine.weights"
+        )
 
     def examples():
         for sample in usable:
             image, soft, _ = load_inputs(source, sample)
-            yield image, soft.astype(np.float32)
+            yield image, instance_stack(soft)
 
     model, log = train_affinity(
         examples,
@@ -161,12 +201,14 @@ def run_refine(
     target = open_storage(outputs)
     samples = read_manifest(source)
     output = StageOutput(target, STAGE, shard, settings_hash=config_hash(config.refine))
-    # 1. The refiner (training AffinityNet on every sample, not just this shard's).
+    # 1. The refiner (AffinityNet trains on every single object, not just this shard's).
     todo = output.pending([sample.id for sample in shard.select(samples)])
     refiner = make_refiner(config, source, samples, target, run or NullRun(), shard)
     if train_only:
         return output.result
     stamp = StageStamp(stage=STAGE, version=VERSION, config_hash=config_hash(config.refine))
+    settings = config.refine
+    thresholds = (settings.background_threshold, settings.foreground_threshold)
     mine = shard.select(samples)
     # 2. Each sample: refine, re-derive labels and instances, commit.
     with progress_bar(f"refine {shard.index}/{shard.count}", len(mine)) as advance:
@@ -174,23 +216,34 @@ def run_refine(
         for sample in mine:
             if sample.id not in todo:
                 continue
-            image, soft, semantic = load_inputs(source, sample)
-            files = {sample.image: source.read_bytes(sample.image)}
+            image, stored, semantic = load_inputs(source, sample)
+            files = {path: source.read_bytes(path) for path in sample.files()}
             if refiner is None:
-                for path in sample.files():
-                    files[path] = source.read_bytes(path)
                 refined = sample.model_copy(update={"source": [*sample.source, stamp]})
                 output.commit(refined, files)
                 advance(1)
                 continue
-            reason = unrefinable(sample, image, soft, config.refine)
+            reason = unrefinable(sample, image, stored, settings)
             if reason:
                 output.drop(sample.id, reason)
                 advance(1)
                 continue
-            soft = soft.astype(np.float32)
-            probabilities = refiner.refine(image, soft)
-            labels, instances, kept = refine_labels(probabilities, sample, semantic, soft)
+            soft = instance_stack(stored)
+            refined_soft, agreement = refine_soft(
+                refiner,
+                image,
+                soft,
+                thresholds=thresholds,
+                scope=settings.scope,
+                min_seed_agreement=settings.min_seed_agreement,
+            )
+            labels, instances, kept = refine_labels(
+                refined_soft, sample, semantic, soft, thresholds
+            )
+            if not instances:
+                output.drop(sample.id, "refinement left no pixel sure to be an object")
+                advance(1)
+                continue
             changed = float((labels != semantic).mean()) if semantic is not None else 1.0
             refined = sample.model_copy(
                 update={
@@ -202,11 +255,18 @@ def run_refine(
                         **sample.scores,
                         "refine_changed_fraction": round(changed, 6),
                         "refine_instances_lost": float(len(sample.instances) - len(instances)),
+                        "refine_seed_agreement": round(agreement, 6),
+                        "refine_fell_back": float(agreement < settings.min_seed_agreement),
                     },
                 }
             )
+            kept_soft = refined_soft[kept]
             buffer = io.BytesIO()
-            np.save(buffer, probabilities[kept].astype(np.float16), allow_pickle=False)
+            np.save(
+                buffer,
+                (kept_soft[0] if stored.ndim == 2 else kept_soft).astype(np.float16),
+                allow_pickle=False,
+            )
             files[refined.semantic_mask] = encode_image(labels, refined.semantic_mask)
             files[refined.soft_mask] = buffer.getvalue()
             output.commit(refined, files)

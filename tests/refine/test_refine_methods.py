@@ -7,17 +7,22 @@ import pytest
 import torch
 
 from freemask.evaluation import (
+    REFINE_CASES,
     degrade_mask,
     exact_composites,
     iou,
+    refine_cases,
     sample_photographs,
 )
+from freemask.quality import LabelQuality
 from freemask.refine import (
     AffinityRefiner,
     GuidedFilterRefiner,
     affinity_labels,
+    band_labels,
     pair_offsets,
     propagate,
+    refine_soft,
     train_affinity,
     transition_matrix,
 )
@@ -125,3 +130,27 @@ def test_both_refiners_raise_mean_iou_on_real_photographs(degraded_set) -> None:
     print(f"mean IoU: degraded {before:.3f}, guided filter {guided:.3f}, affinity {affinity:.3f}")
     assert guided > before + 0.02
     assert affinity > before + 0.02
+
+
+@pytest.mark.parametrize("kind", REFINE_CASES)
+def test_default_refinement_is_never_worse_than_thresholding(kind: str) -> None:
+    cases = refine_cases(kind, sample_photographs(), count=4, size=96, seed=0)
+
+    def label_miou(softs: list[np.ndarray]) -> float:
+        quality = LabelQuality(["object"])
+        for case, soft in zip(cases, softs, strict=True):
+            quality.add(band_labels(soft[None], 0.35, 0.6), case.mask.astype(np.uint8))
+        return quality.summary()["miou"]
+
+    refined = [
+        refine_soft(
+            GuidedFilterRefiner(),
+            case.image,
+            case.soft[None],
+            thresholds=(0.35, 0.6),
+            scope="band",
+            min_seed_agreement=0.9,
+        )[0][0]
+        for case in cases
+    ]
+    assert label_miou(refined) >= label_miou([case.soft for case in cases]) - 0.005
