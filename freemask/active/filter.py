@@ -2,13 +2,16 @@
 
 Agreement is the IoU between the generated mask and the pseudo-label, per class of the sample,
 over the pixels the generated mask labels (255 is left out). Rules: ``any_class`` keeps a
-sample if any of its classes reaches the threshold (the original method's rule),
-``mean_over_classes`` if their mean does, ``percentile`` if the mean is at or above the round's
-``keep_percentile``-th percentile (the worst part of every round goes).
+sample if any of its classes reaches the threshold (the original method's rule, the default),
+``mean_over_classes`` if their mean does, ``percentile`` keeps the best-scoring samples (by
+their mean), whole tie groups at a time, as close as it can to ``100 - keep_percentile``% of
+the round. When every score ties, nothing ranks them: ``percentile`` then falls back to
+``iou_threshold`` on the mean, and the verdicts name that rule (the round summary shows it).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +27,7 @@ class Verdict:
     per_class: dict[int, float]
     score: float
     kept: bool
+    rule: str
 
 
 def sample_classes(sample: Sample, generated: np.ndarray) -> list[int]:
@@ -49,20 +53,34 @@ def iou_vs_pseudo_label(
     return scores
 
 
+def keep_best(scores: list[float], share: float) -> list[bool]:
+    """Keep whole groups of equal scores, best first, as close as possible to ``share`` of all
+    (at least the best group; on a draw, the larger set)."""
+    target = share * len(scores)
+    kept_count, best_count, cut = 0, None, None
+    for value, count in sorted(Counter(scores).items(), reverse=True):
+        kept_count += count
+        if best_count is None or abs(kept_count - target) <= abs(best_count - target):
+            best_count, cut = kept_count, value
+    return [score >= cut for score in scores]
+
+
 def judge(per_class: list[dict[int, float]], rules: ActiveConfig) -> list[Verdict]:
     """Apply the keep rule to every sample of a round (percentile needs them all at once)."""
     means = [float(np.mean(list(scores.values()))) if scores else 0.0 for scores in per_class]
-    if rules.keep_rule == "any_class":
+    rule = rules.keep_rule
+    if rule == "any_class":
         used = [max(scores.values(), default=0.0) for scores in per_class]
         keep = [score >= rules.iou_threshold for score in used]
-    elif rules.keep_rule == "mean_over_classes":
+    elif rule == "percentile" and len(set(means)) > 1:
+        used = means
+        keep = keep_best(means, 1.0 - rules.keep_percentile / 100.0)
+    else:
+        if rule == "percentile":
+            rule = f"mean_over_classes (percentile: all {len(means)} scores tie)"
         used = means
         keep = [score >= rules.iou_threshold for score in used]
-    else:
-        used = means
-        cut = float(np.percentile(means, rules.keep_percentile)) if means else 0.0
-        keep = [score >= cut for score in used]
     return [
-        Verdict(scores, round(score, 6), bool(kept and scores))
+        Verdict(scores, round(score, 6), bool(kept and scores), rule)
         for scores, score, kept in zip(per_class, used, keep, strict=True)
     ]

@@ -1,19 +1,20 @@
 """The active-learning loop: pseudo-label, filter, retrain, evaluate, until the stop rule says stop.
 
-Round k: the current segmenter pseudo-labels every sample of the pool; samples whose generated
-mask disagrees with it are discarded (kept for inspection, never deleted); a fresh segmenter is
-trained on the kept ones and evaluated on the validation set; round k is logged to MLflow as a
-nested run. ``should_continue`` decides whether round k+1 runs; the Kubeflow pipeline calls
-the same function. Round 1's pseudo-labels come from the pretrained checkpoint in
-``segment.model_id`` (its labels mapped onto the run's), or, for a model built from scratch,
-from a segmenter trained on the whole pool first (round 0).
+Round k: a judge pseudo-labels round k-1's kept set (round 1: the pool); samples whose
+generated mask disagrees with it are discarded (kept for inspection, never deleted), and with
+``active.relabel`` the kept samples that agree closely take the prediction as their mask; the
+judge's successor is fine-tuned on the kept ones and evaluated on the validation set; round k
+is logged to MLflow as a nested run. ``should_continue`` decides whether round k+1 runs; the
+Kubeflow pipeline calls the same function. Round 1's judge is the independent checkpoint in
+``segment.labeller`` (its labels mapped onto the run's), or, when it is unset, a segmenter
+trained on the whole pool first (round 0); round k's judge is round k-1's segmenter.
 
 Under the output prefix: ``images/`` and ``masks/`` (the pool's files), ``pool.jsonl`` and
-``validation.jsonl``, per round
-``rounds/NN/{pseudo/, kept.jsonl, discarded.jsonl, model/, summary.json}`` (the summary last:
-a finished round is not run again), then ``manifest.jsonl`` (the best round's kept samples)
-and ``_SUCCESS``. This module drives the steps (``freemask.active.steps``) in one
-process; the stop rule is ``freemask.active.stop_rule``.
+``validation.jsonl``, per round ``rounds/NN/{pseudo/, relabel/, filter.json, kept.jsonl,
+discarded.jsonl, trained_from.json, model/, summary.json}`` (the summary last: a finished round
+is not run again), then ``manifest.jsonl`` (the best round's kept samples) and ``_SUCCESS``.
+This module drives the steps (``freemask.active.steps``) in one process; the stop rule is
+``freemask.active.stop_rule``.
 """
 
 from __future__ import annotations

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import io
+import tempfile
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from freemask.export import voc_palette
-from freemask.records import IGNORE_INDEX
+from freemask.records import IGNORE_INDEX, Sample, serialize_samples
+from freemask.storage import Storage, read_image
+from freemask.tracking import Run
 
 TILE = 128
+CONTACT_ROWS = 6
 
 
 def iou_histogram_png(scores: list[float], threshold: float | None, title: str) -> bytes:
@@ -57,3 +62,29 @@ def contact_sheet_png(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def log_pictures(
+    run: Run,
+    out: Storage,
+    folder: str,
+    kept: list[Sample],
+    discarded: list[Sample],
+    threshold: float,
+) -> None:
+    """The round's IoU histogram, contact sheet and kept manifest as MLflow artifacts."""
+    pseudo_store = out.child(f"{folder}/pseudo")
+    rows = []
+    for label, group in (("kept", kept), ("discarded", discarded)):
+        for sample in group[: CONTACT_ROWS // 2]:
+            caption = f"{label} {sample.scores['iou_vs_pseudo_gt']:.2f}\n{sample.id[:20]}"
+            image = read_image(out, sample.image, mode="RGB")
+            labels = read_image(pseudo_store, f"{sample.id}.png")
+            rows.append((caption, image, read_image(out, sample.semantic_mask), labels))
+    scores = [s.scores["iou_vs_pseudo_gt"] for s in [*kept, *discarded]]
+    with tempfile.TemporaryDirectory() as temp:
+        root = Path(temp)
+        (root / "iou_histogram.png").write_bytes(iou_histogram_png(scores, threshold, folder))
+        (root / "contact_sheet.png").write_bytes(contact_sheet_png(rows))
+        (root / "kept.jsonl").write_bytes(serialize_samples(kept))
+        run.log_artifact(root, "round")

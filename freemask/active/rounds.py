@@ -6,6 +6,7 @@ The steps (``freemask.active.steps``) call these on the files under the loop's p
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 from freemask.active.filter import iou_vs_pseudo_label, judge, sample_classes
 from freemask.config import ActiveConfig, RunConfig
@@ -16,6 +17,7 @@ from freemask.storage import Storage, encode_image, read_image
 from freemask.tracking import Run
 
 VALIDATION_SHARE = 10  # one sample in ten is held out when no validation set is given
+SCORE = "iou_vs_pseudo_gt"
 
 
 def split_validation(samples: list[Sample]) -> tuple[list[Sample], list[Sample]]:
@@ -44,33 +46,49 @@ def pseudo_label(
             advance(len(chunk))
 
 
+@dataclass
+class Selection:
+    """A round's filter result: kept and discarded samples and the keep rule that decided."""
+
+    kept: list[Sample]
+    discarded: list[Sample]
+    rule: str
+
+
 def filter_samples(
     samples: list[Sample], data: Storage, pseudo: Storage, rules: ActiveConfig, round_index: int
-) -> tuple[list[Sample], list[Sample]]:
-    """(kept, discarded), each sample scored (``iou_vs_pseudo_gt``) and stamped with the round."""
+) -> Selection:
+    """Score each sample against its pseudo-label (``iou_vs_pseudo_gt``, overall and per class,
+    replacing an earlier round's), stamp it with the round, and split it by the keep rule."""
     per_class = []
     for sample in samples:
         generated = read_image(data, sample.semantic_mask)
         labels = read_image(pseudo, f"{sample.id}.png")
         per_class.append(iou_vs_pseudo_label(generated, labels, sample_classes(sample, generated)))
+    verdicts = judge(per_class, rules)
     kept, discarded = [], []
-    for sample, verdict in zip(samples, judge(per_class, rules), strict=True):
-        scores = {**sample.scores, "iou_vs_pseudo_gt": verdict.score}
-        scores.update(
-            {f"iou_vs_pseudo_gt.class_{k}": round(v, 6) for k, v in verdict.per_class.items()}
-        )
+    for sample, verdict in zip(samples, verdicts, strict=True):
+        scores = {k: v for k, v in sample.scores.items() if not k.startswith(SCORE)}
+        scores[SCORE] = verdict.score
+        scores.update({f"{SCORE}.class_{k}": round(v, 6) for k, v in verdict.per_class.items()})
         scored = sample.model_copy(update={"scores": scores, "round": round_index})
         (kept if verdict.kept else discarded).append(scored)
-    return kept, discarded
+    return Selection(kept, discarded, verdicts[0].rule if verdicts else rules.keep_rule)
 
 
 def train_round(
-    config: RunConfig, samples: list[Sample], data: Storage, model: Storage, run: Run
+    config: RunConfig,
+    samples: list[Sample],
+    data: Storage,
+    model: Storage,
+    run: Run,
+    start_from: Segmenter | None = None,
 ) -> Segmenter:
-    """A fresh segmenter trained on ``samples`` (resuming from ``model``'s checkpoints)."""
+    """A segmenter trained on ``samples``: ``start_from`` fine-tuned, else a fresh one (either
+    resuming from ``model``'s checkpoints; a finished model is loaded, not retrained)."""
     if model.exists("model.safetensors"):
         return load_trained(model)
-    segmenter = load_segmenter(config.segment, config.classes, trainable=True)
+    segmenter = start_from or load_segmenter(config.segment, config.classes, trainable=True)
     with progress_bar("train segmenter", config.segment.train_steps) as advance:
         train_segmenter(
             segmenter,

@@ -2,39 +2,53 @@
 
 Every step reads what it needs from files under the prefix, so the local loop and the Kubeflow
 pipeline (one task per step, in separate processes) run the very same code:
-``prepare`` (pool and validation), ``bootstrap`` (round 0: a first segmenter when no pretrained
-checkpoint pseudo-labels round 1), then per round ``pseudo``, ``select``, ``train`` and
-``close`` (evaluate, log the nested MLflow run, write ``rounds/NN/summary.json``), and
-``finish`` (the best round's kept samples become the dataset).
+``prepare`` (pool and validation), ``bootstrap`` (round 0: a first segmenter trained on the
+pool when no ``segment.labeller`` pseudo-labels round 1), then per round ``pseudo``, ``select``,
+``train`` and ``close`` (evaluate, log the nested MLflow run, write ``rounds/NN/summary.json``),
+and ``finish`` (the best round's kept samples become the dataset).
+
+Rounds are cumulative: round k judges round k-1's kept set (round 1: the pool) with round
+k-1's segmenter (round 1: the labeller, or round 0's), and fine-tunes that segmenter on what
+it keeps (round 1: the labeller when it predicts the run's labels, else a fresh model).
 """
 
 from __future__ import annotations
 
 import hashlib
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from freemask.active.report import contact_sheet_png, iou_histogram_png
+from freemask.active.relabel import relabel_samples
+from freemask.active.report import log_pictures
 from freemask.active.rounds import filter_samples, pseudo_label, split_validation, train_round
 from freemask.config import RunConfig
 from freemask.errors import FreemaskError
+from freemask.quality import discard_precision
 from freemask.records import Sample, read_manifest, serialize_samples, write_manifest
-from freemask.segment import BUILTIN_IDS, Segmenter, evaluate, load_segmenter, load_trained
+from freemask.segment import (
+    Segmenter,
+    evaluate,
+    load_labeller,
+    load_trained,
+    predicts_run_labels,
+)
 from freemask.stage_output import SUCCESS, StageResult
-from freemask.storage import Storage, open_storage, read_image, read_json, write_json
+from freemask.storage import Storage, open_storage, read_json, write_json
 from freemask.tracking import Run
 
 STAGE = "active"
 POOL = "pool.jsonl"
 VALIDATION = "validation.jsonl"
 ROUND_TAG = "freemask.round"
-CONTACT_ROWS = 6
+SPLIT_WARNING = (
+    "validation is a 1-in-10 split of the generated pool: val_miou scores against synthetic "
+    "labels, not truth; set segment.validation to a truly labelled prefix"
+)
 
 
 def round_folder(round_index: int) -> str:
+    """The folder of round ``round_index`` under the loop's prefix (``rounds/NN``)."""
     return f"rounds/{round_index:02d}"
 
 
@@ -42,13 +56,15 @@ def prepare(config: RunConfig, inputs: str, out: Storage) -> None:
     """Copy the labelled samples' files under ``out``; write the pool and validation lists."""
     if out.exists(POOL):
         return
+    if config.segment.validation:
+        validation_of(config, out)  # a bad validation prefix fails before any training
     source = open_storage(inputs)
     samples = [sample for sample in read_manifest(source) if sample.semantic_mask]
     if not samples:
         raise FreemaskError(f"{source.uri}: no labelled samples for the active-learning loop")
     for sample in samples:
-        for path in (sample.image, sample.semantic_mask):
-            if not out.exists(path):
+        for path in (sample.image, sample.semantic_mask, sample.truth_mask):
+            if path and not out.exists(path):
                 out.write_bytes(path, source.read_bytes(path))
     pool, validation = (samples, []) if config.segment.validation else split_validation(samples)
     out.write_bytes(VALIDATION, serialize_samples(validation))
@@ -56,19 +72,31 @@ def prepare(config: RunConfig, inputs: str, out: Storage) -> None:
 
 
 def pool_of(out: Storage) -> list[Sample]:
+    """The samples the loop starts from (what round 1 filters)."""
     return read_manifest(out, POOL)
 
 
 def validation_of(config: RunConfig, out: Storage) -> tuple[list[Sample], Storage]:
-    if config.segment.validation:
-        store = open_storage(config.segment.validation)
-        return read_manifest(store), store
-    return read_manifest(out, VALIDATION), out
+    """(validation samples, their storage): ``segment.validation``'s, else the pool split's."""
+    if not config.segment.validation:
+        return read_manifest(out, VALIDATION), out
+    store = open_storage(config.segment.validation)
+    samples = (
+        [s for s in read_manifest(store) if s.semantic_mask]
+        if store.exists("manifest.jsonl")
+        else []
+    )
+    if not samples:
+        raise FreemaskError(
+            f"segment.validation {config.segment.validation!r}: no labelled samples "
+            "(expected a manifest.jsonl whose samples have a semantic_mask)"
+        )
+    return samples, store
 
 
 def needs_bootstrap(config: RunConfig) -> bool:
-    """True when round 1 has no pretrained checkpoint to pseudo-label with."""
-    return config.segment.model_id in BUILTIN_IDS
+    """True when no ``segment.labeller`` is set: round 0 trains the first pseudo-labeller."""
+    return config.segment.labeller is None
 
 
 def bootstrap(config: RunConfig, out: Storage, parent: Run) -> None:
@@ -77,40 +105,111 @@ def bootstrap(config: RunConfig, out: Storage, parent: Run) -> None:
         train_round(config, pool_of(out), out, out.child("rounds/00/model"), run)
 
 
+def judge_of(config: RunConfig, round_index: int) -> str:
+    """Who pseudo-labels round ``round_index``, in words (the round summary's ``judge``)."""
+    if round_index > 1:
+        previous = round_index - 1
+        return (
+            f"round {previous} segmenter (trained on round {previous}'s kept set: not independent)"
+        )
+    if config.segment.labeller:
+        return f"labeller {config.segment.labeller} (independent checkpoint)"
+    return "bootstrap: round 0 segmenter trained on the whole pool (not independent)"
+
+
 def labeller(config: RunConfig, out: Storage, round_index: int) -> Segmenter:
-    """The segmenter that pseudo-labels round ``round_index``."""
+    """The segmenter that pseudo-labels round ``round_index`` (see ``judge_of``)."""
+    if round_index == 1 and not needs_bootstrap(config):
+        return load_labeller(config.segment, config.classes)
     previous = out.child(f"{round_folder(round_index - 1)}/model")
-    if previous.exists("model.safetensors"):
-        return load_trained(previous)
-    if needs_bootstrap(config):
-        raise FreemaskError(f"{previous.uri}: no trained segmenter for round {round_index}")
-    return load_segmenter(config.segment, config.classes, trainable=False)
+    if not previous.exists("model.safetensors"):
+        raise FreemaskError(f"{previous.uri}: no trained segmenter to judge round {round_index}")
+    return load_trained(previous)
+
+
+def candidates(out: Storage, round_index: int) -> list[Sample]:
+    """What round ``round_index`` filters: round k-1's kept set (round 1: the pool)."""
+    if round_index == 1:
+        return pool_of(out)
+    previous = f"{round_folder(round_index - 1)}/kept.jsonl"
+    if not out.exists(previous):
+        raise FreemaskError(f"{out.uri}/{previous}: round {round_index - 1} has not been filtered")
+    return read_manifest(out, previous)
 
 
 def pseudo(config: RunConfig, out: Storage, round_index: int) -> None:
-    """Pseudo-label the pool for round ``round_index``."""
-    target = out.child(f"{round_folder(round_index)}/pseudo")
-    pseudo_label(labeller(config, out, round_index), pool_of(out), out, target)
+    """Pseudo-label round ``round_index``'s candidates (nothing to load when there are none)."""
+    samples = candidates(out, round_index)
+    if samples:
+        target = out.child(f"{round_folder(round_index)}/pseudo")
+        pseudo_label(labeller(config, out, round_index), samples, out, target)
 
 
 def select(config: RunConfig, out: Storage, round_index: int) -> tuple[int, int]:
-    """Filter the pool against its pseudo-labels; return (kept, discarded)."""
+    """Filter the round's candidates against their pseudo-labels (relabelling the kept ones
+    where ``active.relabel``); write ``filter.json``, then the discarded and kept manifests;
+    return (kept, discarded)."""
     folder = round_folder(round_index)
-    kept, discarded = filter_samples(
-        pool_of(out), out, out.child(f"{folder}/pseudo"), config.active, round_index
+    pseudo_store = out.child(f"{folder}/pseudo")
+    selection = filter_samples(
+        candidates(out, round_index), out, pseudo_store, config.active, round_index
     )
-    out.write_bytes(f"{folder}/discarded.jsonl", serialize_samples(discarded))
-    out.write_bytes(f"{folder}/kept.jsonl", serialize_samples(kept))
-    return len(kept), len(discarded)
+    labels = len(config.classes) + 1
+    report: dict[str, Any] = {
+        "keep_rule_used": selection.rule,
+        "discard_precision": discard_precision(out, selection.kept, selection.discarded, labels),
+        "relabelled": 0,
+    }
+    kept = selection.kept
+    if config.active.relabel:
+        kept, relabelled = relabel_samples(kept, out, pseudo_store, folder, config.active)
+        report["relabelled"] = len(relabelled)
+        changed = {sample.id for sample in relabelled}
+        before = discard_precision(out, [s for s in selection.kept if s.id in changed], [], labels)
+        after = discard_precision(out, relabelled, [], labels)
+        if before and after:
+            report["relabel_true_iou"] = {
+                "before": before["kept_true_iou"],
+                "after": after["kept_true_iou"],
+            }
+    write_json(out, f"{folder}/filter.json", report)
+    out.write_bytes(f"{folder}/discarded.jsonl", serialize_samples(selection.discarded))
+    out.write_bytes(f"{folder}/kept.jsonl", serialize_samples(kept))  # last: the round is filtered
+    return len(kept), len(selection.discarded)
+
+
+def starting_point(
+    config: RunConfig, out: Storage, round_index: int
+) -> tuple[Segmenter | None, str]:
+    """(the segmenter round ``round_index`` fine-tunes, or None for a fresh one; in words):
+    round k-1's model; for round 1 the labeller when it predicts the run's labels (a round 0
+    bootstrap model is not used: it learnt the whole pool, the discarded samples too)."""
+    previous = out.child(f"{round_folder(round_index - 1)}/model")
+    if round_index > 1 and previous.exists("model.safetensors"):
+        segmenter, origin = load_trained(previous), f"round {round_index - 1} segmenter"
+    elif round_index == 1 and not needs_bootstrap(config):
+        segmenter = load_labeller(config.segment, config.classes)
+        if not predicts_run_labels(segmenter, config.classes):
+            return None, f"fresh {config.segment.model_id} (the labeller has other labels)"
+        origin = f"labeller {config.segment.labeller}"
+    else:
+        return None, f"fresh {config.segment.model_id}"
+    segmenter.image_size = config.segment.image_size
+    return segmenter, origin
 
 
 def train(config: RunConfig, out: Storage, round_index: int, parent: Run) -> None:
-    """Train round ``round_index``'s segmenter on its kept samples (nothing when none was kept)."""
+    """Train round ``round_index``'s segmenter on its kept samples, fine-tuning its starting
+    point (nothing when none was kept or the model is finished)."""
     folder = round_folder(round_index)
     kept = read_manifest(out, f"{folder}/kept.jsonl")
-    if kept:
-        with parent.child_with_tag(ROUND_TAG, str(round_index), f"round-{round_index}") as run:
-            train_round(config, kept, out, out.child(f"{folder}/model"), run)
+    model = out.child(f"{folder}/model")
+    if not kept or model.exists("model.safetensors"):
+        return
+    start, origin = starting_point(config, out, round_index)
+    write_json(out, f"{folder}/trained_from.json", {"trained_from": origin})
+    with parent.child_with_tag(ROUND_TAG, str(round_index), f"round-{round_index}") as run:
+        train_round(config, kept, out, model, run, start)
 
 
 def close(config: RunConfig, out: Storage, round_index: int, parent: Run) -> dict[str, Any]:
@@ -120,19 +219,32 @@ def close(config: RunConfig, out: Storage, round_index: int, parent: Run) -> dic
         return read_json(out, f"{folder}/summary.json")
     kept = read_manifest(out, f"{folder}/kept.jsonl")
     discarded = read_manifest(out, f"{folder}/discarded.jsonl")
-    pool = len(kept) + len(discarded)
+    filtered = read_json(out, f"{folder}/filter.json")
+    judged = len(kept) + len(discarded)
     agreement = [s.scores["iou_vs_pseudo_gt"] for s in [*kept, *discarded]]
     version = (
         hashlib.sha256(",".join(sorted(s.id for s in kept)).encode()).hexdigest()[:12]
         if kept
         else "empty"
     )
+    trained_from = (
+        read_json(out, f"{folder}/trained_from.json")["trained_from"]
+        if out.exists(f"{folder}/trained_from.json")
+        else None
+    )
     summary: dict[str, Any] = {
         "round": round_index,
+        "judge": judge_of(config, round_index),
+        "trained_from": trained_from,
+        "candidates": judged,
         "kept": len(kept),
         "discarded": len(discarded),
-        "kept_fraction": round(len(kept) / max(pool, 1), 6),
+        "kept_fraction": round(len(kept) / max(judged, 1), 6),
+        "pool_fraction": round(len(kept) / max(len(pool_of(out)), 1), 6),
         "mean_iou_vs_pseudo": round(float(np.mean(agreement)) if agreement else 0.0, 6),
+        **filtered,
+        "validation": config.segment.validation or "1-in-10 split of the pool",
+        "warnings": [] if config.segment.validation else [SPLIT_WARNING],
         "val_miou": 0.0,
         "per_class_iou": {},
         "dataset_version": version,
@@ -144,7 +256,8 @@ def close(config: RunConfig, out: Storage, round_index: int, parent: Run) -> dic
             {
                 "iou_threshold": config.active.iou_threshold,
                 "keep_rule": config.active.keep_rule,
-                "pool": pool,
+                "candidates": judged,
+                "judge": summary["judge"],
             }
         )
         model = out.child(f"{folder}/model")
@@ -157,15 +270,7 @@ def close(config: RunConfig, out: Storage, round_index: int, parent: Run) -> dic
             summary["model_version"] = run.log_model(
                 segmenter.model, "segmenter", registered_name=f"{config.name}-segmenter"
             )
-        run.log_metrics(
-            {
-                "kept_fraction": summary["kept_fraction"],
-                "mean_iou_vs_pseudo": summary["mean_iou_vs_pseudo"],
-                "val_miou": summary["val_miou"],
-                **{f"val_iou.{name}": value for name, value in summary["per_class_iou"].items()},
-            },
-            step=round_index,
-        )
+        run.log_metrics(round_metrics(summary), step=round_index)
         log_pictures(run, out, folder, kept, discarded, config.active.iou_threshold)
         summary["run_id"] = run.run_id
     parent.log_metrics(
@@ -174,6 +279,22 @@ def close(config: RunConfig, out: Storage, round_index: int, parent: Run) -> dic
     )
     write_json(out, f"{folder}/summary.json", summary)
     return summary
+
+
+def round_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """A round summary's numbers as MLflow metrics (discard precision only where truth is)."""
+    metrics = {
+        "kept_fraction": summary["kept_fraction"],
+        "pool_fraction": summary["pool_fraction"],
+        "mean_iou_vs_pseudo": summary["mean_iou_vs_pseudo"],
+        "relabelled": summary["relabelled"],
+        "val_miou": summary["val_miou"],
+        **{f"val_iou.{name}": value for name, value in summary["per_class_iou"].items()},
+    }
+    for key, value in (summary["discard_precision"] or {}).items():
+        if value is not None:
+            metrics[f"discard_precision.{key}"] = value
+    return metrics
 
 
 def history(out: Storage, up_to: int | None = None) -> list[dict[str, Any]]:
@@ -210,25 +331,6 @@ def finish(
     )
     write_json(out, SUCCESS, result.to_json())
     return result
-
-
-def log_pictures(run: Run, out: Storage, folder: str, kept, discarded, threshold: float) -> None:
-    """The round's IoU histogram, contact sheet and kept manifest as MLflow artifacts."""
-    pseudo_store = out.child(f"{folder}/pseudo")
-    rows = []
-    for label, group in (("kept", kept), ("discarded", discarded)):
-        for sample in group[: CONTACT_ROWS // 2]:
-            caption = f"{label} {sample.scores['iou_vs_pseudo_gt']:.2f}\n{sample.id[:20]}"
-            image = read_image(out, sample.image, mode="RGB")
-            labels = read_image(pseudo_store, f"{sample.id}.png")
-            rows.append((caption, image, read_image(out, sample.semantic_mask), labels))
-    scores = [s.scores["iou_vs_pseudo_gt"] for s in [*kept, *discarded]]
-    with tempfile.TemporaryDirectory() as temp:
-        root = Path(temp)
-        (root / "iou_histogram.png").write_bytes(iou_histogram_png(scores, threshold, folder))
-        (root / "contact_sheet.png").write_bytes(contact_sheet_png(rows))
-        (root / "kept.jsonl").write_bytes(serialize_samples(kept))
-        run.log_artifact(root, "round")
 
 
 def storage_of(config: RunConfig, outputs: str | None = None) -> Storage:

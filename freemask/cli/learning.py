@@ -100,9 +100,10 @@ def filter_command(
 
     run_config = load_config(config)
     data = open_storage(inputs)
-    kept, discarded = filter_samples(
+    selection = filter_samples(
         read_manifest(data), data, open_storage(pseudo), run_config.active, round_index
     )
+    kept, discarded = selection.kept, selection.discarded
     target = open_storage(outputs)
     target.write_bytes("kept.jsonl", serialize_samples(kept))
     target.write_bytes("discarded.jsonl", serialize_samples(discarded))
@@ -110,7 +111,12 @@ def filter_command(
     write_json(
         target,
         "filter.json",
-        {"kept": len(kept), "discarded": len(discarded), "kept_fraction": fraction},
+        {
+            "kept": len(kept),
+            "discarded": len(discarded),
+            "kept_fraction": fraction,
+            "keep_rule_used": selection.rule,
+        },
     )
     out.print(f"kept {len(kept)}, discarded {len(discarded)} -> {outputs}")
 

@@ -1,6 +1,7 @@
 """Stage 6, segment: Mask2Former (transformers) to pseudo-label, train and evaluate."""
 
 from freemask.segment.evaluate import confusion, evaluate, iou_from_confusion
+from freemask.segment.labeller import load_labeller, predicts_run_labels
 from freemask.segment.model import (
     BUILTIN_IDS,
     SMALL_MASK2FORMER_ID,
@@ -24,9 +25,11 @@ __all__ = [
     "evaluate",
     "iou_from_confusion",
     "label_mapping",
+    "load_labeller",
     "load_segmenter",
     "load_trained",
     "predict",
+    "predicts_run_labels",
     "run_labels",
     "save_trained",
     "train_segmenter",

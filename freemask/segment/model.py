@@ -136,10 +136,17 @@ def label_mapping(
     return mapping
 
 
-def load_segmenter(settings: SegmentConfig, classes: list[str], *, trainable: bool) -> Segmenter:
+def load_segmenter(
+    settings: SegmentConfig,
+    classes: list[str],
+    *,
+    trainable: bool,
+    field: str = "segment.model_id",
+) -> Segmenter:
     """The configured Mask2Former: for pseudo-labels (its own labels, mapped) or to train
     (a fresh head over the run's labels). ``builtin:tiny-mask2former`` and
-    ``builtin:small-mask2former`` build untrained models offline."""
+    ``builtin:small-mask2former`` build untrained models offline. Raises FreemaskError naming
+    ``field`` when the model cannot be loaded."""
     labels = run_labels(classes)
     if settings.model_id in BUILTIN_IDS:
         model = build_tiny_mask2former(labels, size=BUILTIN_IDS[settings.model_id])
@@ -162,9 +169,7 @@ def load_segmenter(settings: SegmentConfig, classes: list[str], *, trainable: bo
     try:
         model = Mask2FormerForUniversalSegmentation.from_pretrained(source, **options)
     except (OSError, ValueError) as exc:
-        raise FreemaskError(
-            f"segment.model_id {settings.model_id!r}: cannot load ({exc})"
-        ) from None
+        raise FreemaskError(f"{field} {settings.model_id!r}: cannot load ({exc})") from None
     if trainable:
         return Segmenter(model, settings.image_size, np.arange(len(labels)))
     mapping = label_mapping(model.config.id2label, classes, settings.label_map)

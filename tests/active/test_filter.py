@@ -32,6 +32,34 @@ def test_keep_rules(rule: str, kept: list[bool]) -> None:
     assert [verdict.kept for verdict in judge(scores, rules)] == kept
 
 
+def test_defaults_are_the_methods_rule() -> None:
+    rules = ActiveConfig()
+    assert (rules.keep_rule, rules.iou_threshold, rules.relabel) == ("any_class", 0.5, False)
+
+
+def percentile_kept(means: list[float], keep_percentile: float = 25) -> list[bool]:
+    rules = ActiveConfig(keep_rule="percentile", keep_percentile=keep_percentile)
+    return [verdict.kept for verdict in judge([{1: m} for m in means], rules)]
+
+
+def test_percentile_with_all_scores_tied_falls_back_to_the_threshold() -> None:
+    rules = ActiveConfig(keep_rule="percentile", iou_threshold=0.5)
+    low = judge([{1: 0.3}] * 6, rules)
+    assert not any(verdict.kept for verdict in low)
+    assert low[0].rule == "mean_over_classes (percentile: all 6 scores tie)"
+    assert all(verdict.kept for verdict in judge([{1: 0.9}] * 6, rules))
+
+
+def test_percentile_discards_a_tied_bottom_group_whole() -> None:
+    means = [0.0] * 4 + [0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    assert percentile_kept(means) == [False] * 4 + [True] * 6
+
+
+def test_percentile_keeps_a_tied_top_group_whole() -> None:
+    assert percentile_kept([1.0] * 8 + [0.2, 0.3]) == [True] * 8 + [False] * 2
+    assert sum(percentile_kept([i / 10 for i in range(10)])) == 8  # 7.5 of 10: the larger
+
+
 def corrupt(semantic: np.ndarray, kind: str) -> np.ndarray:
     if kind == "shifted":
         return np.roll(semantic, (20, 20), axis=(0, 1))
@@ -72,7 +100,8 @@ def test_filter_discards_corrupted_masks(tmp_path) -> None:
     pseudo = LocalStorage(tmp_path / "pseudo")
     pseudo_label(segmenter, samples, storage, pseudo)
     rules = ActiveConfig(keep_rule="mean_over_classes", iou_threshold=0.5)
-    kept, discarded = filter_samples(samples, storage, pseudo, rules, round_index=1)
+    selection = filter_samples(samples, storage, pseudo, rules, round_index=1)
+    kept, discarded = selection.kept, selection.discarded
 
     caught = {sample.id for sample in discarded}
     precision = len(caught & corrupted) / max(1, len(caught))
