@@ -1,11 +1,15 @@
-"""What every container component shares: its image (from images/images.json) and arguments."""
+"""What every container component shares: its image (from images.json) and its command line."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from kfp import dsl
+
+from freemask.commands import task_argv
 
 IMAGES_FILE = Path(__file__).resolve().parent / "images.json"
 
@@ -17,21 +21,9 @@ def image_for(task: str) -> str:
     return f"{images['registry']}/{name}:{images['tag']}"
 
 
-def container_args(argv: list) -> list:
-    """``freemask.commands`` arguments with joined pieces as concatenation placeholders and
-    literal numbers as strings."""
-
-    def literal(item):
-        return str(item) if isinstance(item, int | float) else item
-
-    return [
-        dsl.ConcatPlaceholder([literal(part) for part in item])
-        if isinstance(item, tuple)
-        else literal(item)
-        for item in argv
-    ]
-
-
-def spec(task: str, argv: list) -> dsl.ContainerSpec:
-    """The container running ``freemask <argv>`` in the task's image."""
-    return dsl.ContainerSpec(image=image_for(task), command=["freemask"], args=container_args(argv))
+def spec(task: str, inputs: Mapping[str, Any]) -> dsl.ContainerSpec:
+    """The container running ``freemask <task_argv(task, inputs)>`` in the task's image; the
+    inputs are the component's placeholders, so every argument is a plain string embedding them."""
+    return dsl.ContainerSpec(
+        image=image_for(task), command=["freemask"], args=task_argv(task, inputs)
+    )

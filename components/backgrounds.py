@@ -1,25 +1,21 @@
-"""The backgrounds stage as a container component: one shard of it."""
+"""Drawing scene backgrounds as a container component: one shard of it."""
 
 from kfp import dsl
 
 from components._spec import spec
-from freemask.commands import runtime_argv, stage_argv
 
 
 @dsl.container_component
 def backgrounds(
     config: str,
     classes: str,
-    images_per_class: int,
-    iou_threshold: float,
-    max_rounds: int,
+    images_per_class: str,
+    iou_threshold: str,
+    max_rounds: str,
     tracking_uri: str,
+    dataset_version: str,
     shard: int,
     shards: int,
 ):
     """`freemask backgrounds --shard shard/shards`."""
-    return spec(
-        "backgrounds",
-        runtime_argv(classes, images_per_class, iou_threshold, max_rounds, tracking_uri)
-        + stage_argv("backgrounds", config, shard, shards),
-    )
+    return spec("backgrounds", locals())

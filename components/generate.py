@@ -3,23 +3,19 @@
 from kfp import dsl
 
 from components._spec import spec
-from freemask.commands import runtime_argv, stage_argv
 
 
 @dsl.container_component
 def generate(
     config: str,
     classes: str,
-    images_per_class: int,
-    iou_threshold: float,
-    max_rounds: int,
+    images_per_class: str,
+    iou_threshold: str,
+    max_rounds: str,
     tracking_uri: str,
+    dataset_version: str,
     shard: int,
     shards: int,
 ):
-    """`freemask generate --shard shard/shards`."""
-    return spec(
-        "generate",
-        runtime_argv(classes, images_per_class, iou_threshold, max_rounds, tracking_uri)
-        + stage_argv("generate", config, shard, shards),
-    )
+    """`freemask generate --shard shard/shards`: single objects and their masks."""
+    return spec("generate", locals())

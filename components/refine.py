@@ -3,23 +3,19 @@
 from kfp import dsl
 
 from components._spec import spec
-from freemask.commands import runtime_argv, stage_argv
 
 
 @dsl.container_component
 def refine(
     config: str,
     classes: str,
-    images_per_class: int,
-    iou_threshold: float,
-    max_rounds: int,
+    images_per_class: str,
+    iou_threshold: str,
+    max_rounds: str,
     tracking_uri: str,
+    dataset_version: str,
     shard: int,
     shards: int,
 ):
-    """`freemask refine --shard shard/shards`."""
-    return spec(
-        "refine",
-        runtime_argv(classes, images_per_class, iou_threshold, max_rounds, tracking_uri)
-        + stage_argv("refine", config, shard, shards),
-    )
+    """`freemask refine --shard shard/shards`: the single objects' masks sharpened."""
+    return spec("refine", locals())

@@ -3,21 +3,17 @@
 from kfp import dsl
 
 from components._spec import spec
-from freemask.commands import refine_train_argv, runtime_argv
 
 
 @dsl.container_component
 def refine_train(
     config: str,
     classes: str,
-    images_per_class: int,
-    iou_threshold: float,
-    max_rounds: int,
+    images_per_class: str,
+    iou_threshold: str,
+    max_rounds: str,
     tracking_uri: str,
+    dataset_version: str,
 ):
     """`freemask refine --train-only` (nothing to do for the training-free refiners)."""
-    return spec(
-        "refine-train",
-        runtime_argv(classes, images_per_class, iou_threshold, max_rounds, tracking_uri)
-        + refine_train_argv(config),
-    )
+    return spec("refine-train", locals())

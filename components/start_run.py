@@ -3,22 +3,19 @@
 from kfp import dsl
 
 from components._spec import spec
-from freemask.commands import runtime_argv, start_run_argv
 
 
 @dsl.container_component
 def start_run(
     config: str,
     classes: str,
-    images_per_class: int,
-    iou_threshold: float,
-    max_rounds: int,
+    images_per_class: str,
+    iou_threshold: str,
+    max_rounds: str,
     tracking_uri: str,
+    dataset_version: str,
+    depth: int,
     run_id: dsl.OutputPath(str),
 ):
-    """`freemask start-run`; the output is the parent run id every round nests under."""
-    return spec(
-        "start-run",
-        runtime_argv(classes, images_per_class, iou_threshold, max_rounds, tracking_uri)
-        + start_run_argv(config, run_id),
-    )
+    """`freemask start-run`: the parent MLflow run (its id is the output) and the snapshot."""
+    return spec("start-run", locals())

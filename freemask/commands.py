@@ -1,101 +1,76 @@
 """The ``freemask`` command lines that pipeline tasks run, built in one place.
 
-Kubeflow's container components and the host-run components used to test the pipeline both
-take their argument lists from here, so a task runs the very same command line either way:
-``runtime_argv(...)`` (the pipeline's runtime parameters) followed by one of the commands below.
-Arguments may be pipeline placeholders; a tuple stands for pieces to join into one argument
-(``("0", "/", "4")`` -> ``0/4``), which a container component turns into a concatenation
-placeholder and a host component joins at run time. Output files are the last arguments.
+Kubeflow's container components and the host-run components that test the pipeline with
+``kfp.local`` both take their argument lists from ``task_argv``, so a task runs the very same
+command line either way. Every argument is one plain string, built with f-strings: given a
+pipeline placeholder, the string embeds ``{{$.inputs.parameters['x']}}``, the one form that the
+open-source KFP driver substitutes inside a string (it passes struct placeholders such as
+``Concat`` through as JSON, kubeflow/pipelines#9486).
+
+Every command line starts with the runtime overrides: ``--set field=VALUE`` for each pipeline
+parameter in ``OVERRIDES``; an empty VALUE sets nothing, so the config file stays the truth and a
+parameter overrides it only when the run sets it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-Argument = Any  # a string, a pipeline placeholder, or a tuple of them to join
-STAGES = ("generate", "relate", "backgrounds", "compose", "refine", "harmonize")
+Argument = Any  # a string or number, or a pipeline placeholder (its str() is the placeholder)
+# Pipeline parameter -> the config field it overrides when set.
+OVERRIDES = {
+    "classes": "classes",
+    "images_per_class": "generate.images_per_class",
+    "iou_threshold": "active.iou_threshold",
+    "max_rounds": "active.max_rounds",
+    "tracking_uri": "tracking.uri",
+}
+# Every task's inputs: the config URI, the overrides, and the dataset version (the KFP run id).
+RUNTIME = ("config", *OVERRIDES, "dataset_version")
+SHARDED = ("generate", "refine", "backgrounds", "compose", "harmonize")
 ROUND_STEPS = ("prepare", "bootstrap", "pseudo-label", "filter", "train", "close")
-# The stages that run on a GPU node (and get an accelerator, toleration and /dev/shm).
+TASKS = ("start-run", *SHARDED, "relate", "refine-train", "join", *ROUND_STEPS)
+# The tasks that run on a GPU node (and get an accelerator, toleration and /dev/shm).
 GPU_STAGES = frozenset(
     {"generate", "backgrounds", "refine", "harmonize", "bootstrap", "pseudo-label", "train"}
 )
 
 
-def stage_argv(
-    stage: str, config: Argument, shard: Argument = None, shards: Argument = None
-) -> list[Argument]:
-    """``freemask <stage> --config C [--shard i/n]``; outputs go under the config's workdir."""
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
-    argv: list[Argument] = [stage, "--config", config]
-    if shard is not None:
-        argv += ["--shard", (shard, "/", shards)]
-    return argv
+def override_argv(values: Mapping[str, Argument]) -> list[str]:
+    """``--set field=VALUE`` for every override and for the run's dataset version."""
+    argv: list[str] = []
+    for name, field in OVERRIDES.items():
+        argv += ["--set", f"{field}={values[name]}"]
+    return [*argv, "--set", f"kubeflow.dataset_version={values['dataset_version']}"]
 
 
-def refine_train_argv(config: Argument) -> list[Argument]:
-    """``freemask refine --train-only``: AffinityNet's weights, before the sharded refinement."""
-    return ["refine", "--config", config, "--train-only"]
+def task_argv(task: str, values: Mapping[str, Argument]) -> list[str]:
+    """The ``freemask`` arguments of pipeline task ``task`` with ``values`` for its inputs.
 
-
-def join_argv(config: Argument, stage: str, shards: Argument) -> list[Argument]:
-    """``freemask join`` of a sharded stage under the workdir."""
-    return ["join", "--config", config, "--stage", stage, "--shards", shards]
-
-
-def start_run_argv(config: Argument, run_id_file: Argument) -> list[Argument]:
-    """``freemask start-run``: create the pipeline's parent MLflow run, write its id."""
-    return ["start-run", "--config", config, "--run-id-file", run_id_file]
-
-
-def runtime_argv(
-    classes: Argument,
-    images_per_class: Argument,
-    iou_threshold: Argument,
-    max_rounds: Argument,
-    tracking_uri: Argument,
-) -> list[Argument]:
-    """The pipeline's runtime parameters as ``--set`` overrides (an empty value sets nothing);
-    every task's command line starts with them, so every task reads the same settings."""
-    return [
-        "--set", ("classes=", classes),
-        "--set", ("generate.images_per_class=", images_per_class),
-        "--set", ("active.iou_threshold=", iou_threshold),
-        "--set", ("active.max_rounds=", max_rounds),
-        "--set", ("tracking.uri=", tracking_uri),
-    ]  # fmt: skip
-
-
-def round_argv(
-    step: str,
-    config: Argument,
-    round_index: Argument,
-    parent_run_id: Argument,
-    max_rounds: Argument | None = None,
-    depth: Argument | None = None,
-    decision_file: Argument | None = None,
-) -> list[Argument]:
-    """``freemask round <step>`` of the active-learning loop (``close`` decides on the next)."""
-    if step not in ROUND_STEPS:
-        raise ValueError(f"unknown round step {step!r}; expected one of {ROUND_STEPS}")
-    argv: list[Argument] = [
-        "round",
-        step,
-        "--config",
-        config,
-        "--round",
-        round_index,
-        "--parent-run-id",
-        parent_run_id,
-    ]
-    if step == "close":
-        argv += ["--max-rounds", max_rounds, "--depth", depth, "--decision-file", decision_file]
-    return argv
-
-
-def joined(argv: list[Argument]) -> list[str]:
-    """The argument list with every tuple joined into one string (for running it directly)."""
-    return [
-        "".join(str(part) for part in item) if isinstance(item, tuple) else str(item)
-        for item in argv
-    ]
+    ``values`` holds ``RUNTIME`` plus the task's own inputs (``shard``/``shards``, ``stage``,
+    ``round_index``, ``parent_run_id``, ``depth``, and the output files ``run_id`` or
+    ``decision``). Raises ValueError for an unknown task.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    config = ["--config", f"{values['config']}"]
+    if task in SHARDED:
+        command = [task, *config, "--shard", f"{values['shard']}/{values['shards']}"]
+    elif task == "relate":
+        command = ["relate", *config]
+    elif task == "refine-train":
+        command = ["refine", *config, "--train-only"]
+    elif task == "join":
+        command = ["join", *config, "--stage", f"{values['stage']}"]
+        command += ["--shards", f"{values['shards']}"]
+    elif task == "start-run":
+        command = ["start-run", *config, "--run-id-file", f"{values['run_id']}"]
+        command += ["--depth", f"{values['depth']}"]
+    else:
+        round_index = values["round_index"] if task not in ("prepare", "bootstrap") else 0
+        command = ["round", task, *config, "--round", f"{round_index}"]
+        command += ["--parent-run-id", f"{values['parent_run_id']}"]
+        if task == "close":
+            command += ["--depth", f"{values['depth']}", "--decision-file", f"{values['decision']}"]
+    return override_argv(values) + command

@@ -1,12 +1,19 @@
 """The freemask Kubeflow pipeline: every stage a task, active-learning rounds as sub-pipelines.
 
 ``build_pipeline(tasks, settings)`` wires the tasks; the production pipeline uses the container
-components in ``components/``, the tests use host-run components with the same command lines.
+components in ``components/``, the tests use host-run components with the same command lines
+(both from ``freemask.commands.task_argv``). The data flows generate -> refine -> compose (with
+relate's backgrounds) -> harmonize -> the active-learning rounds.
 KFP v2 cannot call a pipeline from itself at run time, so rounds are unrolled at compile time:
 the sub-pipeline of round k runs the round and, under ``dsl.If`` on its close step's decision,
-calls the sub-pipeline of round k+1, down to ``active.max_rounds`` from the compile-time config.
-The runtime ``max_rounds`` parameter can stop earlier (the stop rule reads it), never later.
-Only parameters cross round boundaries (config URI, parent MLflow run id, max rounds).
+calls the sub-pipeline of round k+1, down to ``active.max_rounds`` from the compile-time config
+(the depth). A run's ``active.max_rounds`` above the depth is refused by ``freemask submit`` and,
+at run time, by the first task. Only parameters cross round boundaries.
+
+The config file at ``config_uri`` is the truth: the other parameters default to "" (unset) and
+override it only when a run sets them. Every task gets the KFP run id as its dataset version, so
+each run writes under its own ``<workdir>/versions/<run id>``; caching is off for every task, as
+every task writes to MLflow or to shared storage (a cache hit would skip a refresh).
 Compile: ``python -m pipelines.freemask_pipeline --config configs/default.yaml --out FILE``.
 """
 
@@ -23,6 +30,9 @@ from freemask.errors import FreemaskError
 from pipelines.ir import lint, load_ir
 
 SHM_VOLUME = "dshm"
+# The KFP run id; the open-source driver substitutes it only as a task input's whole constant
+# value (backend/src/v2/driver/resolve.go), so tasks take it as an input, never inside a string.
+RUN_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER
 
 
 @dataclass(frozen=True)
@@ -54,20 +64,22 @@ def production_tasks() -> Tasks:
 
 
 def configure(task: Any, name: str, settings: KubeflowConfig | None) -> Any:
-    """Resources, retries, caching and, for GPU tasks, the accelerator, node pool and /dev/shm."""
-    task.set_caching_options(True)
+    """Caching off, and for the cluster: retries, resource requests and limits, secrets and,
+    for GPU tasks, the accelerator, node pool and /dev/shm."""
+    task.set_caching_options(False)
     if settings is None:  # host-run tests: no cluster to schedule on
         return task
     from kfp import kubernetes
 
     task.set_retry(num_retries=settings.retries, backoff_duration="30s", backoff_factor=2.0)
-    task.set_cpu_request(settings.cpu_request)
+    task.set_cpu_request(settings.cpu_request).set_cpu_limit(settings.cpu_limit)
     for secret in settings.secrets:
         kubernetes.use_secret_as_env(task, secret.secret, {secret.key: secret.env})
     if name not in GPU_STAGES:
-        task.set_memory_request(settings.memory_request)
+        task.set_memory_request(settings.memory_request).set_memory_limit(settings.memory_limit)
         return task
     task.set_memory_request(settings.gpu_memory_request)
+    task.set_memory_limit(settings.gpu_memory_limit)
     task.set_accelerator_type(settings.accelerator_type)
     task.set_accelerator_limit(settings.accelerator_count)
     for key, value in settings.gpu_node_selector.items():
@@ -103,13 +115,13 @@ def _round_pipeline(
     def active_round(
         config: str,
         classes: str,
-        images_per_class: int,
-        iou_threshold: float,
-        max_rounds: int,
+        images_per_class: str,
+        iou_threshold: str,
+        max_rounds: str,
         tracking_uri: str,
         parent_run_id: str,
     ):
-        runtime = {
+        overrides = {
             "config": config,
             "classes": classes,
             "images_per_class": images_per_class,
@@ -117,21 +129,27 @@ def _round_pipeline(
             "max_rounds": max_rounds,
             "tracking_uri": tracking_uri,
         }
-        common = {**runtime, "round_index": round_index, "parent_run_id": parent_run_id}
+        common = {
+            **overrides,
+            "dataset_version": RUN_ID,
+            "round_index": round_index,
+            "parent_run_id": parent_run_id,
+        }
         pseudo = configure(tasks.pseudo_label(**common), "pseudo-label", settings)
         selected = configure(tasks.filter_round(**common).after(pseudo), "filter", settings)
         trained = configure(tasks.train(**common).after(selected), "train", settings)
         closed = configure(tasks.close(**common, depth=depth).after(trained), "close", settings)
         if next_round is not None:
             with dsl.If(closed.output == "true", name=f"continue-after-round-{round_index}"):
-                next_round(**runtime, parent_run_id=parent_run_id)
+                next_round(**overrides, parent_run_id=parent_run_id).set_caching_options(False)
 
     return active_round
 
 
 def build_pipeline(tasks: Tasks, config: RunConfig, kubernetes: bool = True):
     """The whole pipeline for ``config``'s compile-time settings (shards, parallelism, rounds,
-    Kubernetes scheduling); runtime parameters default to the config's values."""
+    Kubernetes scheduling); the runtime parameters other than ``config_uri`` default to ""
+    (the file at ``config_uri`` decides) and override it when set."""
     settings = config.kubeflow if kubernetes else None
     shards = list(range(config.kubeflow.shards))
     depth = config.active.max_rounds
@@ -141,14 +159,14 @@ def build_pipeline(tasks: Tasks, config: RunConfig, kubernetes: bool = True):
     def freemask(
         config_uri: str,
         classes: str = "",
-        images_per_class: int = config.generate.images_per_class,
-        iou_threshold: float = config.active.iou_threshold,
-        max_rounds: int = depth,
+        images_per_class: str = "",
+        iou_threshold: str = "",
+        max_rounds: str = "",
         tracking_uri: str = "",
     ):
-        # Only pipeline parameters and loop items enter ParallelFor bodies (task outputs there are
-        # not resolved by every runner); every task gets the runtime parameters as overrides.
-        runtime = {
+        # Only pipeline parameters, constants and loop items enter ParallelFor bodies (task
+        # outputs there are not resolved by every runner).
+        overrides = {
             "config": config_uri,
             "classes": classes,
             "images_per_class": images_per_class,
@@ -156,7 +174,8 @@ def build_pipeline(tasks: Tasks, config: RunConfig, kubernetes: bool = True):
             "max_rounds": max_rounds,
             "tracking_uri": tracking_uri,
         }
-        started = configure(tasks.start_run(**runtime), "start-run", settings)
+        runtime = {**overrides, "dataset_version": RUN_ID}
+        started = configure(tasks.start_run(**runtime, depth=depth), "start-run", settings)
 
         def sharded(stage: str, *after: Any) -> Any:
             """The stage over every shard (at most ``parallelism`` at once), then its join."""
@@ -164,19 +183,19 @@ def build_pipeline(tasks: Tasks, config: RunConfig, kubernetes: bool = True):
                 shards, parallelism=config.kubeflow.parallelism, name=f"{stage}-shards"
             ) as shard:
                 task = getattr(tasks, stage)(**runtime, shard=shard, shards=len(shards))
-                configure(task.after(*after) if after else task, stage, settings)
+                configure(task.after(started, *after), stage, settings)
             joined = tasks.join(**runtime, stage=stage, shards=len(shards)).after(task)
             return configure(joined, "join", settings)
 
         generated = sharded("generate")
-        related = configure(tasks.relate(**runtime), "relate", settings)
-        drawn = sharded("backgrounds", related)
-        composed = sharded("compose", generated, drawn)
         refine_trained = configure(
-            tasks.refine_train(**runtime).after(composed), "refine-train", settings
+            tasks.refine_train(**runtime).after(generated), "refine-train", settings
         )
         refined = sharded("refine", refine_trained)
-        harmonized = sharded("harmonize", refined)
+        related = configure(tasks.relate(**runtime).after(started), "relate", settings)
+        drawn = sharded("backgrounds", related)
+        composed = sharded("compose", refined, drawn)
+        harmonized = sharded("harmonize", composed)
         run_id = started.output
         prepared = configure(
             tasks.prepare(**runtime, parent_run_id=run_id).after(harmonized), "prepare", settings
@@ -184,7 +203,7 @@ def build_pipeline(tasks: Tasks, config: RunConfig, kubernetes: bool = True):
         booted = configure(
             tasks.bootstrap(**runtime, parent_run_id=run_id).after(prepared), "bootstrap", settings
         )
-        first_round(**runtime, parent_run_id=run_id).after(booted)
+        first_round(**overrides, parent_run_id=run_id).after(booted).set_caching_options(False)
 
     return freemask
 

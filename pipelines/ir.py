@@ -71,7 +71,7 @@ def lint(spec: dict[str, Any], platform: dict[str, Any]) -> list[str]:
 
 
 def canonical(spec: dict[str, Any]) -> str:
-    """The spec as text with generated names (``comp-x-2``, ``exec-x-3``, ``for-loop-4``,
+    """The spec as text with generated names (``comp-x-2``, ``exec-x-2-2``, ``for-loop-4``,
     ``condition-5``) replaced by their order of first appearance, for golden comparisons."""
     text = yaml.safe_dump(spec, sort_keys=True)
     names: dict[str, str] = {}
@@ -79,6 +79,9 @@ def canonical(spec: dict[str, Any]) -> str:
     def rename(match: re.Match) -> str:
         return names.setdefault(match.group(0), f"{match.group(1)}-#{len(names)}")
 
+    # The whole name with every numeric suffix: comp-pseudo-label-2-2 is one generated name.
     return re.sub(
-        r"\b(comp|exec|for-loop|condition|condition-branches)-[a-z0-9-]*?\d+\b", rename, text
+        r"\b(comp|exec|for-loop|condition-branches|condition)(?:-[a-z][a-z0-9]*)*(?:-\d+)+\b",
+        rename,
+        text,
     )

@@ -1,9 +1,11 @@
 """CLI commands for Kubeflow: compile the pipeline, submit a run, schedule recurring refreshes.
 
-``submit`` and ``schedule`` check the run's parameters against the compiled pipeline's before
-anything is sent (the KFP client does not), and ``schedule`` takes the usual five-field cron
-expression and converts it to KFP's six fields (seconds first). The service account (Workload
-Identity for GCS) is set on the run, where KFP takes it.
+``submit`` and ``schedule`` check the run before anything is sent (the KFP client does not): the
+parameters against the compiled pipeline's, and the config as the pods will read it (gs://
+workdir, http(s) tracking, valid overrides, rounds within the compiled depth). ``schedule`` takes
+the usual five-field cron expression and converts it to KFP's six fields (seconds first). The
+namespace (multi-user KFP: the profile's), service account (Workload Identity for GCS) and
+caching (off: every task has side effects) are set on the run, where KFP takes them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import typer
 import yaml
 
 from freemask.cli.options import out
-from freemask.config import load_config
+from freemask.commands import OVERRIDES
+from freemask.config import ENV_PREFIX, RunConfig, load_config
 from freemask.errors import FreemaskError
 
 ConfigOption = Annotated[
@@ -27,6 +30,21 @@ HostOption = Annotated[str, typer.Option(help="The Kubeflow Pipelines API endpoi
 ParamOption = Annotated[
     list[str] | None,
     typer.Option("--param", "-p", help="A pipeline parameter as NAME=VALUE (repeatable)."),
+]
+NamespaceOption = Annotated[
+    str | None,
+    typer.Option(help="The Kubernetes namespace of the runs (multi-user KFP: the profile's)."),
+]
+ServiceAccountOption = Annotated[
+    str | None,
+    typer.Option(help="The runs' service account [default: kubeflow.service_account]."),
+]
+TokenFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="A file holding the bearer token for the KFP API, e.g. the in-cluster "
+        "/var/run/secrets/kubeflow/pipelines/token [default: kfp.Client's own credentials]."
+    ),
 ]
 CRON_FIELD = re.compile(r"^[\d*/,\-?LW#A-Za-z]+$")
 PARAMETER_TYPES = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "BOOLEAN": bool}
@@ -106,18 +124,61 @@ def kfp_cron(expression: str) -> str:
     return " ".join(fields)
 
 
-def _compiled(config: str) -> tuple[Path, Any]:
+def validate_submission(config: str, arguments: dict[str, Any], depth: int) -> RunConfig:
+    """The run's config as its pods will read it: ``config`` with the parameters that are set.
+
+    Raises FreemaskError, one line, when the pods could not use it: a config URI or workdir that
+    is not on ``gs://``, tracking that is not over http(s), an invalid override (a class list
+    that is not a YAML list, ...), or more rounds than the pipeline was compiled with.
+    """
+    overrides = {
+        ENV_PREFIX + field.upper().replace(".", "__"): str(arguments[name])
+        for name, field in OVERRIDES.items()
+        if arguments.get(name, "") != ""
+    }
+    run_config = load_config(config, environ=overrides)
+    problems = []
+    if not str(arguments.get("config_uri", "")).startswith("gs://"):
+        problems.append("config_uri must be a gs:// URI the pipeline's pods can read")
+    if not run_config.workdir.startswith("gs://"):
+        problems.append(f"workdir {run_config.workdir!r} must be on gs:// (pods share no disk)")
+    if not (run_config.tracking.uri or "").startswith(("http://", "https://")):
+        problems.append("tracking.uri must be the MLflow server's http(s) URL")
+    if run_config.active.max_rounds > depth:
+        problems.append(
+            f"active.max_rounds={run_config.active.max_rounds} is above the {depth} rounds "
+            "compiled into the pipeline"
+        )
+    if problems:
+        raise FreemaskError(f"{config}: not submitted: " + "; ".join(problems))
+    return run_config
+
+
+def _compiled(config: str) -> tuple[Path, RunConfig]:
     from pipelines.freemask_pipeline import compile_pipeline
 
-    run_config = load_config(config)
+    run_config = load_config(config, environ={})
     package = Path(tempfile.mkdtemp()) / "freemask_pipeline.yaml"
     return compile_pipeline(run_config, package), run_config
 
 
-def _client(host: str) -> Any:
+def read_token(token_file: Path | None) -> str | None:
+    """The bearer token in ``token_file`` (e.g. the in-cluster projected service-account token
+    ``/var/run/secrets/kubeflow/pipelines/token``), or None to let kfp.Client find credentials."""
+    if token_file is None:
+        return None
+    try:
+        return token_file.read_text().strip()
+    except OSError as exc:
+        raise FreemaskError(f"--token-file {token_file}: not readable ({exc.strerror})") from None
+
+
+def _client(host: str, namespace: str | None, token_file: Path | None) -> Any:
     import kfp
 
-    return kfp.Client(host=host)
+    return kfp.Client(
+        host=host, namespace=namespace or "kubeflow", existing_token=read_token(token_file)
+    )
 
 
 def submit_run(
@@ -127,13 +188,17 @@ def submit_run(
     run_name: str,
     arguments: dict,
     service_account: str | None,
+    namespace: str | None = None,
 ) -> str:
-    """Create the run through ``client`` (a kfp.Client); return its id."""
+    """Create the run through ``client`` (a kfp.Client), caching off; return its id."""
+    experiment_id = client.create_experiment(experiment, namespace=namespace).experiment_id
     result = client.create_run_from_pipeline_package(
         str(package),
         arguments=arguments,
         run_name=run_name,
-        experiment_name=experiment,
+        experiment_id=experiment_id,
+        namespace=namespace,
+        enable_caching=False,
         service_account=service_account,
     )
     return result.run_id
@@ -147,9 +212,10 @@ def schedule_run(
     cron: str,
     arguments: dict,
     service_account: str | None,
+    namespace: str | None = None,
 ) -> str:
-    """Create a recurring run through ``client``; return its id."""
-    experiment_id = client.create_experiment(experiment).experiment_id
+    """Create a recurring run through ``client``, caching off; return its id."""
+    experiment_id = client.create_experiment(experiment, namespace=namespace).experiment_id
     job = client.create_recurring_run(
         experiment_id=experiment_id,
         job_name=job_name,
@@ -157,32 +223,44 @@ def schedule_run(
         pipeline_package_path=str(package),
         params=arguments,
         service_account=service_account,
+        enable_caching=False,
         max_concurrency=1,
         no_catchup=True,
     )
     return job.recurring_run_id
 
 
+def _prepared(config: str, param: list[str] | None) -> tuple[Path, RunConfig, dict[str, Any]]:
+    package, compiled = _compiled(config)
+    raw = list(param or [])
+    if config.startswith("gs://") and not any(pair.startswith("config_uri=") for pair in raw):
+        raw.append(f"config_uri={config}")
+    arguments = check_arguments(pipeline_parameters(package), raw)
+    run_config = validate_submission(config, arguments, compiled.active.max_rounds)
+    return package, run_config, arguments
+
+
 def submit(
     host: HostOption,
     config: ConfigOption,
     param: ParamOption = None,
-    service_account: Annotated[
-        str | None, typer.Option(help="Kubernetes service account for the run.")
-    ] = None,
+    namespace: NamespaceOption = None,
+    service_account: ServiceAccountOption = None,
+    token_file: TokenFileOption = None,
 ) -> None:
-    """Compile and submit one pipeline run (creating its experiment if needed)."""
-    package, run_config = _compiled(config)
-    arguments = check_arguments(pipeline_parameters(package), param or [])
+    """Compile, check and submit one pipeline run (creating its experiment if needed)."""
+    package, run_config, arguments = _prepared(config, param)
+    namespace = namespace or run_config.kubeflow.namespace
     run_id = submit_run(
-        _client(host),
+        _client(host, namespace, token_file),
         package,
         run_config.tracking.experiment,
         run_config.name,
         arguments,
-        service_account,
+        service_account or run_config.kubeflow.service_account,
+        namespace,
     )
-    out.print(f"submitted run {run_id} to {host}")
+    out.print(f"submitted run {run_id} to {host}" + (f" in {namespace}" if namespace else ""))
 
 
 def schedule(
@@ -190,21 +268,22 @@ def schedule(
     config: ConfigOption,
     cron: Annotated[str, typer.Option(help="Five-field cron expression, e.g. '0 3 * * 1'.")],
     param: ParamOption = None,
-    service_account: Annotated[
-        str | None, typer.Option(help="Kubernetes service account for the runs.")
-    ] = None,
+    namespace: NamespaceOption = None,
+    service_account: ServiceAccountOption = None,
+    token_file: TokenFileOption = None,
 ) -> None:
-    """Schedule a recurring pipeline run: the periodic dataset refresh."""
+    """Schedule a recurring pipeline run (the periodic dataset refresh), caching off."""
     expression = kfp_cron(cron)
-    package, run_config = _compiled(config)
-    arguments = check_arguments(pipeline_parameters(package), param or [])
+    package, run_config, arguments = _prepared(config, param)
+    namespace = namespace or run_config.kubeflow.namespace
     job_id = schedule_run(
-        _client(host),
+        _client(host, namespace, token_file),
         package,
         run_config.tracking.experiment,
         f"{run_config.name}-refresh",
         expression,
         arguments,
-        service_account,
+        service_account or run_config.kubeflow.service_account,
+        namespace,
     )
     out.print(f"scheduled {job_id} ({expression}) on {host}")

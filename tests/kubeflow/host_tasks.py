@@ -1,5 +1,8 @@
-"""Host-run twins of the container components: the same `freemask` command lines, run with this
-machine's Python, so that kfp.local can execute the real pipeline in tests."""
+"""Host-run twins of the container components, so that kfp.local (whose SubprocessRunner runs
+only Python components) can execute the real pipeline in tests. Each twin builds its command line
+with ``freemask.commands.task_argv``, the very function the container components call, from its
+own inputs; test_ir_resolution proves those argument lists equal the ones the open-source KFP
+driver resolves from the compiled IR for the same inputs."""
 
 from kfp import dsl
 
@@ -8,65 +11,52 @@ HOST_IMAGE = "python:3.11"
 
 
 @dsl.component(base_image=HOST_IMAGE)
+def start_run(
+    config: str,
+    classes: str,
+    images_per_class: str,
+    iou_threshold: str,
+    max_rounds: str,
+    tracking_uri: str,
+    dataset_version: str,
+    depth: int,
+) -> str:
+    # Returned rather than written to an output path: kfp.local resolves return values across
+    # nested pipelines. The command line is the container's, with a local output file.
+    import pathlib
+    import tempfile
+
+    values = dict(locals())
+    values["run_id"] = str(pathlib.Path(tempfile.mkdtemp()) / "run_id")
+    import subprocess
+    import sys
+
+    from freemask.commands import task_argv
+
+    argv = task_argv("start-run", values)
+    subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
+    return pathlib.Path(values["run_id"]).read_text()
+
+
+@dsl.component(base_image=HOST_IMAGE)
 def generate(
     config: str,
     classes: str,
-    images_per_class: int,
-    iou_threshold: float,
-    max_rounds: int,
+    images_per_class: str,
+    iou_threshold: str,
+    max_rounds: str,
     tracking_uri: str,
+    dataset_version: str,
     shard: int,
     shards: int,
 ):
+    values = dict(locals())
     import subprocess
     import sys
 
-    from freemask.commands import joined, runtime_argv, stage_argv
+    from freemask.commands import task_argv
 
-    runtime = runtime_argv(classes, images_per_class, iou_threshold, max_rounds, tracking_uri)
-    argv = joined(runtime + stage_argv("generate", config, shard, shards))
-    subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
-
-
-@dsl.component(base_image=HOST_IMAGE)
-def backgrounds(
-    config: str,
-    classes: str,
-    images_per_class: int,
-    iou_threshold: float,
-    max_rounds: int,
-    tracking_uri: str,
-    shard: int,
-    shards: int,
-):
-    import subprocess
-    import sys
-
-    from freemask.commands import joined, runtime_argv, stage_argv
-
-    runtime = runtime_argv(classes, images_per_class, iou_threshold, max_rounds, tracking_uri)
-    argv = joined(runtime + stage_argv("backgrounds", config, shard, shards))
-    subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
-
-
-@dsl.component(base_image=HOST_IMAGE)
-def compose(
-    config: str,
-    classes: str,
-    images_per_class: int,
-    iou_threshold: float,
-    max_rounds: int,
-    tracking_uri: str,
-    shard: int,
-    shards: int,
-):
-    import subprocess
-    import sys
-
-    from freemask.commands import joined, runtime_argv, stage_argv
-
-    runtime = runtime_argv(classes, images_per_class, iou_threshold, max_rounds, tracking_uri)
-    argv = joined(runtime + stage_argv("compose", config, shard, shards))
+    argv = task_argv("generate", values)
     subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
 
 
@@ -74,20 +64,65 @@ def compose(
 def refine(
     config: str,
     classes: str,
-    images_per_class: int,
-    iou_threshold: float,
-    max_rounds: int,
+    images_per_class: str,
+    iou_threshold: str,
+    max_rounds: str,
     tracking_uri: str,
+    dataset_version: str,
     shard: int,
     shards: int,
 ):
+    values = dict(locals())
     import subprocess
     import sys
 
-    from freemask.commands import joined, runtime_argv, stage_argv
+    from freemask.commands import task_argv
 
-    runtime = runtime_argv(classes, images_per_class, iou_threshold, max_rounds, tracking_uri)
-    argv = joined(runtime + stage_argv("refine", config, shard, shards))
+    argv = task_argv("refine", values)
+    subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
+
+
+@dsl.component(base_image=HOST_IMAGE)
+def backgrounds(
+    config: str,
+    classes: str,
+    images_per_class: str,
+    iou_threshold: str,
+    max_rounds: str,
+    tracking_uri: str,
+    dataset_version: str,
+    shard: int,
+    shards: int,
+):
+    values = dict(locals())
+    import subprocess
+    import sys
+
+    from freemask.commands import task_argv
+
+    argv = task_argv("backgrounds", values)
+    subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
+
+
+@dsl.component(base_image=HOST_IMAGE)
+def compose(
+    config: str,
+    classes: str,
+    images_per_class: str,
+    iou_threshold: str,
+    max_rounds: str,
+    tracking_uri: str,
+    dataset_version: str,
+    shard: int,
+    shards: int,
+):
+    values = dict(locals())
+    import subprocess
+    import sys
+
+    from freemask.commands import task_argv
+
+    argv = task_argv("compose", values)
     subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
 
 
@@ -95,20 +130,21 @@ def refine(
 def harmonize(
     config: str,
     classes: str,
-    images_per_class: int,
-    iou_threshold: float,
-    max_rounds: int,
+    images_per_class: str,
+    iou_threshold: str,
+    max_rounds: str,
     tracking_uri: str,
+    dataset_version: str,
     shard: int,
     shards: int,
 ):
+    values = dict(locals())
     import subprocess
     import sys
 
-    from freemask.commands import joined, runtime_argv, stage_argv
+    from freemask.commands import task_argv
 
-    runtime = runtime_argv(classes, images_per_class, iou_threshold, max_rounds, tracking_uri)
-    argv = joined(runtime + stage_argv("harmonize", config, shard, shards))
+    argv = task_argv("harmonize", values)
     subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
 
 
@@ -116,18 +152,19 @@ def harmonize(
 def relate(
     config: str,
     classes: str,
-    images_per_class: int,
-    iou_threshold: float,
-    max_rounds: int,
+    images_per_class: str,
+    iou_threshold: str,
+    max_rounds: str,
     tracking_uri: str,
+    dataset_version: str,
 ):
+    values = dict(locals())
     import subprocess
     import sys
 
-    from freemask.commands import joined, runtime_argv, stage_argv
+    from freemask.commands import task_argv
 
-    runtime = runtime_argv(classes, images_per_class, iou_threshold, max_rounds, tracking_uri)
-    argv = joined(runtime + stage_argv("relate", config))
+    argv = task_argv("relate", values)
     subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
 
 
@@ -135,18 +172,19 @@ def relate(
 def refine_train(
     config: str,
     classes: str,
-    images_per_class: int,
-    iou_threshold: float,
-    max_rounds: int,
+    images_per_class: str,
+    iou_threshold: str,
+    max_rounds: str,
     tracking_uri: str,
+    dataset_version: str,
 ):
+    values = dict(locals())
     import subprocess
     import sys
 
-    from freemask.commands import joined, refine_train_argv, runtime_argv
+    from freemask.commands import task_argv
 
-    runtime = runtime_argv(classes, images_per_class, iou_threshold, max_rounds, tracking_uri)
-    argv = joined(runtime + refine_train_argv(config))
+    argv = task_argv("refine-train", values)
     subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
 
 
@@ -154,65 +192,42 @@ def refine_train(
 def join(
     config: str,
     classes: str,
-    images_per_class: int,
-    iou_threshold: float,
-    max_rounds: int,
+    images_per_class: str,
+    iou_threshold: str,
+    max_rounds: str,
     tracking_uri: str,
+    dataset_version: str,
     stage: str,
     shards: int,
 ):
+    values = dict(locals())
     import subprocess
     import sys
 
-    from freemask.commands import join_argv, joined, runtime_argv
+    from freemask.commands import task_argv
 
-    runtime = runtime_argv(classes, images_per_class, iou_threshold, max_rounds, tracking_uri)
-    argv = joined(runtime + join_argv(config, stage, shards))
+    argv = task_argv("join", values)
     subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
-
-
-@dsl.component(base_image=HOST_IMAGE)
-def start_run(
-    config: str,
-    classes: str,
-    images_per_class: int,
-    iou_threshold: float,
-    max_rounds: int,
-    tracking_uri: str,
-) -> str:
-    # Returned rather than written to an output path: kfp.local resolves return values across
-    # nested pipelines. The command line is the container's, with a local output file.
-    import pathlib
-    import subprocess
-    import sys
-    import tempfile
-
-    from freemask.commands import joined, runtime_argv, start_run_argv
-
-    run_id = pathlib.Path(tempfile.mkdtemp()) / "run_id"
-    runtime = runtime_argv(classes, images_per_class, iou_threshold, max_rounds, tracking_uri)
-    argv = joined(runtime + start_run_argv(config, str(run_id)))
-    subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
-    return run_id.read_text()
 
 
 @dsl.component(base_image=HOST_IMAGE)
 def prepare(
     config: str,
     classes: str,
-    images_per_class: int,
-    iou_threshold: float,
-    max_rounds: int,
+    images_per_class: str,
+    iou_threshold: str,
+    max_rounds: str,
     tracking_uri: str,
+    dataset_version: str,
     parent_run_id: str,
 ):
+    values = dict(locals())
     import subprocess
     import sys
 
-    from freemask.commands import joined, round_argv, runtime_argv
+    from freemask.commands import task_argv
 
-    runtime = runtime_argv(classes, images_per_class, iou_threshold, max_rounds, tracking_uri)
-    argv = joined(runtime + round_argv("prepare", config, 0, parent_run_id))
+    argv = task_argv("prepare", values)
     subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
 
 
@@ -220,19 +235,20 @@ def prepare(
 def bootstrap(
     config: str,
     classes: str,
-    images_per_class: int,
-    iou_threshold: float,
-    max_rounds: int,
+    images_per_class: str,
+    iou_threshold: str,
+    max_rounds: str,
     tracking_uri: str,
+    dataset_version: str,
     parent_run_id: str,
 ):
+    values = dict(locals())
     import subprocess
     import sys
 
-    from freemask.commands import joined, round_argv, runtime_argv
+    from freemask.commands import task_argv
 
-    runtime = runtime_argv(classes, images_per_class, iou_threshold, max_rounds, tracking_uri)
-    argv = joined(runtime + round_argv("bootstrap", config, 0, parent_run_id))
+    argv = task_argv("bootstrap", values)
     subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
 
 
@@ -240,20 +256,21 @@ def bootstrap(
 def pseudo_label(
     config: str,
     classes: str,
-    images_per_class: int,
-    iou_threshold: float,
-    max_rounds: int,
+    images_per_class: str,
+    iou_threshold: str,
+    max_rounds: str,
     tracking_uri: str,
+    dataset_version: str,
     round_index: int,
     parent_run_id: str,
 ):
+    values = dict(locals())
     import subprocess
     import sys
 
-    from freemask.commands import joined, round_argv, runtime_argv
+    from freemask.commands import task_argv
 
-    runtime = runtime_argv(classes, images_per_class, iou_threshold, max_rounds, tracking_uri)
-    argv = joined(runtime + round_argv("pseudo-label", config, round_index, parent_run_id))
+    argv = task_argv("pseudo-label", values)
     subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
 
 
@@ -261,20 +278,21 @@ def pseudo_label(
 def filter_round(
     config: str,
     classes: str,
-    images_per_class: int,
-    iou_threshold: float,
-    max_rounds: int,
+    images_per_class: str,
+    iou_threshold: str,
+    max_rounds: str,
     tracking_uri: str,
+    dataset_version: str,
     round_index: int,
     parent_run_id: str,
 ):
+    values = dict(locals())
     import subprocess
     import sys
 
-    from freemask.commands import joined, round_argv, runtime_argv
+    from freemask.commands import task_argv
 
-    runtime = runtime_argv(classes, images_per_class, iou_threshold, max_rounds, tracking_uri)
-    argv = joined(runtime + round_argv("filter", config, round_index, parent_run_id))
+    argv = task_argv("filter", values)
     subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
 
 
@@ -282,20 +300,21 @@ def filter_round(
 def train(
     config: str,
     classes: str,
-    images_per_class: int,
-    iou_threshold: float,
-    max_rounds: int,
+    images_per_class: str,
+    iou_threshold: str,
+    max_rounds: str,
     tracking_uri: str,
+    dataset_version: str,
     round_index: int,
     parent_run_id: str,
 ):
+    values = dict(locals())
     import subprocess
     import sys
 
-    from freemask.commands import joined, round_argv, runtime_argv
+    from freemask.commands import task_argv
 
-    runtime = runtime_argv(classes, images_per_class, iou_threshold, max_rounds, tracking_uri)
-    argv = joined(runtime + round_argv("train", config, round_index, parent_run_id))
+    argv = task_argv("train", values)
     subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
 
 
@@ -303,24 +322,27 @@ def train(
 def close(
     config: str,
     classes: str,
-    images_per_class: int,
-    iou_threshold: float,
-    max_rounds: int,
+    images_per_class: str,
+    iou_threshold: str,
+    max_rounds: str,
     tracking_uri: str,
+    dataset_version: str,
     round_index: int,
     parent_run_id: str,
     depth: int,
 ) -> str:
-    # Returned rather than written to an output path, as in start_run.
+    # Returned rather than written to an output path: kfp.local resolves return values across
+    # nested pipelines. The command line is the container's, with a local output file.
     import pathlib
-    import subprocess
-    import sys
     import tempfile
 
-    from freemask.commands import joined, round_argv, runtime_argv
+    values = dict(locals())
+    values["decision"] = str(pathlib.Path(tempfile.mkdtemp()) / "decision")
+    import subprocess
+    import sys
 
-    decision = pathlib.Path(tempfile.mkdtemp()) / "decision"
-    runtime = runtime_argv(classes, images_per_class, iou_threshold, max_rounds, tracking_uri)
-    step = round_argv("close", config, round_index, parent_run_id, max_rounds, depth, str(decision))
-    subprocess.run([sys.executable, "-m", "freemask.cli", *joined(runtime + step)], check=True)
-    return decision.read_text()
+    from freemask.commands import task_argv
+
+    argv = task_argv("close", values)
+    subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
+    return pathlib.Path(values["decision"]).read_text()

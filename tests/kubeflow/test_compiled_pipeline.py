@@ -8,7 +8,7 @@ import re
 import pytest
 from kfp import components
 
-from freemask.commands import GPU_STAGES
+from freemask.commands import GPU_STAGES, OVERRIDES
 from freemask.config import RunConfig
 from freemask.errors import FreemaskError
 from pipelines.freemask_pipeline import compile_pipeline
@@ -123,19 +123,22 @@ def test_rounds_are_nested_sub_pipelines_gated_by_the_previous_decision(compiled
             assert conditions == []
 
 
-def test_parameters_have_types_and_defaults(compiled) -> None:
+def test_parameters_default_to_unset_so_the_config_file_decides(compiled) -> None:
     _, spec, _ = compiled
-    parameters = spec["root"]["inputDefinitions"]["parameters"]
-    assert parameters["config_uri"] == {"parameterType": "STRING"}
-    assert parameters["images_per_class"]["parameterType"] == "NUMBER_INTEGER"
-    assert parameters["images_per_class"]["defaultValue"] == 100
-    assert parameters["iou_threshold"] == {
-        "defaultValue": 0.5,
-        "isOptional": True,
-        "parameterType": "NUMBER_DOUBLE",
-    }
-    assert parameters["max_rounds"]["defaultValue"] == 3
-    assert parameters["classes"]["defaultValue"] == parameters["tracking_uri"]["defaultValue"] == ""
+    parameters = dict(spec["root"]["inputDefinitions"]["parameters"])
+    assert parameters.pop("config_uri") == {"parameterType": "STRING"}
+    assert set(parameters) == set(OVERRIDES)
+    for parameter in parameters.values():
+        assert parameter == {"defaultValue": "", "isOptional": True, "parameterType": "STRING"}
+
+
+def test_caching_is_off_for_every_task(compiled) -> None:
+    _, spec, _ = compiled
+    dags = [spec["root"], *spec["components"].values()]
+    tasks = [task for body in dags for task in body.get("dag", {}).get("tasks", {}).values()]
+    containers = [task for task in tasks if "cachingOptions" in task]
+    assert len(containers) > 20  # every container task has caching options ...
+    assert all(not task["cachingOptions"].get("enableCache") for task in containers)  # ... off
 
 
 def test_ir_loads_back_and_compiles_the_same_way_twice(compiled, tmp_path) -> None:

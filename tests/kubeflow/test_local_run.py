@@ -26,6 +26,7 @@ def tiny_config(root: Path) -> dict:
         "classes": ["ball", "box"],
         "generate": {
             "model_id": "builtin:tiny-sd",
+            "reject_implausible": False,  # random weights: meaningless attention
             "images_per_class": 3,
             "height": 64,
             "width": 64,
@@ -58,13 +59,29 @@ def run_pipeline(tmp_path: Path, max_rounds: int) -> RunConfig:
         runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp-root")
     )
     pipeline = build_pipeline(tasks, config, kubernetes=False)
-    pipeline(config_uri=str(config_path), max_rounds=max_rounds)
+    pipeline(config_uri=str(config_path), max_rounds=str(max_rounds))
     return config
 
 
-def test_shards_fan_out_and_two_rounds_run(tmp_path) -> None:
-    run_pipeline(tmp_path, max_rounds=2)
-    work = tmp_path / "work"
+def versions(tmp_path: Path) -> list[Path]:
+    """The dataset versions the runs wrote, one per KFP run id."""
+    return sorted((tmp_path / "work" / "versions").iterdir())
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """Two runs of the same pipeline on one config: max_rounds 2, then 1 (a refresh with the
+    stop rule saying stop early); yields the root and each run's dataset version."""
+    root = tmp_path_factory.mktemp("kfp-local")
+    run_pipeline(root, max_rounds=2)
+    (first,) = versions(root)
+    run_pipeline(root, max_rounds=1)
+    (second,) = set(versions(root)) - {first}
+    return root, first, second
+
+
+def test_shards_fan_out_and_two_rounds_run(two_runs) -> None:
+    tmp_path, work, _ = two_runs
     for stage in ("generate", "backgrounds", "compose", "refine", "harmonize"):
         parts = sorted(path.name for path in (work / stage / "parts").glob("manifest-*"))
         assert parts == ["manifest-00000-of-00002.jsonl", "manifest-00001-of-00002.jsonl"], stage
@@ -86,9 +103,7 @@ def test_shards_fan_out_and_two_rounds_run(tmp_path) -> None:
     assert (work / "active" / "_SUCCESS").is_file()
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("kfp-local").experiment_id
-    (parent,) = client.search_runs(
-        [experiment], filter_string="tags.`freemask.runner` = 'kubeflow'"
-    )
+    (parent,) = client.search_runs([experiment], filter_string=f"tags.`kfp.run_id` = '{work.name}'")
     rounds = client.search_runs(
         [experiment], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
@@ -96,9 +111,19 @@ def test_shards_fan_out_and_two_rounds_run(tmp_path) -> None:
     assert parent.data.tags["freemask.stop_reason"] == "reached max_rounds (2)"
 
 
-def test_a_stop_rule_that_says_stop_ends_the_loop_early(tmp_path) -> None:
-    run_pipeline(tmp_path, max_rounds=1)
-    active = tmp_path / "work" / "active"
+def test_each_run_is_a_new_dataset_version_and_a_stop_rule_ends_the_loop_early(two_runs):
+    # Two runs with the same config, caching as compiled (off): nothing is skipped or reused.
+    tmp_path, first, second = two_runs
+    active = second / "active"
     assert (active / "rounds" / "01" / "summary.json").is_file()
     assert not (active / "rounds" / "02").exists()
     assert (active / "_SUCCESS").is_file()
+    for version in (first, second):
+        assert yaml.safe_load((version / "config.yaml").read_text())["name"] == "kfp-local"
+        assert (version / "generate" / "_SUCCESS").is_file()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("kfp-local").experiment_id
+    parents = client.search_runs([experiment], filter_string="tags.`freemask.runner` = 'kubeflow'")
+    assert sorted(run.data.tags["kfp.run_id"] for run in parents) == sorted(
+        [first.name, second.name]
+    )

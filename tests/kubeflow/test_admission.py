@@ -1,0 +1,152 @@
+"""The compiled pipeline's task pods against each overlay's LimitRange and ResourceQuota, by the
+API server's admission rules: a pod that any rule rejects never starts, and KFP shows only a
+pending task."""
+
+import itertools
+
+import pytest
+from kubernetes.utils.quantity import parse_quantity
+from test_manifests import ROOT, RUN_NAMESPACES, render
+
+from freemask.config import load_config
+from pipelines.freemask_pipeline import compile_pipeline
+from pipelines.ir import load_ir
+
+# Containers KFP adds to every task pod, as its Argo compiler writes them
+# (backend/src/v2/compiler/argocompiler/argo.go: launcherResources): the launcher init
+# container; Argo's wait sidecar names no resources (KFP's workflow-controller-configmap sets
+# none for the executor), so the LimitRange defaults fill it in.
+LAUNCHER = {"limits": {"cpu": "0.5", "memory": "256Mi"}, "requests": {"cpu": "0.1"}}
+WAIT: dict = {}
+# Per-overlay compile-time settings (dev's quota is sized for one shard at a time).
+KUBEFLOW = {"overlays/dev": {"parallelism": 1}}
+RESOURCES = ("cpu", "memory", "nvidia.com/gpu")
+
+
+def admitted(container: dict, limit_range: dict) -> dict:
+    """A container's requests and limits after admission, or AssertionError with the reason.
+
+    Rules (k8s.io/kubernetes plugin/pkg/admission/limitranger/admission.go and the core API's
+    defaulting): a limit without a request sets the request to the limit; a missing limit takes
+    the LimitRange default, a missing request its defaultRequest; then request <= limit and
+    limit <= max, each resource on its own.
+    """
+    requests = dict(container.get("requests", {}))
+    limits = dict(container.get("limits", {}))
+    for name, value in limits.items():
+        requests.setdefault(name, value)
+    for name, value in limit_range.get("default", {}).items():
+        limits.setdefault(name, value)
+    for name, value in limit_range.get("defaultRequest", {}).items():
+        requests.setdefault(name, value)
+    for name in sorted(set(requests) | set(limits)):
+        if name in requests and name in limits:
+            assert parse_quantity(requests[name]) <= parse_quantity(limits[name]), (
+                f"{name}: request {requests[name]} above limit {limits[name]}"
+            )
+        if name in limit_range.get("max", {}) and name in limits:
+            assert parse_quantity(limits[name]) <= parse_quantity(limit_range["max"][name]), (
+                f"{name}: limit {limits[name]} above the LimitRange max {limit_range['max'][name]}"
+            )
+    return {"requests": requests, "limits": limits}
+
+
+def task_container(resources: dict) -> dict:
+    """A task's container resources as the KFP driver sets them from the IR."""
+    requests, limits = {}, {}
+    if "resourceCpuRequest" in resources:
+        requests["cpu"] = resources["resourceCpuRequest"]
+    if "resourceMemoryRequest" in resources:
+        requests["memory"] = resources["resourceMemoryRequest"]
+    if "resourceCpuLimit" in resources:
+        limits["cpu"] = resources["resourceCpuLimit"]
+    if "resourceMemoryLimit" in resources:
+        limits["memory"] = resources["resourceMemoryLimit"]
+    accelerator = resources.get("accelerator")
+    if accelerator:
+        limits[accelerator["resourceType"]] = accelerator["resourceCount"]
+    return {"requests": requests, "limits": limits}
+
+
+def pod_usage(task: dict, limit_range: dict) -> dict[str, float]:
+    """What a task pod counts against a quota: its containers' sum (the init container runs
+    alone first, so the pod counts the larger of the two)."""
+    main = admitted(task, limit_range)
+    wait = admitted(WAIT, limit_range)
+    init = admitted(LAUNCHER, limit_range)
+    usage = {}
+    for kind in ("requests", "limits"):
+        for name in RESOURCES:
+            running = sum(parse_quantity(c[kind].get(name, 0)) for c in (main, wait))
+            usage[f"{kind}.{name}"] = max(running, parse_quantity(init[kind].get(name, 0)))
+    return usage
+
+
+def widest_fan_out(spec: dict, usage: dict[str, dict[str, float]], parallelism: int) -> dict:
+    """The most the root DAG's tasks can hold at once, per resource: the heaviest set of tasks
+    none of which waits for another (a loop counts ``parallelism`` of its tasks, a round the
+    heaviest of its tasks)."""
+    tasks = spec["root"]["dag"]["tasks"]
+    needs = {name: set(task.get("dependentTasks", [])) for name, task in tasks.items()}
+
+    def upstream(name: str) -> set[str]:
+        seen = set(needs[name])
+        for parent in needs[name]:
+            seen |= upstream(parent)
+        return seen
+
+    before = {name: upstream(name) for name in tasks}
+    weights = {name: _weight(spec, task, usage, parallelism) for name, task in tasks.items()}
+    widest: dict[str, float] = {}
+    for size in range(1, len(tasks) + 1):
+        for group in itertools.combinations(tasks, size):
+            if any(a in before[b] or b in before[a] for a, b in itertools.combinations(group, 2)):
+                continue
+            for key in weights[group[0]]:
+                total = sum(weights[name][key] for name in group)
+                widest[key] = max(widest.get(key, 0), total)
+    return widest
+
+
+def _weight(spec, task, usage, parallelism) -> dict[str, float]:
+    component = spec["components"][task["componentRef"]["name"]]
+    if "executorLabel" in component:
+        return usage[component["executorLabel"]]
+    inner = [_weight(spec, t, usage, 1) for t in component["dag"]["tasks"].values()]
+    heaviest = {key: max(w[key] for w in inner) for key in inner[0]}
+    factor = parallelism if "parameterIterator" in task else 1
+    return {key: value * factor for key, value in heaviest.items()}
+
+
+@pytest.mark.parametrize("overlay", ["overlays/dev", "overlays/prod", "overlays/multi-user"])
+def test_every_task_pod_is_admitted_and_the_quota_covers_the_widest_fan_out(
+    overlay: str, tmp_path
+) -> None:
+    namespace = RUN_NAMESPACES[overlay]
+    objects = [o for o in render(overlay) if o["metadata"].get("namespace") == namespace]
+    (limit_range,) = [o["spec"]["limits"][0] for o in objects if o["kind"] == "LimitRange"]
+    (quota,) = [o["spec"]["hard"] for o in objects if o["kind"] == "ResourceQuota"]
+    config = load_config(ROOT / "configs" / "default.yaml", environ={})
+    settings = config.kubeflow.model_copy(update=KUBEFLOW.get(overlay, {}))
+    config = config.model_copy(update={"kubeflow": settings})
+    spec, _ = load_ir(compile_pipeline(config, tmp_path / "ir.yaml"))
+    usage = {
+        label: pod_usage(task_container(executor["container"].get("resources", {})), limit_range)
+        for label, executor in spec["deploymentSpec"]["executors"].items()
+    }
+    # Quota admission refuses a pod that does not name every resource the quota tracks.
+    for label, pod in usage.items():
+        for key in quota:
+            assert key in pod, f"{label}: names no {key}"
+    widest = widest_fan_out(spec, usage, settings.parallelism)
+    for key, hard in quota.items():
+        assert widest[key] <= parse_quantity(hard), f"{overlay}: {key} {widest[key]} > {hard}"
+    assert widest["requests.nvidia.com/gpu"] == 2 * settings.parallelism
+
+
+def test_yesterdays_limit_range_rejected_every_task() -> None:
+    old_defaults = {"default": {"cpu": "1", "memory": "2Gi"}}
+    task = {"requests": {"cpu": "2", "memory": "8Gi"}}  # requests and no limits, as before
+    with pytest.raises(AssertionError, match="cpu: request 2 above limit 1"):
+        admitted(task, old_defaults)
+    admitted(LAUNCHER, old_defaults)  # the launcher alone passes either LimitRange
