@@ -35,6 +35,8 @@ test: lint  ## Lint, then every test except those that need a GPU
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -m "not gpu"
 
 run: $(STAMP)  ## The whole pipeline on one machine (CONFIG=configs/demo.yaml by default)
+	@# The demo's validation set: held-out rendered scenes with exact labels (idempotent).
+	@if [ "$(CONFIG)" = configs/demo.yaml ]; then $(BIN)/freemask toyworld scenes --config $(CONFIG) --out runs/demo/validation --count 100 --seed 7; fi
 	$(BIN)/freemask run --config $(CONFIG)
 
 bench: $(STAMP)  ## Speed and memory benchmarks (benchmarks/bench_*.py)

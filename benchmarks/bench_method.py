@@ -1,17 +1,23 @@
-"""The method's table on the toy world: what each stage adds to a segmenter trained on the data.
+"""The method's table on the toy world: label quality and a downstream score per stage.
 
-One run of the whole pipeline (``freemask run``'s own code) on ``configs/demo.yaml``: the toy
-diffusion model draws single objects with attention masks, compose, refine and harmonize turn
-them into scenes, the active-learning loop filters them. A fresh tiny Mask2Former with the same
-training budget is then trained on each stage's output and evaluated on held-out rendered
-scenes with exact labels:
+Per seed, the stages run on rendered single objects redrawn image-to-image by the toy model
+(``generate.init_images``, so the attention masks are real and the renderer's masks are the
+truth) and on rendered backgrounds; rows are the training sets the method makes:
 
-  (a) single-object attention masks only   (b) + composition   (c) + refinement
-  (d) + harmonization   (e) + active-learning rounds 1..N (each round's own segmenter)
-  (f) the ceiling: the same segmenter trained on as many rendered scenes with exact labels
+  (a) single objects with attention masks   (b) + composition   (c) + refinement (on the
+  single objects, before composing)   (d) + harmonization   (e) each active-learning round's
+  kept set   (f) the ceiling: as many rendered scenes with exact labels
 
-Usage: ``python benchmarks/bench_method.py [--work DIR]`` (resumable: a finished part is
-reused). The last line is one JSON object; ``ratio`` keys compare with row (a) or (f).
+Each row gets its label mIoU against exact truth (``freemask.quality``) and a downstream
+mIoU: a probe segmenter (``probe_segmenter.py``, a small conv net that generalises on this
+world; Mask2Former here memorises its training scenes and cannot rank rows) trained on the
+row with the same budget and scored on held-out rendered scenes. Three seeds, mean +- sd: a
+difference inside the noise is no difference. Rounds also report the filter's discard
+precision (true label IoU of kept minus discarded samples).
+
+Usage: ``python benchmarks/bench_method.py [--work DIR] [--seeds 0 1 2] [--quick]``; each
+seed's rows are kept in ``<work>/seed<N>/rows.json`` and reused (resumable). The last line is
+one JSON object; ``ratio`` keys compare with row (f), the ceiling.
 """
 
 from __future__ import annotations
@@ -22,122 +28,192 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
-import yaml
+from bench_quality import bench_config, write_inputs
+from probe_segmenter import ProbeSettings, load_pairs, predict_probe, train_probe
 
-from freemask.active.rounds import train_round
+from freemask.active import run_active
+from freemask.compose import run_backgrounds, run_compose
 from freemask.config import RunConfig
-from freemask.local import run_local
-from freemask.records import read_manifest
-from freemask.segment import evaluate, load_trained
-from freemask.storage import LocalStorage
+from freemask.generate import run_generate
+from freemask.harmonize import run_harmonize
+from freemask.quality import LabelQuality, stage_quality
+from freemask.records import Sample, read_manifest
+from freemask.refine import run_refine
+from freemask.relate import run_relate
+from freemask.storage import LocalStorage, read_json
 from freemask.toyworld.dataset import write_toy_scenes
-from freemask.tracking import NullRun
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN_STEPS = 1000  # every row's segmenter, the active loop's included
-TEST_SCENES = 200
+TEST_SCENES = 500
 TEST_SEED = 1000  # training of the toy model used seed 0
 CEILING_SEED = 2000
+PROBE = ProbeSettings(steps=800)
+ROWS = ("a", "b", "c", "d")
+NAMES = {
+    "a": "(a) attention masks (single objects)",
+    "b": "(b) + composition",
+    "c": "(c) + refinement",
+    "d": "(d) + harmonization",
+    "f": "(f) exact labels (ceiling)",
+}
 
 
-def load_demo_config(work: Path, quick: bool) -> RunConfig:
-    """configs/demo.yaml with the work directory under ``work`` and the benchmark's budget."""
-    raw = yaml.safe_load((REPO / "configs/demo.yaml").read_text())
-    raw["workdir"] = str(work / "run")
-    raw["relate"]["thesaurus"] = str(REPO / raw["relate"]["thesaurus"])
-    raw["segment"]["train_steps"] = TRAIN_STEPS
-    if quick:  # a smoke run of the benchmark's own code
-        raw["generate"].update(images_per_class=2, num_inference_steps=4)
-        raw["compose"].update(images=12, backgrounds_per_scene=1)
-        raw["segment"].update(train_steps=4, checkpoint_every=2)
-        raw["active"]["max_rounds"] = 2
-    return RunConfig.model_validate(raw)
+def method_config(work: Path, seed: int, quick: bool) -> RunConfig:
+    """bench_quality's configuration (demo settings on rendered inputs), with the demo's
+    active loop; quick: tiny counts to check the code runs."""
+    config = bench_config(work, seed, {}, quick)
+    if quick:
+        segment = config.segment.model_copy(update={"train_steps": 4, "checkpoint_every": 2})
+        config = config.model_copy(
+            update={
+                "segment": segment,
+                "active": config.active.model_copy(update={"max_rounds": 2}),
+            }
+        )
+    return config
 
 
-def train_and_evaluate(
-    config: RunConfig, data: LocalStorage, model: LocalStorage, test: LocalStorage
+def run_rows(config: RunConfig, work: Path) -> dict[str, tuple[LocalStorage, list[Sample]]]:
+    """Run the stages; return each row's training set (storage and samples)."""
+    root = Path(config.workdir)
+    run_generate(config, None, str(root / "generate"))
+    run_relate(config, None, str(root / "relate"))
+    run_backgrounds(config, str(root / "relate"), str(root / "backgrounds"))
+    scenes = {"relations": str(root / "relate"), "backgrounds": str(root / "backgrounds")}
+    run_compose(config, str(root / "generate"), str(root / "compose-unrefined"), **scenes)
+    run_refine(config, str(root / "generate"), str(root / "refine"))
+    run_compose(config, str(root / "refine"), str(root / "compose"), **scenes)
+    run_harmonize(config, str(root / "compose"), str(root / "harmonize"))
+    run_active(config, str(root / "harmonize"), str(root / "active"))
+    prefixes = {"a": "generate", "b": "compose-unrefined", "c": "compose", "d": "harmonize"}
+    rows = {}
+    for row, prefix in prefixes.items():
+        storage = LocalStorage(root / prefix)
+        rows[row] = (storage, read_manifest(storage))
+    active = LocalStorage(root / "active")
+    number = 1
+    while active.exists(f"rounds/{number:02d}/summary.json"):
+        rows[f"e{number}"] = (active, read_manifest(active, f"rounds/{number:02d}/kept.jsonl"))
+        number += 1
+    count = len(rows["c"][1])
+    ceiling = str(work / "ceiling")
+    write_toy_scenes(
+        ceiling, config.classes, count, seed=CEILING_SEED + config.seed, objects=(2, 3)
+    )
+    rows["f"] = (LocalStorage(ceiling), read_manifest(LocalStorage(ceiling)))
+    return rows
+
+
+def score_row(
+    config: RunConfig,
+    storage: LocalStorage,
+    samples: list[Sample],
+    test: tuple[np.ndarray, np.ndarray],
+    settings: ProbeSettings,
 ) -> dict:
-    """A fresh segmenter trained on ``data``'s manifest (or reloaded), scored on ``test``."""
-    samples = read_manifest(data)
-    segmenter = train_round(config, samples, data, model, NullRun())
-    scores = evaluate(segmenter, read_manifest(test), test, config.classes)
-    return {**scores, "kept": len(samples)}
+    """Label quality of the row's samples and the probe's test mIoU after training on them."""
+    quality = stage_quality(storage, samples, config.classes) if samples else None
+    row = {"samples": len(samples), "label_miou": quality["miou"] if quality else None}
+    if not samples:
+        return {**row, "downstream_miou": None, "per_class_iou": {}}
+    images, labels = load_pairs(storage, samples)
+    probe = train_probe(images, labels, len(config.classes) + 1, config.seed, settings)
+    scores = LabelQuality(config.classes)
+    for predicted, truth in zip(predict_probe(probe, test[0]), test[1], strict=True):
+        scores.add(predicted, truth)
+    summary = scores.summary()
+    per_class = {name: values["iou"] for name, values in summary["per_class"].items()}
+    return {**row, "downstream_miou": summary["miou"], "per_class_iou": per_class}
 
 
-def evaluate_round(
-    config: RunConfig, active: LocalStorage, number: int, test: LocalStorage
-) -> dict:
-    """Round ``number``'s own segmenter (trained on its kept samples), scored on ``test``."""
-    folder = f"rounds/{number:02d}"
-    segmenter = load_trained(active.child(f"{folder}/model"))
-    scores = evaluate(segmenter, read_manifest(test), test, config.classes)
-    return {**scores, "kept": len(read_manifest(active, f"{folder}/kept.jsonl"))}
+def run_seed(work: Path, seed: int, test, quick: bool) -> dict[str, dict]:
+    """Every row of one seed (reused from ``rows.json`` when this seed has finished)."""
+    done = work / "rows.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    config = method_config(work, seed, quick)
+    write_inputs(work, config.classes, seed, config.generate.height, quick)
+    settings = ProbeSettings(steps=20) if quick else PROBE
+    results = {}
+    for row, (storage, samples) in run_rows(config, work).items():
+        results[row] = score_row(config, storage, samples, test, settings)
+        if row.startswith("e"):
+            summary = read_json(storage, f"rounds/{int(row[1:]):02d}/summary.json")
+            precision = summary.get("discard_precision") or {}
+            results[row]["discard_gap"] = precision.get("gap")
+            results[row]["kept_true_iou"] = precision.get("kept_true_iou")
+            results[row]["discarded_true_iou"] = precision.get("discarded_true_iou")
+    done.write_text(json.dumps(results, indent=1))
+    return results
+
+
+def mean_sd(values: list) -> str:
+    known = [v for v in values if v is not None]
+    if not known:
+        return "-"
+    return f"{np.mean(known):.3f} +- {np.std(known):.3f}"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=REPO / "build/bench_method")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--quick", action="store_true", help="tiny counts: check the code runs")
     args = parser.parse_args(argv)
-    work = args.work
-    config = load_demo_config(work, args.quick)
-    test_scenes = 10 if args.quick else TEST_SCENES
+    # One thread: two OpenMP threads on two busy cores are ten times slower than one.
+    torch.set_num_threads(1)
     started = time.perf_counter()
-
-    # 1. Held-out scenes with exact labels, and the pipeline itself.
-    test_uri = str(work / "test")
-    write_toy_scenes(test_uri, config.classes, test_scenes, seed=TEST_SEED, objects=(2, 3))
-    test = LocalStorage(test_uri)
-    run_local(config)
-    pipeline_s = time.perf_counter() - started
-    run = LocalStorage(config.workdir)
-
-    # 2. One segmenter per stage's output, the same budget each.
-    rows: dict[str, dict] = {}
-    stages = {
-        "(a) attention masks": "generate",
-        "(b) + composition": "compose",
-        "(c) + refinement": "refine",
-        "(d) + harmonization": "harmonize",
-    }
-    for label, stage in stages.items():
-        model = LocalStorage(work / "rows" / stage)
-        rows[label] = train_and_evaluate(config, run.child(stage), model, test)
-    active = run.child("active")
-    number = 1
-    while active.exists(f"rounds/{number:02d}/summary.json"):
-        rows[f"(e) + active round {number}"] = evaluate_round(config, active, number, test)
-        number += 1
-    ceiling_uri = str(work / "ceiling")
-    count = len(read_manifest(run.child("compose")))
-    write_toy_scenes(ceiling_uri, config.classes, count, seed=CEILING_SEED, objects=(2, 3))
-    rows["(f) exact labels (ceiling)"] = train_and_evaluate(
-        config, LocalStorage(ceiling_uri), LocalStorage(work / "rows" / "ceiling"), test
+    classes = method_config(args.work, 0, args.quick).classes
+    test_uri = str(args.work / "test")
+    write_toy_scenes(
+        test_uri, classes, 12 if args.quick else TEST_SCENES, seed=TEST_SEED, objects=(2, 3)
     )
+    test_store = LocalStorage(test_uri)
+    test = load_pairs(test_store, read_manifest(test_store))
+    results = {
+        seed: run_seed(args.work / f"seed{seed}", seed, test, args.quick) for seed in args.seeds
+    }
 
-    # 3. The table, then the figures as JSON.
-    names = ["background", *config.classes]
+    rows = sorted({row for seed_rows in results.values() for row in seed_rows})
     print(
-        f"toy world, {test_scenes} held-out scenes, {config.segment.model_id}, "
-        f"{config.segment.train_steps} steps each, torch threads {torch.get_num_threads()}"
+        f"toy world, {len(test[0])} held-out rendered scenes, probe segmenter "
+        f"{PROBE.steps} steps per row, seeds {args.seeds} (mean +- sd)"
     )
-    print(f"{'row':<28} {'mIoU':>6} {'kept':>5} " + " ".join(f"{n[:6]:>6}" for n in names))
-    for label, row in rows.items():
-        per_class = " ".join(f"{row['per_class_iou'].get(n, 0.0):>6.3f}" for n in names)
-        print(f"{label:<28} {row['miou']:>6.3f} {row['kept']:>5} {per_class}")
-    baseline = rows["(a) attention masks"]["miou"]
-    ceiling = rows["(f) exact labels (ceiling)"]["miou"]
-    figures: dict[str, float] = {
-        "pipeline_seconds": round(pipeline_s, 1),
-        "total_seconds": round(time.perf_counter() - started, 1),
-    }
-    for label, row in rows.items():
-        key = label.split(")")[0].strip("(")
-        suffix = label.rsplit(" ", 1)[-1] if key == "e" else ""
-        figures[f"miou_{key}{suffix}"] = round(row["miou"], 4)
-        figures[f"miou_{key}{suffix}_vs_a_ratio"] = round(row["miou"] / max(baseline, 1e-9), 3)
-        figures[f"miou_{key}{suffix}_vs_ceiling_ratio"] = round(row["miou"] / max(ceiling, 1e-9), 3)
+    print(
+        f"{'row':<40} {'samples':>8} {'label mIoU':>16} {'downstream mIoU':>16} {'discard gap':>16}"
+    )
+    figures: dict[str, float] = {}
+    for row in rows:
+        values = [results[seed][row] for seed in args.seeds if row in results[seed]]
+        name = NAMES.get(row, f"(e) + active round {row[1:]}")
+        samples = int(np.mean([v["samples"] for v in values]))
+        label = mean_sd([v["label_miou"] for v in values])
+        downstream = mean_sd([v["downstream_miou"] for v in values])
+        gap = mean_sd([v.get("discard_gap") for v in values])
+        print(f"{name:<40} {samples:>8} {label:>16} {downstream:>16} {gap:>16}")
+        for key in ("label_miou", "downstream_miou", "discard_gap"):
+            known = [v.get(key) for v in values if v.get(key) is not None]
+            if known:
+                figures[f"{row}.{key}"] = round(float(np.mean(known)), 4)
+                figures[f"{row}.{key}_sd"] = round(float(np.std(known)), 4)
+    names = ["background", *classes]
+    print("downstream IoU per class (mean over seeds):")
+    print(f"{'row':<8}" + "".join(f"{n[:10]:>11}" for n in names))
+    for row in rows:
+        values = [
+            results[seed][row]["per_class_iou"] for seed in args.seeds if row in results[seed]
+        ]
+        cells = [mean_sd([v.get(n) for v in values]).split(" ")[0] for n in names]
+        print(f"{row:<8}" + "".join(f"{c:>11}" for c in cells))
+    ceiling = figures.get("f.downstream_miou")
+    for row in rows:
+        if ceiling and f"{row}.downstream_miou" in figures:
+            figures[f"{row}.downstream_vs_ceiling_ratio"] = round(
+                figures[f"{row}.downstream_miou"] / ceiling, 4
+            )
+    figures["seconds"] = round(time.perf_counter() - started, 1)
     sys.stdout.write(json.dumps(figures) + "\n")
 
 

@@ -53,16 +53,21 @@ def bench_config(work: Path, seed: int, variant: dict, quick: bool) -> RunConfig
     raw["generate"].update(
         init_images=str(work / "init"), images_per_class=4 if quick else OBJECTS_PER_CLASS
     )
-    raw["compose"].update(backgrounds=str(work / "backgrounds"), images=12 if quick else 100)
+    raw["compose"].update(backgrounds=str(work / "backgrounds"), images=12 if quick else 200)
+    raw["segment"]["validation"] = str(work / "validation")
     for section, values in variant.items():
         raw[section].update(values)
     return RunConfig.model_validate(raw)
 
 
 def write_inputs(work: Path, classes: list[str], seed: int, size: int, quick: bool) -> None:
-    """Rendered single objects (the init images, with exact masks) and empty backgrounds."""
+    """Rendered single objects (the init images, with exact masks), empty backgrounds and
+    held-out scenes (the active loop's validation set)."""
     count = (4 if quick else OBJECTS_PER_CLASS) * len(classes) * 2
     write_toy_scenes(str(work / "init"), classes, count, seed=100 + seed, size=size, objects=(1, 1))
+    write_toy_scenes(
+        str(work / "validation"), classes, 12 if quick else 100, seed=300 + seed, objects=(2, 3)
+    )
     rng = np.random.default_rng(200 + seed)
     backgrounds = LocalStorage(work / "backgrounds")
     for scene in SCENES:

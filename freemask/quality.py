@@ -2,9 +2,10 @@
 
 A sample has truth when its record names a ``truth_mask`` (the toy world's renderer masks,
 carried through redraws and replayed through composition). ``LabelQuality`` accumulates one
-confusion matrix over many samples; label mIoU leaves out the label's own ignore pixels (255:
-claims nothing), so ``ignore_share`` is reported beside it, and object recall counts an
-ignored object pixel as missed.
+confusion matrix over many samples. Ignore (255) in a label claims nothing, so it never counts
+against precision, but it is not free: label IoU and recall count a truth pixel labelled
+ignore as missed (a label that ignores everything scores 0), and ``ignore_share`` is reported
+beside them.
 """
 
 from __future__ import annotations
@@ -34,11 +35,12 @@ def confusion(label: np.ndarray, truth: np.ndarray, num_labels: int) -> np.ndarr
 
 
 def label_iou(label: np.ndarray, truth: np.ndarray, num_labels: int) -> float:
-    """One sample's mIoU over the classes in its truth or label (ignore left out)."""
-    matrix = confusion(label, truth, num_labels)[:, :num_labels]
-    present = (matrix.sum(axis=0) + matrix.sum(axis=1)) > 0
+    """One sample's mIoU over the classes in its truth or label (ignore counts as a miss)."""
+    full = confusion(label, truth, num_labels)
+    matrix = full[:, :num_labels]
+    present = (matrix.sum(axis=0) + full.sum(axis=1)) > 0
     hits = np.diag(matrix).astype(float)
-    union = matrix.sum(axis=0) + matrix.sum(axis=1) - hits
+    union = matrix.sum(axis=0) + full.sum(axis=1) - hits
     return float(np.mean(hits[present] / union[present])) if present.any() else 1.0
 
 
@@ -69,7 +71,7 @@ class LabelQuality:
         hits = np.diag(claims)
         labelled = claims.sum(axis=0)
         truth = matrix.sum(axis=1)
-        union = labelled + claims.sum(axis=1) - hits  # pixels labelled ignore left out
+        union = labelled + truth - hits  # a truth pixel labelled ignore is a miss
         iou = np.divide(hits, union, out=np.full(labels, np.nan), where=union > 0)
         per_class = {}
         for index, name in enumerate(["background", *self.class_names]):

@@ -120,7 +120,7 @@ class Sample(BaseModel):
     def files(self) -> list[str]:
         """Relative paths of every file the record refers to."""
         paths = (self.image, self.semantic_mask, self.soft_mask, self.truth_mask)
-        return [path for path in paths if path]
+        return list(dict.fromkeys(path for path in paths if path))
 
     def class_names(self) -> list[str]:
         """The distinct classes of the sample's instances, in first-seen order."""

@@ -24,7 +24,7 @@ def test_a_label_that_claims_background_as_object_shows_it_in_every_figure() -> 
     assert summary["miou"] == pytest.approx((16 / 24 + 76 / 84) / 2)
 
 
-def test_ignored_pixels_claim_nothing_but_count_as_missed_objects() -> None:
+def test_ignored_pixels_claim_nothing_but_count_as_misses() -> None:
     truth = np.zeros((4, 4), np.uint8)
     truth[:2] = 2
     label = truth.copy()
@@ -33,7 +33,7 @@ def test_ignored_pixels_claim_nothing_but_count_as_missed_objects() -> None:
     quality.add(label, truth)
     summary = quality.summary()
     dog = summary["per_class"]["dog"]
-    assert dog["iou"] == 1.0 and dog["precision"] == 1.0
+    assert dog["iou"] == pytest.approx(0.5) and dog["precision"] == 1.0
     assert dog["recall"] == pytest.approx(0.5) and dog["ignore_share"] == pytest.approx(0.5)
     assert summary["ignore_share"] == pytest.approx(4 / 16)
     assert summary["per_class"]["cat"]["iou"] is None  # absent from truth and label
@@ -52,3 +52,9 @@ def test_sizes_and_class_ids_are_checked() -> None:
         LabelQuality(["cat"]).add(np.zeros((2, 2), np.uint8), np.zeros((3, 3), np.uint8))
     with pytest.raises(ValueError, match="class id"):
         LabelQuality(["cat"]).add(np.full((2, 2), 5, np.uint8), np.zeros((2, 2), np.uint8))
+
+
+def test_a_label_that_ignores_everything_scores_nothing() -> None:
+    truth = np.zeros((4, 4), np.uint8)
+    truth[1:3, 1:3] = 1
+    assert label_iou(np.full((4, 4), IGNORE, np.uint8), truth, 2) == 0.0

@@ -31,15 +31,17 @@ from freemask.stage_output import StageResult
 from freemask.storage import Storage, open_storage, read_json, write_json
 from freemask.tracking import MlflowTracker, Run, resolve_tracking_uri
 
-# (stage, its function, the stage whose output it reads): the pipeline's order. compose also
-# reads relate's and backgrounds' outputs from their default places under the workdir.
+# (stage, its function, the stage whose output it reads): the pipeline's order. refine works on
+# the single objects (DiffuMask's order), where the mask edge is the object's, not a paste seam;
+# compose cuts the refined objects and also reads relate's and backgrounds' outputs from their
+# default places under the workdir.
 PIPELINE: list[tuple[str, Callable[..., StageResult], str | None]] = [
     ("generate", run_generate, None),
     ("relate", run_relate, None),
     ("backgrounds", run_backgrounds, "relate"),
-    ("compose", run_compose, "generate"),
-    ("refine", run_refine, "compose"),
-    ("harmonize", run_harmonize, "refine"),
+    ("refine", run_refine, "generate"),
+    ("compose", run_compose, "refine"),
+    ("harmonize", run_harmonize, "compose"),
     ("active", run_active, "harmonize"),
 ]
 # Stages that log models or training curves into the parent run.
@@ -121,7 +123,7 @@ def run_local(config: RunConfig, run: Run | None = None) -> LocalRunReport:
         rule_threshold = (
             None if config.active.keep_rule == "percentile" else config.active.iou_threshold
         )
-        report.report = write_run_report(workdir, rule_threshold)
+        report.report = write_run_report(workdir, rule_threshold, config.classes)
         log_report(run, workdir.child(REPORT), report.report["files"])
     return report
 

@@ -60,6 +60,7 @@ def write_toy_scenes(
             id=sample_id,
             image=f"images/{sample_id}.png",
             semantic_mask=f"masks/{sample_id}.png",
+            truth_mask=f"masks/{sample_id}.png",  # rendered: the label is the exact truth
             width=size,
             height=size,
             instances=[

@@ -36,7 +36,14 @@ def rounds_of(work: Path, run) -> set[str]:
 
 
 def test_run_goes_through_every_stage_under_one_parent_run(tmp_path: Path, capsys) -> None:
-    tiny = {"model_id": "builtin:tiny-sd", "images_per_class": 1, "height": 64, "width": 64}
+    # Random weights draw meaningless attention: the plausibility checks would reject it all.
+    tiny = {
+        "model_id": "builtin:tiny-sd",
+        "images_per_class": 1,
+        "height": 64,
+        "width": 64,
+        "reject_implausible": False,
+    }
     config = write_config(
         tmp_path / "run.yaml",
         {
@@ -73,20 +80,43 @@ def test_demo_run_exports_reports_and_resumes_after_a_kill(tmp_path: Path, monke
     config["relate"]["thesaurus"] = str(REPO / config["relate"]["thesaurus"])
     config["generate"].update(images_per_class=3, num_inference_steps=8)
     config["compose"].update(images=12, backgrounds_per_scene=1)
-    config["segment"].update(train_steps=4, checkpoint_every=2)
-    config["active"].update(max_rounds=2, min_miou_gain=0.0)
+    # Validation: rendered scenes with exact labels, as the demo's own (see the Makefile).
+    validation = tmp_path / "validation"
+    assert (
+        main(
+            [
+                "toyworld",
+                "scenes",
+                "-c",
+                str(REPO / "configs/demo.yaml"),
+                "--out",
+                str(validation),
+                "--count",
+                "6",
+                "--seed",
+                "7",
+            ]
+        )
+        == 0
+    )
+    config["segment"].update(train_steps=4, checkpoint_every=2, validation=str(validation))
+    # A 4-step segmenter predicts background only: every score ties at 0, so the percentile
+    # rule falls back to the threshold, which at 0 keeps every sample and the rounds go on.
+    config["active"].update(
+        max_rounds=2, min_miou_gain=0.0, keep_rule="percentile", iou_threshold=0.0
+    )
     path = write_config(tmp_path / "demo.yaml", config)
 
-    # 1. A run killed in the middle (refine fails after compose has finished).
+    # 1. A run killed in the middle (harmonize fails after compose has finished).
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    stages = [(name, killed if name == "refine" else fn, src) for name, fn, src in PIPELINE]
+    stages = [(name, killed if name == "harmonize" else fn, src) for name, fn, src in PIPELINE]
     monkeypatch.setattr(freemask.local.runner, "PIPELINE", stages)
     assert main(["run", "-c", str(path)]) == 130  # Ctrl-C: "interrupted"
     composed = read_manifest(LocalStorage(work / "compose"))
     assert len(composed) == 12
-    assert not (work / "refine" / "_SUCCESS").exists()
+    assert not (work / "harmonize" / "_SUCCESS").exists()
 
     # 2. The same command again continues the same parent run and redoes nothing finished.
     monkeypatch.setattr(freemask.local.runner, "PIPELINE", PIPELINE)
