@@ -2,6 +2,7 @@
 
 from components.backgrounds import backgrounds
 from components.compose import compose
+from components.end_run import end_run
 from components.generate import generate
 from components.harmonize import harmonize
 from components.join import join
@@ -16,6 +17,7 @@ __all__ = [
     "bootstrap",
     "close",
     "compose",
+    "end_run",
     "filter_round",
     "generate",
     "harmonize",

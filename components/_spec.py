@@ -9,7 +9,7 @@ from typing import Any
 
 from kfp import dsl
 
-from freemask.commands import task_argv
+from freemask.commands import EXECUTOR_INPUT, task_argv
 
 IMAGES_FILE = Path(__file__).resolve().parent / "images.json"
 
@@ -23,7 +23,9 @@ def image_for(task: str) -> str:
 
 def spec(task: str, inputs: Mapping[str, Any]) -> dsl.ContainerSpec:
     """The container running ``freemask <task_argv(task, inputs)>`` in the task's image; the
-    inputs are the component's placeholders, so every argument is a plain string embedding them."""
+    inputs are the component's placeholders, so every argument is a plain string embedding them
+    (tasks with output artifacts also get the launcher's executor input, ``{{$}}``)."""
+    values = {**inputs, "executor_input": EXECUTOR_INPUT}
     return dsl.ContainerSpec(
-        image=image_for(task), command=["freemask"], args=task_argv(task, inputs)
+        image=image_for(task), command=["freemask"], args=task_argv(task, values)
     )

@@ -16,6 +16,7 @@ def join(
     dataset_version: str,
     stage: str,
     shards: int,
+    dataset: dsl.Output[dsl.Dataset],
 ):
     """`freemask join --stage stage --shards shards`."""
     return spec("join", locals())

@@ -14,6 +14,7 @@ def refine_train(
     max_rounds: str,
     tracking_uri: str,
     dataset_version: str,
+    affinity_net: dsl.Output[dsl.Model],
 ):
     """`freemask refine --train-only` (nothing to do for the training-free refiners)."""
     return spec("refine-train", locals())

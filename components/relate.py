@@ -14,6 +14,7 @@ def relate(
     max_rounds: str,
     tracking_uri: str,
     dataset_version: str,
+    relations: dsl.Output[dsl.Dataset],
 ):
     """`freemask relate`."""
     return spec("relate", locals())

@@ -15,6 +15,7 @@ def prepare(
     tracking_uri: str,
     dataset_version: str,
     parent_run_id: str,
+    pool: dsl.Output[dsl.Dataset],
 ):
     """`freemask round prepare`: the pool and validation set under <workdir>/active."""
     return spec("prepare", locals())
@@ -62,6 +63,7 @@ def filter_round(
     dataset_version: str,
     round_index: int,
     parent_run_id: str,
+    kept: dsl.Output[dsl.Dataset],
 ):
     """`freemask round filter`."""
     return spec("filter", locals())
@@ -78,6 +80,7 @@ def train(
     dataset_version: str,
     round_index: int,
     parent_run_id: str,
+    segmenter: dsl.Output[dsl.Model],
 ):
     """`freemask round train`."""
     return spec("train", locals())
@@ -96,6 +99,7 @@ def close(
     parent_run_id: str,
     depth: int,
     decision: dsl.OutputPath(str),
+    round_metrics: dsl.Output[dsl.Metrics],
 ):
     """`freemask round close`: evaluate and log the round; decision is 'true' to go on."""
     return spec("close", locals())

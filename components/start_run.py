@@ -16,6 +16,8 @@ def start_run(
     dataset_version: str,
     depth: int,
     run_id: dsl.OutputPath(str),
+    mlflow_run: dsl.Output[dsl.Markdown],
 ):
-    """`freemask start-run`: the parent MLflow run (its id is the output) and the snapshot."""
-    return spec("start-run", locals())
+    """`freemask start-run`: the parent MLflow run (its id is the output, a Markdown link to it
+    the KFP UI shows) and the config snapshot."""
+    return spec("start-run", {**locals(), "mlflow_run": mlflow_run.path})

@@ -10,6 +10,12 @@ open-source KFP driver substitutes inside a string (it passes struct placeholder
 Every command line starts with the runtime overrides: ``--set field=VALUE`` for each pipeline
 parameter in ``OVERRIDES``; an empty VALUE sets nothing, so the config file stays the truth and a
 parameter overrides it only when the run sets it.
+
+Tasks with KFP output artifacts (``ARTIFACTS``: Datasets, Models, Metrics) run their command
+through ``freemask kfp-outputs TASK --executor-input {{$}} ... -- COMMAND``: the launcher
+substitutes ``{{$}}`` with the executor input JSON, and after the command the wrapper writes
+the artifacts' metadata (the data's gs:// prefix, sample count, digest; the round's metrics) to
+the executor output file that JSON names, the one way a container sets artifact metadata.
 """
 
 from __future__ import annotations
@@ -30,7 +36,19 @@ OVERRIDES = {
 RUNTIME = ("config", *OVERRIDES, "dataset_version")
 SHARDED = ("generate", "refine", "backgrounds", "compose", "harmonize")
 ROUND_STEPS = ("prepare", "bootstrap", "pseudo-label", "filter", "train", "close")
-TASKS = ("start-run", *SHARDED, "relate", "refine-train", "join", *ROUND_STEPS)
+TASKS = ("start-run", *SHARDED, "relate", "refine-train", "join", *ROUND_STEPS, "end-run")
+# The launcher's placeholder for the whole executor input JSON (launcher_v2.go compileCmdAndArgs).
+EXECUTOR_INPUT = "{{$}}"
+# Task -> its KFP output artifacts: output name -> (artifact kind, what it describes).
+ARTIFACTS: dict[str, dict[str, tuple[str, str]]] = {
+    "relate": {"relations": ("dataset", "relate/relations.json")},
+    "join": {"dataset": ("dataset", "{stage}/manifest.jsonl")},
+    "refine-train": {"affinity_net": ("model", "refine/affinity.safetensors")},
+    "prepare": {"pool": ("dataset", "active/pool.jsonl")},
+    "filter": {"kept": ("dataset", "active/rounds/{round:02d}/kept.jsonl")},
+    "train": {"segmenter": ("model", "active/rounds/{round:02d}/model/model.safetensors")},
+    "close": {"round_metrics": ("metrics", "active/rounds/{round:02d}/summary.json")},
+}
 # The tasks that run on a GPU node (and get an accelerator, toleration and /dev/shm).
 GPU_STAGES = frozenset(
     {"generate", "backgrounds", "refine", "harmonize", "bootstrap", "pseudo-label", "train"}
@@ -49,8 +67,9 @@ def task_argv(task: str, values: Mapping[str, Argument]) -> list[str]:
     """The ``freemask`` arguments of pipeline task ``task`` with ``values`` for its inputs.
 
     ``values`` holds ``RUNTIME`` plus the task's own inputs (``shard``/``shards``, ``stage``,
-    ``round_index``, ``parent_run_id``, ``depth``, and the output files ``run_id`` or
-    ``decision``). Raises ValueError for an unknown task.
+    ``round_index``, ``parent_run_id``, ``depth``, ``status``, the output files ``run_id`` or
+    ``decision``, the Markdown path ``mlflow_run``, and ``executor_input`` for the tasks in
+    ``ARTIFACTS``). Raises ValueError for an unknown task.
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
@@ -66,11 +85,26 @@ def task_argv(task: str, values: Mapping[str, Argument]) -> list[str]:
         command += ["--shards", f"{values['shards']}"]
     elif task == "start-run":
         command = ["start-run", *config, "--run-id-file", f"{values['run_id']}"]
-        command += ["--depth", f"{values['depth']}"]
+        command += ["--depth", f"{values['depth']}", "--mlflow-link", f"{values['mlflow_run']}"]
+    elif task == "end-run":
+        command = ["end-run", *config, "--status", f"{values['status']}"]
     else:
         round_index = values["round_index"] if task not in ("prepare", "bootstrap") else 0
         command = ["round", task, *config, "--round", f"{round_index}"]
         command += ["--parent-run-id", f"{values['parent_run_id']}"]
         if task == "close":
             command += ["--depth", f"{values['depth']}", "--decision-file", f"{values['decision']}"]
+    if task in ARTIFACTS:
+        command = _with_outputs(task, values, command)
     return override_argv(values) + command
+
+
+def _with_outputs(task: str, values: Mapping[str, Argument], command: list[str]) -> list[str]:
+    """``command`` run by ``freemask kfp-outputs``, which then writes the task's artifacts."""
+    wrapper = ["kfp-outputs", task, "--executor-input", f"{values['executor_input']}"]
+    wrapper += ["--config", f"{values['config']}"]
+    if task == "join":
+        wrapper += ["--stage", f"{values['stage']}"]
+    elif task in ROUND_STEPS:
+        wrapper += ["--round", f"{values['round_index'] if task != 'prepare' else 0}"]
+    return [*wrapper, "--", *command]

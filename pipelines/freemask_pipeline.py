@@ -14,6 +14,10 @@ The config file at ``config_uri`` is the truth: the other parameters default to 
 override it only when a run sets them. Every task gets the KFP run id as its dataset version, so
 each run writes under its own ``<workdir>/versions/<run id>``; caching is off for every task, as
 every task writes to MLflow or to shared storage (a cache hit would skip a refresh).
+The whole run sits in a ``dsl.ExitHandler`` whose exit task (``end-run``) ends the parent MLflow
+run FINISHED, or FAILED when any task failed (its ``PipelineTaskFinalStatus``). Tasks also output
+KFP artifacts for the UI: a Markdown link to the MLflow run, a Dataset per joined stage, relate,
+the pool and each round's kept set, a Model per trained network, Metrics per round.
 Compile: ``python -m pipelines.freemask_pipeline --config configs/default.yaml --out FILE``.
 """
 
@@ -54,6 +58,7 @@ class Tasks:
     filter_round: Any
     train: Any
     close: Any
+    end_run: Any
 
 
 def production_tasks() -> Tasks:
@@ -98,6 +103,13 @@ def configure(task: Any, name: str, settings: KubeflowConfig | None) -> Any:
     return task
 
 
+def decision_of(closed: Any) -> Any:
+    """A close task's decision: the container's ``decision`` output file, or a host twin's
+    return value (kfp.local evaluates a condition only on a plain return value)."""
+    outputs = closed.outputs
+    return outputs["decision"] if "decision" in outputs else outputs["Output"]
+
+
 def build_rounds(tasks: Tasks, depth: int, settings: KubeflowConfig | None) -> Any:
     """The sub-pipeline of round 1; round k calls round k+1 under a condition on its close
     step's decision, down to ``depth`` (built deepest first: a pipeline is defined before the
@@ -140,7 +152,7 @@ def _round_pipeline(
         trained = configure(tasks.train(**common).after(selected), "train", settings)
         closed = configure(tasks.close(**common, depth=depth).after(trained), "close", settings)
         if next_round is not None:
-            with dsl.If(closed.output == "true", name=f"continue-after-round-{round_index}"):
+            with dsl.If(decision_of(closed) == "true", name=f"continue-after-round-{round_index}"):
                 next_round(**overrides, parent_run_id=parent_run_id).set_caching_options(False)
 
     return active_round
@@ -155,26 +167,8 @@ def build_pipeline(tasks: Tasks, config: RunConfig, kubernetes: bool = True):
     depth = config.active.max_rounds
     first_round = build_rounds(tasks, depth, settings)
 
-    @dsl.pipeline(name="freemask", description="Synthetic segmentation data with no manual labels.")
-    def freemask(
-        config_uri: str,
-        classes: str = "",
-        images_per_class: str = "",
-        iou_threshold: str = "",
-        max_rounds: str = "",
-        tracking_uri: str = "",
-    ):
-        # Only pipeline parameters, constants and loop items enter ParallelFor bodies (task
-        # outputs there are not resolved by every runner).
-        overrides = {
-            "config": config_uri,
-            "classes": classes,
-            "images_per_class": images_per_class,
-            "iou_threshold": iou_threshold,
-            "max_rounds": max_rounds,
-            "tracking_uri": tracking_uri,
-        }
-        runtime = {**overrides, "dataset_version": RUN_ID}
+    def run_tasks(runtime: dict[str, Any], overrides: dict[str, Any]) -> None:
+        """Every task of the run but the exit handler's."""
         started = configure(tasks.start_run(**runtime, depth=depth), "start-run", settings)
 
         def sharded(stage: str, *after: Any) -> Any:
@@ -196,7 +190,7 @@ def build_pipeline(tasks: Tasks, config: RunConfig, kubernetes: bool = True):
         drawn = sharded("backgrounds", related)
         composed = sharded("compose", refined, drawn)
         harmonized = sharded("harmonize", composed)
-        run_id = started.output
+        run_id = started.outputs["run_id"]
         prepared = configure(
             tasks.prepare(**runtime, parent_run_id=run_id).after(harmonized), "prepare", settings
         )
@@ -204,6 +198,30 @@ def build_pipeline(tasks: Tasks, config: RunConfig, kubernetes: bool = True):
             tasks.bootstrap(**runtime, parent_run_id=run_id).after(prepared), "bootstrap", settings
         )
         first_round(**overrides, parent_run_id=run_id).after(booted).set_caching_options(False)
+
+    @dsl.pipeline(name="freemask", description="Synthetic segmentation data with no manual labels.")
+    def freemask(
+        config_uri: str,
+        classes: str = "",
+        images_per_class: str = "",
+        iou_threshold: str = "",
+        max_rounds: str = "",
+        tracking_uri: str = "",
+    ):
+        # Only pipeline parameters, constants and loop items enter ParallelFor bodies (task
+        # outputs there are not resolved by every runner).
+        overrides = {
+            "config": config_uri,
+            "classes": classes,
+            "images_per_class": images_per_class,
+            "iou_threshold": iou_threshold,
+            "max_rounds": max_rounds,
+            "tracking_uri": tracking_uri,
+        }
+        runtime = {**overrides, "dataset_version": RUN_ID}
+        ended = configure(tasks.end_run(**runtime), "end-run", settings)
+        with dsl.ExitHandler(ended, name="freemask-run"):
+            run_tasks(runtime, overrides)
 
     return freemask
 

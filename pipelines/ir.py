@@ -17,12 +17,15 @@ def load_ir(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def executor_task(executor: dict[str, Any]) -> str:
-    """The freemask task an executor runs, from its command line (after the --set overrides)."""
+    """The freemask task an executor runs, from its command line (after the --set overrides
+    and, for tasks with output artifacts, the ``kfp-outputs TASK`` wrapper)."""
     args = executor["container"]["args"]
     index = 0
     while index < len(args) and args[index] == "--set":
         index += 2
     command = args[index]
+    if command == "kfp-outputs":  # the wrapper that writes a task's artifacts names the task
+        return args[index + 1]
     if command == "round":
         return args[index + 1]
     if command == "refine" and "--train-only" in args:

@@ -6,10 +6,13 @@ workdir, http(s) tracking, valid overrides, rounds within the compiled depth). `
 the usual five-field cron expression and converts it to KFP's six fields (seconds first). The
 namespace (multi-user KFP: the profile's), service account (Workload Identity for GCS) and
 caching (off: every task has side effects) are set on the run, where KFP takes them.
+``kfp-outputs`` runs a pipeline task's command, then writes its KFP output artifacts' metadata.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import tempfile
 from pathlib import Path
@@ -18,8 +21,8 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from freemask.cli.options import out
-from freemask.commands import OVERRIDES
+from freemask.cli.options import load_run_config, out
+from freemask.commands import ARTIFACTS, OVERRIDES
 from freemask.config import ENV_PREFIX, RunConfig, load_config
 from freemask.errors import FreemaskError
 
@@ -55,6 +58,9 @@ def register(app: typer.Typer) -> None:
     app.command("compile")(compile_command)
     app.command("submit")(submit)
     app.command("schedule")(schedule)
+    app.command(
+        "kfp-outputs", context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
+    )(kfp_outputs)
 
 
 def compile_command(
@@ -287,3 +293,84 @@ def schedule(
         namespace,
     )
     out.print(f"scheduled {job_id} ({expression}) on {host}")
+
+
+def executor_output_file(executor_input: str, task: str) -> str:
+    """The executor output file named by a KFP executor input JSON (``{{$}}``); FreemaskError
+    when it is not JSON or lacks the file or one of ``task``'s output artifacts."""
+    try:
+        outputs = json.loads(executor_input)["outputs"]
+        output_file, artifacts = outputs["outputFile"], outputs.get("artifacts", {})
+    except (ValueError, TypeError, KeyError):
+        raise FreemaskError(
+            f"--executor-input: not a KFP executor input with outputs.outputFile: "
+            f"{executor_input[:80]!r}"
+        ) from None
+    missing = sorted(set(ARTIFACTS[task]) - set(artifacts))
+    if missing:
+        raise FreemaskError(f"--executor-input: no output artifact {missing} for task {task}")
+    return output_file
+
+
+def artifact_metadata(kind: str, workdir: str, path: str) -> dict[str, str | int | float | bool]:
+    """What the KFP UI shows for an artifact of ``kind`` described by ``path`` under
+    ``workdir``: a dataset's prefix, manifest, sample count and digest; a model's prefix and
+    weights; a round's metrics (validation mIoU, kept fraction, kept count)."""
+    from freemask.storage import open_storage
+
+    folder, _, name = f"{workdir.rstrip('/')}/{path}".rpartition("/")
+    store = open_storage(folder)
+    if kind == "metrics":
+        summary = json.loads(store.read_bytes(name))
+        return {
+            "val_miou": float(summary["val_miou"]),
+            "kept_fraction": float(summary["kept_fraction"]),
+            "kept": float(summary["kept"]),
+        }
+    if kind == "model":
+        return {"prefix": folder, "weights": f"{folder}/{name}", "trained": store.exists(name)}
+    data = store.read_bytes(name)
+    metadata: dict[str, str | int | float | bool] = {
+        "prefix": f"{workdir.rstrip('/')}/{path.split('/', 1)[0]}",
+        "manifest": f"{folder}/{name}",
+        "digest": hashlib.sha256(data).hexdigest()[:16],
+    }
+    if name.endswith(".jsonl"):
+        metadata["samples"] = sum(1 for line in data.splitlines() if line.strip())
+    return metadata
+
+
+def kfp_outputs(
+    ctx: typer.Context,
+    task: Annotated[str, typer.Argument(help="The pipeline task (a key of ARTIFACTS).")],
+    executor_input: Annotated[
+        str, typer.Option(help="KFP's executor input JSON (the launcher's {{$}}).")
+    ],
+    config: Annotated[str, typer.Option("--config", "-c", help="Run config YAML.")],
+    stage: Annotated[str | None, typer.Option(help="join: the joined stage.")] = None,
+    round_index: Annotated[int, typer.Option("--round", min=0, help="The round number.")] = 0,
+) -> None:
+    """Run a pipeline task's command (after ``--``), then write its KFP output artifacts'
+    metadata to the executor output file (with ``--check``: check, write nothing)."""
+    # The front door's own runner (``main``: --set overrides, exit codes), handed down in the
+    # context so that this command group does not import the module that registers it.
+    main = ctx.find_root().obj["run_cli"]
+    if task not in ARTIFACTS:
+        raise FreemaskError(f"kfp-outputs {task!r}: expected one of {', '.join(ARTIFACTS)}")
+    output_file = executor_output_file(executor_input, task)
+    code = main(list(ctx.args))
+    if code:
+        raise typer.Exit(code)
+    if "--check" in ctx.args:
+        return
+    workdir = load_run_config(config).workdir
+    published = {}
+    for name, (kind, path) in ARTIFACTS[task].items():
+        metadata = artifact_metadata(kind, workdir, path.format(stage=stage, round=round_index))
+        # No "uri": the launcher keeps its own, since it uploads to it (launcher_v2.go
+        # uploadOutputArtifacts); the data's gs:// prefix is in the metadata.
+        published[name] = {"artifacts": [{"name": name, "metadata": metadata}]}
+    target = Path(output_file)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps({"artifacts": published}))
+    out.print(f"kfp outputs: {', '.join(sorted(published))} -> {output_file}")

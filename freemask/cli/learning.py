@@ -2,13 +2,15 @@
 
 ``freemask active`` runs the whole loop; ``pseudo-label``, ``filter``, ``train`` and
 ``evaluate`` run one step of a round each (the Kubeflow pipeline's tasks call these);
-``compare`` prints a pipeline run's rounds side by side from MLflow.
+``start-run`` and ``end-run`` open and close a pipeline run's parent MLflow run;
+``compare`` prints a pipeline run's rounds side by side, or an experiment's refreshes over time.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -36,6 +38,7 @@ def register(app: typer.Typer) -> None:
     app.command("evaluate")(evaluate_command)
     app.command("compare")(compare)
     app.command("start-run")(start_run)
+    app.command("end-run")(end_run)
     app.command("round")(round_step)
 
 
@@ -164,16 +167,28 @@ def evaluate_command(
 
 
 def compare(
-    run_id: Annotated[str, typer.Argument(help="The pipeline's parent MLflow run id.")],
+    run_id: Annotated[
+        str | None, typer.Argument(help="The pipeline's parent MLflow run id.")
+    ] = None,
+    experiment: Annotated[
+        str | None,
+        typer.Option(help="Compare the experiment's pipeline runs (refreshes) over time instead."),
+    ] = None,
+    last: Annotated[int, typer.Option(min=1, help="--experiment: the latest N runs.")] = 10,
     tracking_uri: Annotated[
         str | None, typer.Option(help="MLflow tracking URI [default: MLFLOW_TRACKING_URI].")
     ] = None,
 ) -> None:
-    """Print the active-learning rounds of a pipeline run side by side."""
+    """Print a pipeline run's active-learning rounds side by side, or with ``--experiment`` the
+    experiment's pipeline runs over time (dataset version, KFP run, kept count, best mIoU)."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    if (run_id is None) == (experiment is None):
+        raise FreemaskError("compare takes either a RUN_ID or --experiment NAME")
     client = MlflowClient(tracking_uri=tracking_uri)
+    if experiment is not None:
+        return out.print(refreshes_table(client, experiment, last))
     try:
         parent = client.get_run(run_id)
     except MlflowException:
@@ -202,6 +217,43 @@ def compare(
     out.print(table)
 
 
+def refreshes_table(client, experiment: str, last: int) -> Table:
+    """The ``last`` parent runs of ``experiment``, oldest first: when, status, dataset version,
+    KFP run id, rounds, and the best round's kept count and validation mIoU (what the run
+    kept as its dataset)."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise FreemaskError(f"MLflow experiment {experiment!r} not found at {client.tracking_uri}")
+    runs = client.search_runs(
+        [found.experiment_id], order_by=["attributes.start_time DESC"], max_results=1000
+    )
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags][:last]
+    if not parents:
+        raise FreemaskError(f"MLflow experiment {experiment!r} has no pipeline runs")
+    table = Table(title=f"refreshes of {experiment} (latest {len(parents)})")
+    for column in ("started (UTC)", "status", "dataset version", "KFP run"):
+        table.add_column(column)
+    for column in ("rounds", "kept", "best val mIoU", "best round"):
+        table.add_column(column, justify="right")
+    for parent in reversed(parents):
+        tags, run_id = parent.data.tags, parent.info.run_id
+        mious = {m.step: m.value for m in client.get_metric_history(run_id, "val_miou")}
+        kept = {m.step: m.value for m in client.get_metric_history(run_id, "kept")}
+        best = max(mious, key=lambda step: mious[step]) if mious else None
+        started = datetime.fromtimestamp(parent.info.start_time / 1000, tz=UTC)
+        table.add_row(
+            started.strftime("%Y-%m-%d %H:%M"),
+            parent.info.status,
+            tags.get("freemask.dataset_version", "-"),
+            tags.get("kfp.run_id", "-"),
+            str(len(mious)),
+            f"{kept[best]:.0f}" if best in kept else "-",
+            f"{mious[best]:.4f}" if best is not None else "-",
+            str(best) if best is not None else "-",
+        )
+    return table
+
+
 def _tracker(run_config):
     from freemask.tracking import MlflowTracker, resolve_tracking_uri
 
@@ -224,10 +276,14 @@ def start_run(
     depth: Annotated[
         int | None, typer.Option(min=1, help="Rounds compiled into the pipeline.")
     ] = None,
+    mlflow_link: Annotated[
+        Path | None,
+        typer.Option(help="Where to write a Markdown link to the MLflow run (a KFP artifact)."),
+    ] = None,
     check: CheckOption = False,
 ) -> None:
-    """Create the pipeline's parent MLflow run (rounds nest under it); write its id, and keep
-    the run's resolved config as ``<workdir>/config.yaml`` (its snapshot)."""
+    """Create the pipeline's parent MLflow run (rounds nest under it); write its id (and a
+    Markdown link to it), and keep the run's resolved config as ``<workdir>/config.yaml``."""
     import yaml
 
     run_config = load_run_config(config)
@@ -240,11 +296,65 @@ def start_run(
         tags["kfp.run_id"] = version
     snapshot = yaml.safe_dump(run_config.model_dump(mode="json"), sort_keys=False)
     open_storage(run_config.workdir).write_bytes("config.yaml", snapshot.encode())
-    run = _tracker(run_config).start_run(run_config.name, tags=tags)
+    tracker = _tracker(run_config)
+    run = tracker.start_run(run_config.name, tags=tags)
     run.log_params(run_config.model_dump(mode="json"))
     run_id_file.parent.mkdir(parents=True, exist_ok=True)
     run_id_file.write_text(run.run_id)
-    out.print(f"MLflow run {run.run_id}")
+    url = mlflow_run_url(tracker.client.tracking_uri, tracker.experiment_id, run.run_id)
+    if mlflow_link is not None:
+        mlflow_link.parent.mkdir(parents=True, exist_ok=True)
+        mlflow_link.write_text(
+            f"# MLflow run\n\n[{run_config.name}: {run.run_id}]({url})\n\n"
+            f"Dataset version `{version or '-'}` under `{run_config.workdir}`.\n"
+        )
+    out.print(f"MLflow run {run.run_id}: {url}")
+
+
+def mlflow_run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """The MLflow UI's page of a run (for a file-based store: ``run <id> in <uri>``)."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return f"run {run_id} in {tracking_uri}"
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+# KFP's PipelineTaskFinalStatus.state -> MLflow run status; anything else (FAILED, ...) fails.
+FINAL_STATES = {"COMPLETE": "FINISHED", "SUCCEEDED": "FINISHED", "CANCELED": "KILLED"}
+
+
+def final_status(status: str) -> str:
+    """The MLflow status for a KFP ``PipelineTaskFinalStatus`` JSON (the open-source driver's
+    ``state``: COMPLETE, FAILED, CANCELED, ...; kfp.local's SUCCEEDED); FreemaskError if bad."""
+    try:
+        state = json.loads(status)["state"]
+    except (ValueError, TypeError, KeyError):
+        raise FreemaskError(f"--status: not a KFP task final status: {status[:80]!r}") from None
+    return FINAL_STATES.get(str(state).upper(), "FAILED")
+
+
+def end_run(
+    config: ConfigOption,
+    status: Annotated[str, typer.Option(help="KFP's PipelineTaskFinalStatus as JSON.")],
+    check: CheckOption = False,
+) -> None:
+    """Exit handler: end this KFP run's parent MLflow run (found by its ``kfp.run_id`` tag)
+    FINISHED, or FAILED (KILLED) when the pipeline failed (was cancelled); safe to re-run."""
+    run_config = load_run_config(config)
+    mlflow_status = final_status(status)
+    version = run_config.kubeflow.dataset_version
+    if not version:
+        raise FreemaskError("end-run: kubeflow.dataset_version (the KFP run id) is not set")
+    if check:
+        return report_check("end-run", run_config, status=mlflow_status)
+    tracker = _tracker(run_config)
+    found = tracker.client.search_runs(
+        [tracker.experiment_id], filter_string=f"tags.`kfp.run_id` = '{version}'"
+    )
+    parents = [r for r in found if "mlflow.parentRunId" not in r.data.tags]
+    for parent in parents:
+        tracker.client.set_tag(parent.info.run_id, "kfp.final_status", mlflow_status)
+        tracker.client.set_terminated(parent.info.run_id, status=mlflow_status)
+    out.print(f"KFP run {version}: {len(parents)} MLflow run(s) ended {mlflow_status}")
 
 
 def round_step(

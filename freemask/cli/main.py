@@ -60,13 +60,21 @@ def runtime_overrides(argv: list[str]) -> Iterator[list[str]]:
                 os.environ[name] = value
 
 
+def _refused_credentials(exc: Exception) -> bool:
+    """True for an expired or broken Google credential (found when a request is made)."""
+    auth = sys.modules.get("google.auth.exceptions")
+    return auth is not None and isinstance(exc, auth.GoogleAuthError)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI with ``argv``; return the exit code (2 bad input, 1 internal error)."""
     command = typer.main.get_command(app)
     try:
         with runtime_overrides(sys.argv[1:] if argv is None else list(argv)) as rest:
             # Typer turns Ctrl-C into exit code 130 and returns it rather than raising.
-            code = command.main(args=rest, prog_name="freemask", standalone_mode=False)
+            code = command.main(
+                args=rest, prog_name="freemask", standalone_mode=False, obj={"run_cli": main}
+            )
     except FreemaskError as exc:
         for line in str(exc).splitlines():
             print(f"error: {line}", file=sys.stderr)
@@ -79,7 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     except typer.TyperException as exc:  # usage errors: unknown command, missing option, bad value
         exc.show()
         return 2
-    except Exception:
+    except Exception as exc:
+        if _refused_credentials(exc):
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+            print(
+                f"error: Google Cloud refused the credentials ({reason}); renew them "
+                "(gcloud auth application-default login) or set GOOGLE_APPLICATION_CREDENTIALS",
+                file=sys.stderr,
+            )
+            return 2
         traceback.print_exc()
         print("internal error: the traceback above shows where; please report it", file=sys.stderr)
         return 1

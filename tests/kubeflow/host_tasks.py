@@ -2,7 +2,11 @@
 only Python components) can execute the real pipeline in tests. Each twin builds its command line
 with ``freemask.commands.task_argv``, the very function the container components call, from its
 own inputs; test_ir_resolution proves those argument lists equal the ones the open-source KFP
-driver resolves from the compiled IR for the same inputs."""
+driver resolves from the compiled IR for the same inputs. ``host_runtime.run_twin`` plays the
+launcher's part for output artifacts (the twins import it in kfp.local's subprocesses, so they
+need this folder on PYTHONPATH; test_local_run sets it)."""
+
+from typing import NamedTuple
 
 from kfp import dsl
 
@@ -20,22 +24,47 @@ def start_run(
     tracking_uri: str,
     dataset_version: str,
     depth: int,
-) -> str:
+    mlflow_run: dsl.Output[dsl.Markdown],
+) -> NamedTuple("StartOutputs", run_id=str):
     # Returned rather than written to an output path: kfp.local resolves return values across
     # nested pipelines. The command line is the container's, with a local output file.
+    values = dict(locals())
     import pathlib
     import tempfile
 
-    values = dict(locals())
+    from host_runtime import StartOutputs, run_twin
+
     values["run_id"] = str(pathlib.Path(tempfile.mkdtemp()) / "run_id")
-    import subprocess
-    import sys
+    values["mlflow_run"] = mlflow_run.path
+    run_twin("start-run", values)
+    return StartOutputs(pathlib.Path(values["run_id"]).read_text())
 
-    from freemask.commands import task_argv
 
-    argv = task_argv("start-run", values)
-    subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
-    return pathlib.Path(values["run_id"]).read_text()
+@dsl.component(base_image=HOST_IMAGE)
+def end_run(
+    config: str,
+    classes: str,
+    images_per_class: str,
+    iou_threshold: str,
+    max_rounds: str,
+    tracking_uri: str,
+    dataset_version: str,
+    status: dsl.PipelineTaskFinalStatus,
+):
+    values = dict(locals())
+    import json
+
+    from host_runtime import run_twin
+
+    # The open-source driver's JSON for the final status (kfp_driver.py, rule 6).
+    final = {
+        "error": {},
+        "pipelineJobResourceName": status.pipeline_job_resource_name,
+        "pipelineTaskName": status.pipeline_task_name,
+        "state": status.state,
+    }
+    values["status"] = json.dumps(final, separators=(",", ":"), sort_keys=True)
+    run_twin("end-run", values)
 
 
 @dsl.component(base_image=HOST_IMAGE)
@@ -51,13 +80,9 @@ def generate(
     shards: int,
 ):
     values = dict(locals())
-    import subprocess
-    import sys
+    from host_runtime import run_twin
 
-    from freemask.commands import task_argv
-
-    argv = task_argv("generate", values)
-    subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
+    run_twin("generate", values)
 
 
 @dsl.component(base_image=HOST_IMAGE)
@@ -73,13 +98,9 @@ def refine(
     shards: int,
 ):
     values = dict(locals())
-    import subprocess
-    import sys
+    from host_runtime import run_twin
 
-    from freemask.commands import task_argv
-
-    argv = task_argv("refine", values)
-    subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
+    run_twin("refine", values)
 
 
 @dsl.component(base_image=HOST_IMAGE)
@@ -95,13 +116,9 @@ def backgrounds(
     shards: int,
 ):
     values = dict(locals())
-    import subprocess
-    import sys
+    from host_runtime import run_twin
 
-    from freemask.commands import task_argv
-
-    argv = task_argv("backgrounds", values)
-    subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
+    run_twin("backgrounds", values)
 
 
 @dsl.component(base_image=HOST_IMAGE)
@@ -117,13 +134,9 @@ def compose(
     shards: int,
 ):
     values = dict(locals())
-    import subprocess
-    import sys
+    from host_runtime import run_twin
 
-    from freemask.commands import task_argv
-
-    argv = task_argv("compose", values)
-    subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
+    run_twin("compose", values)
 
 
 @dsl.component(base_image=HOST_IMAGE)
@@ -139,13 +152,9 @@ def harmonize(
     shards: int,
 ):
     values = dict(locals())
-    import subprocess
-    import sys
+    from host_runtime import run_twin
 
-    from freemask.commands import task_argv
-
-    argv = task_argv("harmonize", values)
-    subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
+    run_twin("harmonize", values)
 
 
 @dsl.component(base_image=HOST_IMAGE)
@@ -157,15 +166,12 @@ def relate(
     max_rounds: str,
     tracking_uri: str,
     dataset_version: str,
+    relations: dsl.Output[dsl.Dataset],
 ):
     values = dict(locals())
-    import subprocess
-    import sys
+    from host_runtime import run_twin
 
-    from freemask.commands import task_argv
-
-    argv = task_argv("relate", values)
-    subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
+    run_twin("relate", values, {"relations": relations})
 
 
 @dsl.component(base_image=HOST_IMAGE)
@@ -177,15 +183,12 @@ def refine_train(
     max_rounds: str,
     tracking_uri: str,
     dataset_version: str,
+    affinity_net: dsl.Output[dsl.Model],
 ):
     values = dict(locals())
-    import subprocess
-    import sys
+    from host_runtime import run_twin
 
-    from freemask.commands import task_argv
-
-    argv = task_argv("refine-train", values)
-    subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
+    run_twin("refine-train", values, {"affinity_net": affinity_net})
 
 
 @dsl.component(base_image=HOST_IMAGE)
@@ -199,15 +202,12 @@ def join(
     dataset_version: str,
     stage: str,
     shards: int,
+    dataset: dsl.Output[dsl.Dataset],
 ):
     values = dict(locals())
-    import subprocess
-    import sys
+    from host_runtime import run_twin
 
-    from freemask.commands import task_argv
-
-    argv = task_argv("join", values)
-    subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
+    run_twin("join", values, {"dataset": dataset})
 
 
 @dsl.component(base_image=HOST_IMAGE)
@@ -220,15 +220,12 @@ def prepare(
     tracking_uri: str,
     dataset_version: str,
     parent_run_id: str,
+    pool: dsl.Output[dsl.Dataset],
 ):
     values = dict(locals())
-    import subprocess
-    import sys
+    from host_runtime import run_twin
 
-    from freemask.commands import task_argv
-
-    argv = task_argv("prepare", values)
-    subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
+    run_twin("prepare", values, {"pool": pool})
 
 
 @dsl.component(base_image=HOST_IMAGE)
@@ -243,13 +240,9 @@ def bootstrap(
     parent_run_id: str,
 ):
     values = dict(locals())
-    import subprocess
-    import sys
+    from host_runtime import run_twin
 
-    from freemask.commands import task_argv
-
-    argv = task_argv("bootstrap", values)
-    subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
+    run_twin("bootstrap", values)
 
 
 @dsl.component(base_image=HOST_IMAGE)
@@ -265,13 +258,9 @@ def pseudo_label(
     parent_run_id: str,
 ):
     values = dict(locals())
-    import subprocess
-    import sys
+    from host_runtime import run_twin
 
-    from freemask.commands import task_argv
-
-    argv = task_argv("pseudo-label", values)
-    subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
+    run_twin("pseudo-label", values)
 
 
 @dsl.component(base_image=HOST_IMAGE)
@@ -285,15 +274,12 @@ def filter_round(
     dataset_version: str,
     round_index: int,
     parent_run_id: str,
+    kept: dsl.Output[dsl.Dataset],
 ):
     values = dict(locals())
-    import subprocess
-    import sys
+    from host_runtime import run_twin
 
-    from freemask.commands import task_argv
-
-    argv = task_argv("filter", values)
-    subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
+    run_twin("filter", values, {"kept": kept})
 
 
 @dsl.component(base_image=HOST_IMAGE)
@@ -307,15 +293,12 @@ def train(
     dataset_version: str,
     round_index: int,
     parent_run_id: str,
+    segmenter: dsl.Output[dsl.Model],
 ):
     values = dict(locals())
-    import subprocess
-    import sys
+    from host_runtime import run_twin
 
-    from freemask.commands import task_argv
-
-    argv = task_argv("train", values)
-    subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
+    run_twin("train", values, {"segmenter": segmenter})
 
 
 @dsl.component(base_image=HOST_IMAGE)
@@ -330,19 +313,15 @@ def close(
     round_index: int,
     parent_run_id: str,
     depth: int,
+    round_metrics: dsl.Output[dsl.Metrics],
 ) -> str:
-    # Returned rather than written to an output path: kfp.local resolves return values across
-    # nested pipelines. The command line is the container's, with a local output file.
+    # A plain return value: kfp.local evaluates dsl.If only on one (not on a NamedTuple field).
+    values = dict(locals())
     import pathlib
     import tempfile
 
-    values = dict(locals())
+    from host_runtime import run_twin
+
     values["decision"] = str(pathlib.Path(tempfile.mkdtemp()) / "decision")
-    import subprocess
-    import sys
-
-    from freemask.commands import task_argv
-
-    argv = task_argv("close", values)
-    subprocess.run([sys.executable, "-m", "freemask.cli", *argv], check=True)
+    run_twin("close", values, {"round_metrics": round_metrics})
     return pathlib.Path(values["decision"]).read_text()

@@ -22,6 +22,28 @@ Upstream sources (kubeflow/pipelines, master as of KFP 2.17), rule by rule:
    input parameters again (numbers via FormatFloat 'f', -1). The command list gets only
    ``{{$}}`` replaced (its other replacements are computed and dropped), so a command must hold
    no placeholders.
+5. Output artifacts (driver/driver.go provisionOutputs, metadata/client.go GenerateOutputURI and
+   GetPipeline's pipeline_root): each output artifact gets the URI
+   ``<pipeline root>/<pipeline name>/<run id>/<task>/<uuid>/<name>`` and the executor output file
+   is ``LocalPathForURI(<pipeline root>/<pipeline name>/<run id>/<task>/<uuid>)/output_metadata.json``.
+   The launcher (getPlaceholders, compileCmdAndArgs) substitutes, as substrings of any argument,
+   ``{{$}}`` (the executor input JSON: ``inputs.parameterValues``, ``outputs.artifacts``,
+   ``outputs.parameters``, ``outputs.outputFile``), ``{{$.outputs.artifacts['x'].uri}}`` and
+   ``{{$.outputs.artifacts['x'].path}}`` (LocalPathForURI: ``gs://b/k`` -> ``/gcs/b/k``; also
+   ``s3://``, ``minio://``). There is no ``.metadata`` placeholder: an artifact's metadata (what
+   the UI shows, e.g. a Metrics artifact's scalars, MLMD custom properties) comes only from the
+   executor output file, ``{"artifacts": {"x": {"artifacts": [{"metadata": {...}}]}}}``, merged
+   into the artifact (mergeRuntimeArtifacts). A ``uri`` there replaces the artifact's URI, but
+   the launcher then uploads to it and fails the task unless it lies under the run's root
+   (uploadOutputArtifacts -> objectstore Config.KeyFromURI), so the data's own gs:// prefix
+   goes into the metadata, not the URI. A missing local file is only a warning (the artifact is
+   recorded without content).
+6. Exit handlers (driver/resolve.go, TaskFinalStatus case; compiler/argocompiler/dag.go): the
+   exit task (``triggerPolicy.strategy: ALL_UPSTREAM_TASKS_COMPLETED``) runs as an exit hook of
+   its producer DAG whatever that DAG's outcome; its ``taskFinalStatus`` input is the struct
+   ``{"error": {}, "pipelineJobResourceName": <run>, "pipelineTaskName": <producer>, "state":
+   <MLMD state: COMPLETE, FAILED, CANCELED, ...>}``, written into an argument as JSON with sorted
+   keys (pbValueToString marshals a struct like the launcher's json.Marshal of a map).
 
 Any placeholder that survives these rules, any IfPresent (this project's own rule: the compiled
 IR holds no struct placeholder at all) and any Concat makes ``resolve_args`` raise.
@@ -38,6 +60,9 @@ from typing import Any
 
 INPUT_PARAMETER = re.compile(r"\{\{\$\.inputs\.parameters\['(.+?)'\]\}\}")
 OUTPUT_FILE = re.compile(r"\{\{\$\.outputs\.parameters\['(.+?)'\]\.output_file\}\}")
+OUTPUT_ARTIFACT = re.compile(r"\{\{\$\.outputs\.artifacts\['(.+?)'\]\.(uri|path)\}\}")
+EXECUTOR_INPUT = "{{$}}"
+PIPELINE_ROOT = "gs://kfp-artifacts/root"
 RUN_PLACEHOLDERS = ("{{$.pipeline_job_uuid}}", "{{$.pipeline_job_name}}")
 
 
@@ -52,6 +77,8 @@ class Execution:
     path: str
     executor: str
     inputs: dict[str, Any]
+    outputs: dict[str, Any]  # the component's outputDefinitions
+    task: str = ""
 
 
 def as_text(value: Any) -> str:
@@ -61,12 +88,59 @@ def as_text(value: Any) -> str:
     if isinstance(value, int | float):
         return str(int(value)) if float(value).is_integer() else repr(float(value))
     if isinstance(value, list | dict):
-        return json.dumps(value, separators=(",", ":"))
+        return json.dumps(value, separators=(",", ":"), sort_keys=isinstance(value, dict))
     return "" if value is None else str(value)
 
 
-def resolve_args(args: list[str], inputs: Mapping[str, Any], output_files: Mapping[str, str]):
-    """The container's arguments as the pod receives them (rules 3 and 4)."""
+def local_path(uri: str) -> str:
+    """The launcher's LocalPathForURI: where a gs://, s3:// or minio:// URI is read and written."""
+    for scheme in ("gs", "s3", "minio"):
+        if uri.startswith(f"{scheme}://"):
+            return f"/{'gcs' if scheme == 'gs' else scheme}/{uri.removeprefix(f'{scheme}://')}"
+    raise UnresolvedArgument(f"{uri}: no local path for this storage scheme")
+
+
+def executor_input(execution: Execution, run_id: str, pipeline_root: str = PIPELINE_ROOT) -> str:
+    """The executor input JSON the driver gives ``execution``'s launcher (rule 5)."""
+    task_root = f"{pipeline_root}/freemask/{run_id}/{execution.task}/0000-uuid"
+    artifacts = {
+        name: {
+            "artifacts": [
+                {"name": name, "type": definition["artifactType"], "uri": f"{task_root}/{name}"}
+            ]
+        }
+        for name, definition in execution.outputs.get("artifacts", {}).items()
+    }
+    parameters = {
+        name: {"outputFile": f"/tmp/kfp/outputs/{name}"}
+        for name in execution.outputs.get("parameters", {})
+    }
+    document = {
+        "inputs": {"parameterValues": execution.inputs},
+        "outputs": {
+            "artifacts": artifacts,
+            "parameters": parameters,
+            "outputFile": f"{local_path(task_root)}/output_metadata.json",
+        },
+    }
+    return json.dumps(document, separators=(",", ":"))
+
+
+def resolve_args(
+    args: list[str],
+    inputs: Mapping[str, Any],
+    output_files: Mapping[str, str],
+    executor_json: str = "",
+):
+    """The container's arguments as the pod receives them (rules 3, 4 and 5)."""
+    artifacts = json.loads(executor_json)["outputs"]["artifacts"] if executor_json else {}
+
+    def artifact(match: re.Match) -> str:
+        if match.group(1) not in artifacts:
+            raise UnresolvedArgument(f"no output artifact {match.group(1)!r}")
+        uri = artifacts[match.group(1)]["artifacts"][0]["uri"]
+        return uri if match.group(2) == "uri" else local_path(uri)
+
     resolved = []
     for arg in args:
         if arg.lstrip().startswith('{"'):  # a JSON object: Concat, IfPresent, ...
@@ -77,7 +151,12 @@ def resolve_args(args: list[str], inputs: Mapping[str, Any], output_files: Mappi
         text = INPUT_PARAMETER.sub(lambda match: as_text(inputs[match.group(1)]), arg)
         if "$.outputs" in arg:
             text = OUTPUT_FILE.sub(lambda match: output_files[match.group(1)], text)
-        if "{{$" in text:
+            text = OUTPUT_ARTIFACT.sub(artifact, text)
+        if EXECUTOR_INPUT in text:
+            if not executor_json:
+                raise UnresolvedArgument(f"{arg}: no executor input given for {EXECUTOR_INPUT}")
+            text = text.replace(EXECUTOR_INPUT, executor_json)
+        elif "{{$" in text:
             raise UnresolvedArgument(f"placeholder left unresolved: {arg}")
         resolved.append(text)
     return resolved
@@ -88,11 +167,17 @@ def executions(
     arguments: Mapping[str, Any],
     outputs: Mapping[str, Any],
     run_id: str = "run-0001",
+    final_state: str = "COMPLETE",
 ) -> Iterator[Execution]:
     """Every pod of a run of ``spec`` with root ``arguments``, in an order its DAGs allow (rules
-    1 and 2). ``outputs`` gives task output parameters by key; it is read lazily, so a caller
-    that runs each execution can fill it in between. Every branch of a condition is entered."""
-    run_values = {"{{$.pipeline_job_uuid}}": run_id, "{{$.pipeline_job_name}}": f"run {run_id}"}
+    1, 2 and 6). ``outputs`` gives task output parameters by key; it is read lazily, so a caller
+    that runs each execution can fill it in between. Every branch of a condition is entered;
+    exit tasks see ``final_state``."""
+    run_values = {
+        "{{$.pipeline_job_uuid}}": run_id,
+        "{{$.pipeline_job_name}}": f"run {run_id}",
+        "final_state": final_state,
+    }
     yield from _walk(spec, spec["root"], dict(arguments), "root", outputs, run_values)
 
 
@@ -111,7 +196,9 @@ def _with_defaults(component: dict[str, Any], given: dict[str, Any], path: str) 
 def _walk(spec, component, given, path, outputs, run_values) -> Iterator[Execution]:
     values = _with_defaults(component, given, path)
     if "executorLabel" in component:
-        yield Execution(path, component["executorLabel"], values)
+        task = path.rsplit("/", 1)[-1].split("[", 1)[0]
+        outputs_spec = component.get("outputDefinitions", {})
+        yield Execution(path, component["executorLabel"], values, outputs_spec, task)
         return
     tasks = component["dag"]["tasks"]
     order = TopologicalSorter(
@@ -121,6 +208,14 @@ def _walk(spec, component, given, path, outputs, run_values) -> Iterator[Executi
         task = tasks[name]
         inputs = {}
         for key, source in task.get("inputs", {}).get("parameters", {}).items():
+            if "taskFinalStatus" in source:  # rule 6: the exit task's view of its producer
+                inputs[key] = {
+                    "error": {},
+                    "pipelineJobResourceName": f"freemask-{run_values['{{$.pipeline_job_uuid}}']}",
+                    "pipelineTaskName": source["taskFinalStatus"]["producerTask"],
+                    "state": run_values["final_state"],
+                }
+                continue
             inputs[key] = _input(source, values, outputs, run_values, f"{path}/{name}")
         child = spec["components"][task["componentRef"]["name"]]
         iterator = task.get("parameterIterator")

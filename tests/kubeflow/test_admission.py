@@ -82,11 +82,13 @@ def pod_usage(task: dict, limit_range: dict) -> dict[str, float]:
     return usage
 
 
-def widest_fan_out(spec: dict, usage: dict[str, dict[str, float]], parallelism: int) -> dict:
-    """The most the root DAG's tasks can hold at once, per resource: the heaviest set of tasks
-    none of which waits for another (a loop counts ``parallelism`` of its tasks, a round the
-    heaviest of its tasks)."""
-    tasks = spec["root"]["dag"]["tasks"]
+def widest_fan_out(
+    spec: dict, usage: dict[str, dict[str, float]], parallelism: int, dag: dict | None = None
+) -> dict:
+    """The most a DAG's tasks (the root's by default) can hold at once, per resource: the
+    heaviest set of tasks none of which waits for another (a loop counts ``parallelism`` times
+    its body's widest, any other sub-DAG, such as the exit handler's or a round, its widest)."""
+    tasks = (dag or spec["root"]["dag"])["tasks"]
     needs = {name: set(task.get("dependentTasks", [])) for name, task in tasks.items()}
 
     def upstream(name: str) -> set[str]:
@@ -112,10 +114,9 @@ def _weight(spec, task, usage, parallelism) -> dict[str, float]:
     component = spec["components"][task["componentRef"]["name"]]
     if "executorLabel" in component:
         return usage[component["executorLabel"]]
-    inner = [_weight(spec, t, usage, 1) for t in component["dag"]["tasks"].values()]
-    heaviest = {key: max(w[key] for w in inner) for key in inner[0]}
+    widest = widest_fan_out(spec, usage, parallelism, component["dag"])
     factor = parallelism if "parameterIterator" in task else 1
-    return {key: value * factor for key, value in heaviest.items()}
+    return {key: value * factor for key, value in widest.items()}
 
 
 @pytest.mark.parametrize("overlay", ["overlays/dev", "overlays/prod", "overlays/multi-user"])

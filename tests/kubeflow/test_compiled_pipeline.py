@@ -8,7 +8,7 @@ import re
 import pytest
 from kfp import components
 
-from freemask.commands import GPU_STAGES, OVERRIDES
+from freemask.commands import ARTIFACTS, GPU_STAGES, OVERRIDES
 from freemask.config import RunConfig
 from freemask.errors import FreemaskError
 from pipelines.freemask_pipeline import compile_pipeline
@@ -48,6 +48,12 @@ def compiled(tmp_path_factory):
     return path, *load_ir(path)
 
 
+def run_dag(spec: dict) -> dict:
+    """The DAG inside the exit handler: every task of the run but the exit task."""
+    handler = spec["root"]["dag"]["tasks"]["exit-handler-1"]
+    return spec["components"][handler["componentRef"]["name"]]["dag"]
+
+
 def test_every_stage_runs_in_its_own_image(compiled) -> None:
     _, spec, _ = compiled
     executors = spec["deploymentSpec"]["executors"].values()
@@ -60,6 +66,7 @@ def test_every_stage_runs_in_its_own_image(compiled) -> None:
         "bootstrap",
         "filter",
         "close",
+        "end-run",
     }
     for task, name in STAGE_IMAGES.items():
         assert re.fullmatch(rf"ghcr\.io/freemask/{name}:\d+\.\d+\.\d+", tasks[task]), task
@@ -92,7 +99,7 @@ def test_sharded_stages_fan_out_with_the_configured_parallelism(compiled) -> Non
     _, spec, _ = compiled
     loops = [
         body
-        for body in spec["root"]["dag"]["tasks"].values()
+        for body in run_dag(spec)["tasks"].values()
         if "iterator" in body or "parameterIterator" in body
     ]
     assert len(loops) == 5
@@ -173,3 +180,37 @@ def test_compiled_ir_reads_nothing_from_the_compiling_environment(tmp_path, monk
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://elsewhere:5000")
     monkeypatch.setenv("FREEMASK__GENERATE__IMAGES_PER_CLASS", "7")
     assert canonical(load_ir(compile_pipeline(config(), tmp_path / "b.yaml"))[0]) == first
+
+
+def test_an_exit_handler_ends_the_mlflow_run_whatever_the_outcome(compiled) -> None:
+    _, spec, _ = compiled
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == {"exit-handler-1", "end-run"}
+    assert tasks["exit-handler-1"]["taskInfo"]["name"] == "freemask-run"
+    assert "start-run" in run_dag(spec)["tasks"]
+    end = tasks["end-run"]
+    assert end["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert end["dependentTasks"] == ["exit-handler-1"]
+    status = end["inputs"]["parameters"]["status"]
+    assert status == {"taskFinalStatus": {"producerTask": "exit-handler-1"}}
+
+
+def test_tasks_output_datasets_models_metrics_and_the_mlflow_link(compiled) -> None:
+    _, spec, _ = compiled
+    executors = spec["deploymentSpec"]["executors"]
+    outputs: dict[str, dict[str, str]] = {}
+    for component in spec["components"].values():
+        if "executorLabel" in component:
+            artifacts = component.get("outputDefinitions", {}).get("artifacts", {})
+            task = executor_task(executors[component["executorLabel"]])
+            outputs[task] = {n: a["artifactType"]["schemaTitle"] for n, a in artifacts.items()}
+    expected = {
+        task: {name: f"system.{kind.capitalize()}" for name, (kind, _) in artifacts.items()}
+        for task, artifacts in ARTIFACTS.items()
+    }
+    expected["start-run"] = {"mlflow_run": "system.Markdown"}
+    assert {task: found for task, found in outputs.items() if found} == expected
+    for executor in executors.values():
+        args = executor["container"]["args"]
+        if executor_task(executor) in ARTIFACTS:  # the launcher's {{$}} reaches kfp-outputs
+            assert args[args.index("--executor-input") + 1] == "{{$}}"

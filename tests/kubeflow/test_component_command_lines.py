@@ -4,11 +4,13 @@ pipeline's DAGs allow: the argument lists a cluster's pods would run."""
 
 from __future__ import annotations
 
+import shutil
+import uuid
 from pathlib import Path
 
 import pytest
 import yaml
-from kfp_driver import executions, resolve_args
+from kfp_driver import executions, executor_input, resolve_args
 from test_ir_resolution import referenced_executors
 
 from freemask.cli import main
@@ -54,13 +56,22 @@ def test_container_command_lines_run_against_the_cli(tmp_path: Path) -> None:
     files = {"run_id": str(tmp_path / "run_id"), "decision": str(tmp_path / "decision")}
     outputs: dict[str, str] = {}
     ran = []
-    for execution in executions(spec, {"config_uri": str(config_path)}, outputs, run_id="run-1"):
-        args = containers[execution.executor]["container"]["args"]
-        argv = resolve_args(args, execution.inputs, files)
-        assert main(argv) == 0, f"{execution.path}: freemask {' '.join(argv)}"
-        ran.append(execution.executor)
-        if "start-run" in argv:
-            outputs["run_id"] = (tmp_path / "run_id").read_text()
+    # Output artifacts live under the pipeline root; the launcher reads and writes them at their
+    # local path (gs://b/k -> /gcs/b/k, the gcsfuse mount in a pod), removed afterwards here.
+    bucket = f"freemask-test-{uuid.uuid4().hex[:8]}"
+    try:
+        for execution in executions(
+            spec, {"config_uri": str(config_path)}, outputs, run_id="run-1"
+        ):
+            args = containers[execution.executor]["container"]["args"]
+            document = executor_input(execution, "run-1", pipeline_root=f"gs://{bucket}/root")
+            argv = resolve_args(args, execution.inputs, files, document)
+            assert main(argv) == 0, f"{execution.path}: freemask {' '.join(argv)}"
+            ran.append(execution.executor)
+            if "start-run" in argv:
+                outputs["run_id"] = (tmp_path / "run_id").read_text()
+    finally:
+        shutil.rmtree(f"/gcs/{bucket}", ignore_errors=True)
     assert set(ran) == referenced_executors(spec)
     assert (tmp_path / "decision").read_text() == "false"  # max_rounds 1: the loop ends here
     work = tmp_path / "work" / "versions" / "run-1"

@@ -1,12 +1,20 @@
 """The compiled IR resolved by the open-source KFP driver's rules (kfp_driver.py): every executor's
 command line is plain text the real CLI accepts, and the host twins run the very same argv."""
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 from kfp import compiler, dsl
-from kfp_driver import UnresolvedArgument, executions, resolve_args
+from kfp_driver import (
+    UnresolvedArgument,
+    as_text,
+    executions,
+    executor_input,
+    local_path,
+    resolve_args,
+)
 
 from freemask.cli import main
 from freemask.commands import task_argv
@@ -56,9 +64,9 @@ def resolved(spec: dict, arguments: dict) -> list[tuple[str, list[str]]]:
     for execution in executions(spec, arguments, OUTPUTS, run_id="kfp-run-7"):
         container = containers[execution.executor]["container"]
         assert container["command"] == ["freemask"]  # rule 4: commands get no substitution
-        pods.append(
-            (execution.executor, resolve_args(container["args"], execution.inputs, OUTPUT_FILES))
-        )
+        document = executor_input(execution, "kfp-run-7")
+        argv = resolve_args(container["args"], execution.inputs, OUTPUT_FILES, document)
+        pods.append((execution.executor, argv))
     return pods
 
 
@@ -108,14 +116,21 @@ def test_host_twins_build_the_argv_the_driver_resolves(compiled) -> None:
     arguments = {"config_uri": str(config_path), "classes": "[cat]", "tracking_uri": ""}
     for execution in executions(spec, arguments, OUTPUTS, run_id="kfp-run-7"):
         args = containers[execution.executor]["container"]["args"]
-        expected = resolve_args(args, execution.inputs, OUTPUT_FILES)
+        document = executor_input(execution, "kfp-run-7")
+        expected = resolve_args(args, execution.inputs, OUTPUT_FILES, document)
         task = executor_task({"container": {"args": expected}})
-        # What a twin passes task_argv: its own inputs as Python values, its output file paths.
-        twin_inputs = {**execution.inputs, **OUTPUT_FILES}
+        # What a twin passes task_argv: its own inputs as Python values, its output file paths,
+        # its executor input (with its artifacts' URIs) and its Markdown artifact's path.
+        outputs = json.loads(document)["outputs"]["artifacts"]
+        twin_inputs = {**execution.inputs, **OUTPUT_FILES, "executor_input": document}
+        if "mlflow_run" in outputs:
+            twin_inputs["mlflow_run"] = local_path(outputs["mlflow_run"]["artifacts"][0]["uri"])
         twin_inputs = {
             key: int(value) if isinstance(value, float) and value.is_integer() else value
             for key, value in twin_inputs.items()
         }
+        if "status" in twin_inputs:  # the end-run twin writes its final status as the driver does
+            twin_inputs["status"] = as_text(twin_inputs["status"])
         assert task_argv(task, twin_inputs) == expected, execution.path
 
 

@@ -1,9 +1,11 @@
 """The pipeline run for real on this machine: kfp.local executes it with host-run components
-that run the same `freemask` command lines as the containers."""
+that run the same `freemask` command lines as the containers. The config is as small as what it
+proves allows: two shards, two classes of two objects, two training steps, two rounds."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import host_tasks
@@ -27,18 +29,18 @@ def tiny_config(root: Path) -> dict:
         "generate": {
             "model_id": "builtin:tiny-sd",
             "reject_implausible": False,  # random weights: meaningless attention
-            "images_per_class": 3,
+            "images_per_class": 2,
             "height": 64,
             "width": 64,
-            "num_inference_steps": 2,
+            "num_inference_steps": 1,
         },
         "relate": {"thesaurus": str(Path(__file__).parents[2] / "configs" / "demo_thesaurus.yaml")},
-        "compose": {"images": 6, "backgrounds_per_scene": 1, "objects_per_image": [1, 2]},
+        "compose": {"images": 4, "backgrounds_per_scene": 1, "objects_per_image": [1, 2]},
         "refine": {"method": "guided_filter"},
         "segment": {
             "model_id": "builtin:tiny-mask2former",
             "image_size": 64,
-            "train_steps": 4,
+            "train_steps": 2,
             "checkpoint_every": 2,
         },
         "active": {"max_rounds": 2, "keep_rule": "percentile"},
@@ -73,10 +75,15 @@ def two_runs(tmp_path_factory) -> tuple[Path, Path, Path]:
     """Two runs of the same pipeline on one config: max_rounds 2, then 1 (a refresh with the
     stop rule saying stop early); yields the root and each run's dataset version."""
     root = tmp_path_factory.mktemp("kfp-local")
-    run_pipeline(root, max_rounds=2)
-    (first,) = versions(root)
-    run_pipeline(root, max_rounds=1)
-    (second,) = set(versions(root)) - {first}
+    with pytest.MonkeyPatch.context() as patch:  # the twins import host_tasks in kfp.local's
+        here = str(Path(__file__).parent)  # subprocesses
+        patch.setenv(
+            "PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
+        )
+        run_pipeline(root, max_rounds=2)
+        (first,) = versions(root)
+        run_pipeline(root, max_rounds=1)
+        (second,) = set(versions(root)) - {first}
     return root, first, second
 
 
@@ -93,7 +100,7 @@ def test_shards_fan_out_and_two_rounds_run(two_runs) -> None:
             if (work / "generate" / "rejected.jsonl").exists()
             else []
         )
-        == 6
+        == 4
     )
     summaries = [
         json.loads((work / "active" / "rounds" / f"{k:02d}" / "summary.json").read_text())
@@ -103,12 +110,24 @@ def test_shards_fan_out_and_two_rounds_run(two_runs) -> None:
     assert (work / "active" / "_SUCCESS").is_file()
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("kfp-local").experiment_id
-    (parent,) = client.search_runs([experiment], filter_string=f"tags.`kfp.run_id` = '{work.name}'")
+    linked = client.search_runs([experiment], filter_string=f"tags.`kfp.run_id` = '{work.name}'")
+    (parent,) = [run for run in linked if "mlflow.parentRunId" not in run.data.tags]
     rounds = client.search_runs(
         [experiment], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
     assert {run.data.tags["freemask.round"] for run in rounds} == {"0", "1", "2"}
     assert parent.data.tags["freemask.stop_reason"] == "reached max_rounds (2)"
+    for run in rounds:
+        if run.data.tags["freemask.round"] == "0":
+            continue
+        # Each round links back to the KFP run and names the data its model trained on.
+        assert run.data.tags["kfp.run_id"] == work.name
+        (logged,) = run.inputs.dataset_inputs
+        assert logged.dataset.name == f"round-{run.data.tags['freemask.round']}-kept"
+        assert logged.dataset.digest == run.data.tags["freemask.dataset_version"]
+    # The exit handler ended the parent run with the pipeline's outcome.
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["kfp.final_status"] == "FINISHED"
 
 
 def test_each_run_is_a_new_dataset_version_and_a_stop_rule_ends_the_loop_early(two_runs):

