@@ -49,7 +49,7 @@ def bench_config(work: Path, seed: int, variant: dict, quick: bool) -> RunConfig
     """configs/demo.yaml redrawing rendered objects, on rendered backgrounds, under ``work``."""
     raw = yaml.safe_load((REPO / "configs/demo.yaml").read_text())
     raw.update(workdir=str(work / "run"), seed=seed)
-    raw["relate"]["thesaurus"] = str(REPO / raw["relate"]["thesaurus"])
+    raw["relate"]["thesaurus"] = str(REPO / "configs" / raw["relate"]["thesaurus"])
     raw["generate"].update(
         init_images=str(work / "init"), images_per_class=4 if quick else OBJECTS_PER_CLASS
     )
@@ -100,9 +100,19 @@ def run_stages(config: RunConfig) -> dict[str, dict]:
     return scores
 
 
-def mean_sd(values: list[float | None]) -> tuple[float, float]:
+def mean_sd(values: list[float | None]) -> tuple[float | None, float | None]:
+    """Mean and standard deviation of the known values; (None, None) when none is known (a
+    class whose every sample was rejected)."""
     known = [v for v in values if v is not None]
-    return (float(np.mean(known)), float(np.std(known))) if known else (float("nan"), 0.0)
+    return (float(np.mean(known)), float(np.std(known))) if known else (None, None)
+
+
+def cell(mean: float | None, sd: float | None) -> str:
+    return "-" if mean is None else f"{mean:.3f} +- {sd:.3f}"
+
+
+def rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -125,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
 
     classes = bench_config(work, 0, {}, args.quick).classes
     metrics = ("miou", "object_precision", "object_recall", "background_share", "ignore_share")
-    figures: dict[str, float] = {"seconds": round(seconds, 1), "seeds": len(args.seeds)}
+    figures: dict[str, float | None] = {"seconds": round(seconds, 1), "seeds": len(args.seeds)}
     print(f"label quality against exact truth, {len(args.seeds)} seeds (mean +- sd)")
     for name in variants:
         print(f"\n== {name} settings")
@@ -134,9 +144,9 @@ def main(argv: list[str] | None = None) -> None:
             row = stage.ljust(10)
             for metric in metrics:
                 mean, sd = mean_sd([results[name][s][stage][metric] for s in args.seeds])
-                row += f"{mean:.3f} +- {sd:.3f}".rjust(22)
-                figures[f"{name}.{stage}.{metric}"] = round(mean, 4)
-                figures[f"{name}.{stage}.{metric}_sd"] = round(sd, 4)
+                row += cell(mean, sd).rjust(22)
+                figures[f"{name}.{stage}.{metric}"] = rounded(mean)
+                figures[f"{name}.{stage}.{metric}_sd"] = rounded(sd)
             print(row)
         print("per class (label IoU / background share of object labels), after compose:")
         for class_name in classes:
@@ -149,14 +159,12 @@ def main(argv: list[str] | None = None) -> None:
                     for s in args.seeds
                 ]
             )
-            print(
-                f"  {class_name:8s} {iou[0]:.3f} +- {iou[1]:.3f}   {share[0]:.3f} +- {share[1]:.3f}"
-            )
-            figures[f"{name}.compose.{class_name}.iou"] = round(iou[0], 4)
-            figures[f"{name}.compose.{class_name}.background_share"] = round(share[0], 4)
+            print(f"  {class_name:8s} {cell(*iou):>16} {cell(*share):>16}")
+            figures[f"{name}.compose.{class_name}.iou"] = rounded(iou[0])
+            figures[f"{name}.compose.{class_name}.background_share"] = rounded(share[0])
     for stage in STAGES:
         old = figures[f"old.{stage}.miou"]
-        if old > 0:
+        if old and figures[f"shipped.{stage}.miou"] is not None:
             figures[f"{stage}.miou_ratio_shipped_vs_old"] = round(
                 figures[f"shipped.{stage}.miou"] / old, 4
             )

@@ -22,8 +22,13 @@ from freemask.errors import ConfigError
 
 ENV_PREFIX = "FREEMASK__"
 
+# Counts and sizes have upper bounds, so a typo (1e12 images) fails at once instead of
+# allocating for minutes; integers are strict, so `true` is not taken as 1.
+MAX_COUNT = 10_000_000
+MAX_SIDE = 4096
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
-PositiveInt = Annotated[int, Field(ge=1)]
+PositiveInt = Annotated[int, Field(strict=True, ge=1, le=MAX_COUNT)]
+ImageSide = Annotated[int, Field(strict=True, ge=64, le=MAX_SIDE, multiple_of=8)]
 
 
 class StrictModel(BaseModel):
@@ -40,12 +45,12 @@ class GenerateConfig(StrictModel):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     device: str = "auto"
     scheduler: Literal["dpm++", "ddim", "euler", "pndm"] = "dpm++"
-    images_per_class: PositiveInt = 100
+    images_per_class: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] = 100
     batch_size: PositiveInt = 4
     num_inference_steps: PositiveInt = 25
     guidance_scale: Annotated[float, Field(ge=1.0)] = 7.5
-    height: Annotated[int, Field(ge=64, multiple_of=8)] = 512
-    width: Annotated[int, Field(ge=64, multiple_of=8)] = 512
+    height: ImageSide = 512
+    width: ImageSide = 512
     prompt_templates: list[str] = Field(
         default_factory=lambda: ["a photo of a {name}"], min_length=1
     )
@@ -57,7 +62,7 @@ class GenerateConfig(StrictModel):
     cross_attention_resolutions: list[PositiveInt] = Field(default_factory=lambda: [16, 32])
     self_attention_resolution: PositiveInt = 32
     timestep_window: tuple[Probability, Probability] = (0.0, 1.0)
-    self_attention_power: Annotated[int, Field(ge=0)] = 1
+    self_attention_power: Annotated[int, Field(strict=True, ge=0, le=16)] = 1
     threshold: Literal["otsu", "fixed"] = "otsu"
     fixed_threshold: Probability = 0.5
     ignore_band: tuple[Probability, Probability] = (0.35, 0.6)
@@ -67,7 +72,7 @@ class GenerateConfig(StrictModel):
     reject_implausible: bool = True
     min_polarity: float = 0.0
     max_foreground_fraction: Probability = 0.6
-    max_border_sides: Annotated[int, Field(ge=0, le=4)] = 2
+    max_border_sides: Annotated[int, Field(strict=True, ge=0, le=4)] = 2
     min_attention_confidence: Probability = 0.1
     # Image-to-image: a prefix of single-object samples (a freemask manifest; the k-th sample
     # of a class starts from that class's k-th image, cycling) redrawn with ``strength``; where
@@ -120,7 +125,7 @@ class ComposeConfig(StrictModel):
     placer: Literal["heuristic", "fopa"] = "heuristic"
     fopa_weights: str | None = None
     background_prompt: str = "a photo of a {scene}"
-    images: PositiveInt = 200
+    images: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] = 200
     objects_per_image: tuple[PositiveInt, PositiveInt] = (2, 4)
     scale_jitter: tuple[Annotated[float, Field(gt=0.0)], Annotated[float, Field(gt=0.0)]] = (
         0.8,
@@ -158,7 +163,7 @@ class RefineConfig(StrictModel):
     min_seed_agreement: Probability = 0.9
     radius: PositiveInt = 5
     beta: Annotated[float, Field(gt=0.0)] = 8.0
-    logt: Annotated[int, Field(ge=0, le=12)] = 8
+    logt: Annotated[int, Field(strict=True, ge=0, le=12)] = 8
     foreground_threshold: Probability = 0.6
     background_threshold: Probability = 0.35
     epochs: PositiveInt = 4
@@ -205,7 +210,9 @@ class SegmentConfig(StrictModel):
 
     model_id: str = "facebook/mask2former-swin-large-ade-semantic"
     revision: str | None = None
-    image_size: Annotated[int, Field(ge=32, multiple_of=32)] = 512
+    # At least 64: at 32 the deepest feature map is 1x1 and GroupNorm cannot normalise a single
+    # image there, so predicting a batch of one (a resumed pseudo-label, a last chunk) fails.
+    image_size: Annotated[int, Field(strict=True, ge=64, le=MAX_SIDE, multiple_of=32)] = 512
     batch_size: PositiveInt = 4
     learning_rate: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-4
     train_steps: PositiveInt = 2000
@@ -277,7 +284,7 @@ class KubeflowConfig(StrictModel):
     memory_limit: str = "8Gi"
     gpu_memory_request: str = "24Gi"
     gpu_memory_limit: str = "32Gi"
-    retries: Annotated[int, Field(ge=0, le=10)] = 2
+    retries: Annotated[int, Field(strict=True, ge=0, le=10)] = 2
     namespace: str | None = None
     service_account: str = "freemask-runner"
     dataset_version: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]*$")] = ""
@@ -301,7 +308,7 @@ class RunConfig(StrictModel):
 
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")] = "freemask"
     workdir: str = "runs/freemask"
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Annotated[int, Field(strict=True, ge=0, le=2**32 - 1)] = 0
     classes: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     relate: RelateConfig = Field(default_factory=RelateConfig)
@@ -338,17 +345,27 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> R
     text, path = _read_config_text(path)
     try:
         data = yaml.safe_load(text)
-        lines = _line_numbers(yaml.compose(text))
+        document = yaml.compose(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    repeated = _repeated_keys(document)
+    if repeated:
+        raise ConfigError(
+            "\n".join(
+                f"{path}:{line}: {key}: repeated key; each key once" for key, line in repeated
+            )
+        )
+    lines = _line_numbers(document)
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}: expected a mapping of config sections, got {type(data).__name__}"
         )
+    if not str(path).startswith("gs:"):
+        _resolve_relative_paths(data, path.resolve().parent)
     env_origins = _apply_env_overrides(data, os.environ if environ is None else environ)
     try:
         return RunConfig.model_validate(data)
@@ -368,13 +385,18 @@ def _read_config_text(path: str | Path) -> tuple[str, Path]:
 
         parent, _, name = text_path.rpartition("/")
         try:
-            return open_storage(parent).read_bytes(name).decode("utf-8"), Path(name)
+            return open_storage(parent).read_bytes(name).decode("utf-8"), Path(text_path)
         except StorageError as exc:
             raise ConfigError(f"{text_path}: config not readable ({exc})") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{text_path}: not UTF-8 text (byte {exc.start})") from None
     local = Path(text_path.removeprefix("file://"))
     if not local.is_file():
         raise ConfigError(f"{local}: config file not found")
-    return local.read_text(encoding="utf-8"), local
+    try:
+        return local.read_text(encoding="utf-8"), local
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{local}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
 
 
 def _apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[tuple, str]:
@@ -401,6 +423,54 @@ def _apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> di
         node[keys[-1]] = value
         origins[tuple(keys)] = variable
     return origins
+
+
+# Fields naming input files, folders or models: a relative value that exists beside the config
+# file means that one (so a config works from any directory); otherwise it is left as written
+# (relative to the working directory, like ``workdir``, or a hub id like "org/name").
+PATH_FIELDS = [
+    ("relate", "thesaurus"),
+    ("compose", "backgrounds"),
+    ("compose", "fopa_weights"),
+    ("refine", "weights"),
+    ("harmonize", "weights"),
+    ("generate", "init_images"),
+    ("generate", "model_id"),
+    ("segment", "validation"),
+    ("segment", "model_id"),
+    ("segment", "labeller"),
+]
+
+
+def _resolve_relative_paths(data: dict[str, Any], folder: Path) -> None:
+    """Make the config's relative input paths that exist under ``folder`` (the config's own)
+    absolute."""
+    for section, key in PATH_FIELDS:
+        node = data.get(section)
+        value = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(value, str) or not value or ":" in value:
+            continue
+        path = Path(value).expanduser()
+        if not path.is_absolute() and (folder / path).exists():
+            node[key] = str(folder / path)
+
+
+def _repeated_keys(node: yaml.Node | None, prefix: str = "") -> list[tuple[str, int]]:
+    """(dotted key, line) of every key given twice in one mapping: YAML keeps the last
+    silently, so a second ``generate:`` section would replace the first."""
+    repeated: list[tuple[str, int]] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            name = f"{prefix}{key_node.value}"
+            if key_node.value in seen:
+                repeated.append((name, key_node.start_mark.line + 1))
+            seen.add(key_node.value)
+            repeated.extend(_repeated_keys(value_node, f"{name}."))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            repeated.extend(_repeated_keys(item, f"{prefix}{index}."))
+    return repeated
 
 
 def _line_numbers(node: yaml.Node | None, prefix: tuple = ()) -> dict[tuple, int]:

@@ -9,7 +9,8 @@ from pathlib import PurePosixPath
 import numpy as np
 
 from freemask.errors import ExportError
-from freemask.records import IGNORE_INDEX, MANIFEST, Sample, read_manifest
+from freemask.records import IGNORE_INDEX, MANIFEST, Sample, check_rle, read_manifest
+from freemask.stage_output import require_finished
 from freemask.storage import Storage, encode_image, read_image, write_json
 
 FORMATS = ("coco", "voc")
@@ -47,7 +48,7 @@ def export_coco(
 
     Category ids are 1-based in ``classes`` order; segmentations are compressed RLE.
     """
-    samples = read_manifest(source, manifest)
+    samples = _checked_samples(source, manifest, classes)
     class_ids = _class_ids(classes)
     images, annotations = [], []
     for image_id, sample in enumerate(samples, start=1):
@@ -100,7 +101,7 @@ def export_voc(
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ExportError(f"val_fraction {val_fraction}: expected a number in [0, 1)")
-    samples = read_manifest(source, manifest)
+    samples = _checked_samples(source, manifest, classes)
     palette = voc_palette()
     class_ids = _class_ids(classes)
     splits: dict[str, list[str]] = {"train": [], "val": []}
@@ -160,6 +161,25 @@ def _voc_masks(
         objects[instance.mask()] = number
     objects[semantic == IGNORE_INDEX] = IGNORE_INDEX
     return semantic.astype(np.uint8), objects
+
+
+def _checked_samples(source: Storage, manifest: str, classes: list[str]) -> list[Sample]:
+    """The finished manifest's samples, all checked before anything is written, so a bad
+    record fails the export at once rather than half-way: classes known, RLEs decodable."""
+    if manifest == MANIFEST:
+        require_finished(source, "the dataset to export")
+    samples = read_manifest(source, manifest)
+    class_ids = _class_ids(classes)
+    for sample in samples:
+        for index, instance in enumerate(sample.instances):
+            _lookup(class_ids, instance.class_name, sample)
+            problem = check_rle(instance.rle)
+            if problem:
+                raise ExportError(
+                    f"{source.uri}/{manifest}: sample {sample.id}: instance {index} RLE does "
+                    f"not decode ({problem})"
+                )
+    return samples
 
 
 def _class_ids(classes: list[str]) -> dict[str, int]:

@@ -67,6 +67,16 @@ TINY_WORDS = [
 ]
 
 
+def model_reference(model_id: str) -> str:
+    """How a record names a model: hub and builtin ids as they are, a local folder by its name
+    only (``local:<name>``), so records carry no path of the machine that made them."""
+    if ":" in model_id.split("/")[0] or not (
+        Path(model_id).is_absolute() or Path(model_id).expanduser().exists()
+    ):
+        return model_id
+    return f"local:{Path(model_id).expanduser().resolve().name}"
+
+
 def resolve_device(device: str) -> torch.device:
     """'auto' -> cuda when available, else cpu; anything else is passed to torch.device."""
     if device == "auto":

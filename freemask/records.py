@@ -8,6 +8,7 @@ a record are relative to that prefix. Semantic masks hold, per pixel, 0 for back
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 from typing import Annotated
 
@@ -20,6 +21,7 @@ from freemask.storage import Storage, safe_relative_path
 
 IGNORE_INDEX = 255
 MANIFEST = "manifest.jsonl"
+MAX_SIDE = 16384  # the largest image side a record may declare
 
 
 class RLE(BaseModel):
@@ -27,7 +29,7 @@ class RLE(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    size: tuple[int, int]
+    size: tuple[Annotated[int, Field(ge=0, le=MAX_SIDE)], Annotated[int, Field(ge=0, le=MAX_SIDE)]]
     counts: str
 
 
@@ -89,8 +91,8 @@ class Sample(BaseModel):
 
     id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
     image: str
-    width: Annotated[int, Field(ge=1)]
-    height: Annotated[int, Field(ge=1)]
+    width: Annotated[int, Field(ge=1, le=MAX_SIDE)]
+    height: Annotated[int, Field(ge=1, le=MAX_SIDE)]
     semantic_mask: str | None = None
     soft_mask: str | None = None
     # The exact label (same encoding as semantic_mask) where the data has truth: the toy
@@ -143,9 +145,44 @@ def mask_to_rle(mask: np.ndarray) -> RLE:
 
 
 def rle_to_mask(rle: RLE) -> np.ndarray:
-    """Decode a compressed COCO RLE to an HxW bool array."""
+    """Decode a compressed COCO RLE to an HxW bool array; ManifestError if it does not decode."""
+    problem = check_rle(rle)
+    if problem:
+        raise ManifestError(f"RLE does not decode: {problem}")
     encoded = {"size": list(rle.size), "counts": rle.counts.encode("ascii")}
     return mask_util.decode(encoded).astype(bool)
+
+
+def check_rle(rle: RLE) -> str | None:
+    """Why ``rle`` cannot be decoded (runs that do not add up to its size), or None if it can."""
+    height, width = rle.size
+    total, position, runs = 0, 0, []
+    counts = rle.counts
+    # COCO's LEB128-like encoding (pycocotools' rleFrString), decoded here to check the sum,
+    # because pycocotools itself reads past bad strings instead of failing.
+    while position < len(counts):
+        value, shift, more = 0, 0, True
+        while more:
+            if position >= len(counts):
+                return "counts end inside a run"
+            code = ord(counts[position]) - 48
+            if not 0 <= code < 64:
+                return f"character {counts[position]!r} is not RLE"
+            value |= (code & 0x1F) << (5 * shift)
+            more = bool(code & 0x20)
+            position += 1
+            shift += 1
+            if not more and code & 0x10:
+                value |= -1 << (5 * shift)
+        if len(runs) > 2:
+            value += runs[-2]
+        if value < 0:
+            return "a run has negative length"
+        runs.append(value)
+        total += value
+    if total != height * width:
+        return f"runs cover {total} pixels, expected {height}x{width}={height * width}"
+    return None
 
 
 def rle_bbox(rle: RLE) -> tuple[float, float, float, float]:
@@ -158,12 +195,17 @@ def parse_manifest(data: bytes, where: str) -> list[Sample]:
     """Parse JSONL manifest bytes; ``where`` names the file in errors (with the line number).
 
     A last line without a newline that does not parse is an interrupted append and is dropped.
+    The same record twice (a retried or repeated append) counts once; two different records
+    under one id are an error.
     """
-    text = data.decode("utf-8")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{where}: not UTF-8 text (byte {exc.start}); expected JSONL") from None
     lines = text.split("\n")
     torn_tail = not text.endswith("\n")
     samples: list[Sample] = []
-    seen: dict[str, int] = {}
+    seen: dict[str, tuple[int, Sample]] = {}
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -175,10 +217,14 @@ def parse_manifest(data: bytes, where: str) -> list[Sample]:
                 break
             raise ManifestError(f"{where}:{number}: {_first_problem(exc)}") from None
         if sample.id in seen:
+            first, earlier = seen[sample.id]
+            if earlier == sample:
+                continue
             raise ManifestError(
-                f"{where}:{number}: sample id {sample.id!r} already on line {seen[sample.id]}"
+                f"{where}:{number}: sample id {sample.id!r} already on line {first} with a "
+                "different record"
             )
-        seen[sample.id] = number
+        seen[sample.id] = (number, sample)
         samples.append(sample)
     return samples
 
@@ -211,36 +257,83 @@ def append_manifest(storage: Storage, samples: list[Sample], path: str = MANIFES
 
 
 def validate_manifest(
-    storage: Storage, path: str = MANIFEST, num_classes: int | None = None
+    storage: Storage, path: str = MANIFEST, classes: list[str] | None = None
 ) -> list[str]:
     """Check a manifest against its files; return one line per problem (empty when valid).
 
-    Checks: every record parses, ids are unique, referenced files exist, instance masks match
-    the sample's size, and class ids are within ``num_classes`` when given.
+    Checks: every line is whole and parses, ids are unique, referenced files exist and are
+    images of the sample's size, instance masks match that size and decode, and, with the run's
+    ``classes``, each instance's class id and name agree with the config.
     """
-    problems: list[str] = []
     where = f"{storage.uri}/{path}"
     try:
-        samples = read_manifest(storage, path)
+        data = storage.read_bytes(path)
+        samples = parse_manifest(data, where)
     except (ManifestError, StorageError) as exc:
         return [str(exc)]
+    problems: list[str] = []
+    if data and not data.endswith(b"\n"):
+        problems.append(f"{where}: last line is torn (no newline): an interrupted write")
     existing = set(storage.list())
     for sample in samples:
-        for file in sample.files():
-            if file not in existing:
-                problems.append(f"{where}: sample {sample.id}: file {file!r} does not exist")
-        for index, instance in enumerate(sample.instances):
-            if tuple(instance.rle.size) != (sample.height, sample.width):
-                problems.append(
-                    f"{where}: sample {sample.id}: instance {index} mask is {instance.rle.size[0]}x"
-                    f"{instance.rle.size[1]}, expected {sample.height}x{sample.width} (height x width)"
-                )
-            if num_classes is not None and instance.class_id > num_classes:
-                problems.append(
-                    f"{where}: sample {sample.id}: instance {index} class_id {instance.class_id} "
-                    f"exceeds the {num_classes} configured classes"
-                )
+        problems.extend(
+            f"{where}: sample {sample.id}: {p}"
+            for p in _sample_problems(storage, sample, existing, classes)
+        )
     return problems
+
+
+def _sample_problems(
+    storage: Storage, sample: Sample, existing: set[str], classes: list[str] | None
+) -> list[str]:
+    """What is wrong with one sample's files and instances."""
+    problems = []
+    size = (sample.height, sample.width)
+    for file in sample.files():
+        if file not in existing:
+            problems.append(f"file {file!r} does not exist")
+        elif file.endswith((".png", ".jpg", ".jpeg")):
+            found = _image_size(storage, file)
+            if found is None:
+                problems.append(f"file {file!r} is not a readable image")
+            elif found != size:
+                problems.append(
+                    f"file {file!r} is {found[0]}x{found[1]}, expected {size[0]}x{size[1]} "
+                    "(height x width)"
+                )
+    for index, instance in enumerate(sample.instances):
+        if tuple(instance.rle.size) != size:
+            problems.append(
+                f"instance {index} mask is {instance.rle.size[0]}x{instance.rle.size[1]}, "
+                f"expected {size[0]}x{size[1]} (height x width)"
+            )
+        reason = check_rle(instance.rle)
+        if reason:
+            problems.append(f"instance {index} RLE does not decode: {reason}")
+        if classes is None:
+            continue
+        if instance.class_id > len(classes):
+            problems.append(
+                f"instance {index} class_id {instance.class_id} exceeds the {len(classes)} "
+                "configured classes"
+            )
+        elif classes[instance.class_id - 1] != instance.class_name:
+            problems.append(
+                f"instance {index} class {instance.class_name!r} has class_id "
+                f"{instance.class_id}, which the config names {classes[instance.class_id - 1]!r}"
+            )
+    return problems
+
+
+def _image_size(storage: Storage, path: str) -> tuple[int, int] | None:
+    """(height, width) from an image file's header, or None when it is not an image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(storage.read_bytes(path))) as image:
+            return image.height, image.width
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, StorageError):
+        return None
 
 
 def _first_problem(exc: ValidationError) -> str:

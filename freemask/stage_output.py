@@ -3,22 +3,42 @@
 Layout under the prefix: the sample files (``images/``, ``masks/`` ...), the manifest
 (``manifest.jsonl``, or ``parts/manifest-<i>-of-<n>.jsonl`` per shard before the join), the
 rejected samples with their reasons (``rejected.jsonl``, per shard likewise) and ``_SUCCESS``,
-a JSON summary written last. A sample counts as done once its record is in a
-manifest; its files are written before the record, so a crash leaves at most files that the
-re-run overwrites with the same bytes.
+a JSON summary written last. A sample counts as done once its record is committed; its files
+are written before the record, so a crash leaves at most files that the re-run overwrites with
+the same bytes.
+
+How a record is committed depends on the storage. Locally it is appended to the manifest under
+a lock. An object store allows about one write per second to one object name, so there each
+record is its own write-once object (``pending/manifest/<id>.json``, or per shard under
+``parts/pending-<i>-of-<n>/``) and ``finish`` compacts them into the manifest, sorted by id,
+before ``_SUCCESS``: commits scale with workers, and the result does not depend on how many
+runs it took.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
-from freemask.errors import FreemaskError, ManifestError
-from freemask.records import MANIFEST, Sample, append_manifest, read_manifest, write_manifest
-from freemask.storage import Storage, read_json, write_json
+from freemask.errors import FreemaskError, ManifestError, WriteConflictError
+from freemask.records import (
+    MANIFEST,
+    Sample,
+    append_manifest,
+    parse_manifest,
+    read_manifest,
+    serialize_samples,
+    write_manifest,
+)
+from freemask.storage import Storage, read_json, read_json_object, write_json
+
+COMPACT_THREADS = 32  # parallel reads and deletes when pending records are compacted
 
 SUCCESS = "_SUCCESS"
 REJECTED = "rejected.jsonl"
@@ -59,6 +79,13 @@ class Shard:
         if self.count == 1:
             return REJECTED
         return f"parts/rejected-{self.index:05d}-of-{self.count:05d}.jsonl"
+
+    @property
+    def pending_path(self) -> str:
+        """Where records wait as one object each (object stores) until ``finish``."""
+        if self.count == 1:
+            return "pending"
+        return f"parts/pending-{self.index:05d}-of-{self.count:05d}"
 
     @property
     def success_path(self) -> str:
@@ -104,21 +131,32 @@ class StageOutput:
         self._settings = {"stage": stage, "settings_hash": settings_hash}
         self._claimed = settings_hash is None
         if settings_hash is not None and storage.exists(SETTINGS):
-            recorded = read_json(storage, SETTINGS)
-            if recorded.get("settings_hash") != settings_hash:
-                raise FreemaskError(
-                    f"{storage.uri}: holds {recorded.get('stage')} output made with other "
-                    f"settings (hash {recorded.get('settings_hash')}, now {settings_hash}); "
-                    "write to a new --out or workdir, or remove the old output"
-                )
+            self._check_settings()
             self._claimed = True
+        storage.remove_temporary()
+        self._per_record = not storage.appends_cheaply
         self._done = self._read_done_ids()
+
+    def _check_settings(self) -> None:
+        """Refuse a prefix whose samples were made with other settings."""
+        recorded = read_json_object(self.storage, SETTINGS)
+        if recorded.get("settings_hash") != self._settings["settings_hash"]:
+            raise FreemaskError(
+                f"{self.storage.uri}: holds {recorded.get('stage')} output made with other "
+                f"settings (hash {recorded.get('settings_hash')}, now "
+                f"{self._settings['settings_hash']}); write to a new --out or workdir, or "
+                "remove the old output"
+            )
 
     def _claim(self) -> None:
         """Record the settings this prefix's samples are made with, before the first write, so a
-        later run with other settings is refused instead of mixing two configurations."""
+        later run with other settings is refused instead of mixing two configurations. Written
+        once: of two shards started together with different settings, the second is refused."""
         if not self._claimed:
-            write_json(self.storage, SETTINGS, self._settings)
+            try:
+                write_json(self.storage, SETTINGS, self._settings, write_once=True)
+            except WriteConflictError:
+                self._check_settings()
             self._claimed = True
 
     def _read_done_ids(self) -> set[str]:
@@ -134,6 +172,7 @@ class StageOutput:
             for sample in read_manifest(self.storage, path)
         }
         done.update(entry["id"] for path in rejected for entry in read_rejected(self.storage, path))
+        done.update(PurePosixPath(name).stem for name in self.storage.list(self.shard.pending_path))
         return done
 
     def pending(self, sample_ids: list[str]) -> set[str]:
@@ -161,7 +200,10 @@ class StageOutput:
         self._claim()
         for path, data in files.items():
             self.storage.write_bytes(path, data)
-        append_manifest(self.storage, [sample], self.shard.manifest_path)
+        if self._per_record:
+            self._write_record("manifest", sample.id, serialize_samples([sample]))
+        else:
+            append_manifest(self.storage, [sample], self.shard.manifest_path)
         self._done.add(sample.id)
         self.result.written += 1
 
@@ -171,18 +213,101 @@ class StageOutput:
         The record makes it count as done: a re-run does not try it again.
         """
         self._claim()
-        line = json.dumps({"id": sample_id, "reason": reason}, sort_keys=True) + "\n"
-        self.storage.append_lines(self.shard.rejected_path, line.encode())
+        line = (json.dumps({"id": sample_id, "reason": reason}, sort_keys=True) + "\n").encode()
+        if self._per_record:
+            self._write_record("rejected", sample_id, line)
+        else:
+            self.storage.append_lines(self.shard.rejected_path, line)
         self._done.add(sample_id)
         self.result.dropped += 1
 
     def finish(self, summary: dict[str, Any] | None = None) -> StageResult:
-        """Write the success marker (per shard when sharded) with the run's summary."""
+        """Write the success marker (per shard when sharded) with the run's summary; its
+        ``written`` and ``dropped`` count the whole output, so they do not depend on how many
+        runs it took to make it."""
         self._claim()
+        if self._per_record:
+            self._compact()
         self.result.seconds = time.monotonic() - self._started
         self.result.summary = summary or {}
-        write_json(self.storage, self.shard.success_path, self.result.to_json())
+        paths = self.shard.manifest_path, self.shard.rejected_path
+        totals = {
+            "written": len(read_manifest(self.storage, paths[0]))
+            if self.storage.exists(paths[0])
+            else 0,
+            "dropped": len(read_rejected(self.storage, paths[1])),
+        }
+        write_success(self.storage, self.shard.success_path, {**self.result.to_json(), **totals})
         return self.result
+
+    def _write_record(self, kind: str, sample_id: str, line: bytes) -> None:
+        """Commit one record as its own write-once object; the same record again is a no-op
+        (a retry, or the same shard run twice at once), a different one is an error."""
+        path = f"{self.shard.pending_path}/{kind}/{sample_id}.json"
+        try:
+            self.storage.write_bytes(path, line, write_once=True)
+        except WriteConflictError:
+            if self.storage.read_bytes(path) != line:
+                raise ManifestError(
+                    f"{self.storage.uri}/{path}: sample {sample_id} is already committed with a "
+                    "different record (two runs with other results write this prefix)"
+                ) from None
+
+    def _compact(self) -> None:
+        """Merge the pending record objects into the shard's manifest and rejected list
+        (sorted by id), then delete them; a kill in between leaves both, which agree."""
+        names = self.storage.list(self.shard.pending_path)
+        if not names:
+            return
+        with ThreadPoolExecutor(COMPACT_THREADS) as pool:
+            contents = dict(zip(names, pool.map(self.storage.read_bytes, names), strict=True))
+        where = f"{self.storage.uri}/{self.shard.pending_path}"
+        records = b"".join(data for name, data in contents.items() if "/manifest/" in name)
+        samples = {sample.id: sample for sample in parse_manifest(records, where)}
+        manifest = self.shard.manifest_path
+        if self.storage.exists(manifest):
+            samples.update((s.id, s) for s in read_manifest(self.storage, manifest))
+        write_manifest(self.storage, [samples[key] for key in sorted(samples)], manifest)
+        rejected = {e["id"]: e for e in read_rejected(self.storage, self.shard.rejected_path)}
+        for name, data in contents.items():
+            if "/rejected/" in name:
+                entry = json.loads(data)
+                rejected[entry["id"]] = entry
+        if rejected:
+            lines = "".join(
+                json.dumps(rejected[k], sort_keys=True) + "\n" for k in sorted(rejected)
+            )
+            self.storage.write_bytes(self.shard.rejected_path, lines.encode())
+        with ThreadPoolExecutor(COMPACT_THREADS) as pool:
+            list(pool.map(self.storage.delete, names))
+
+
+def write_success(storage: Storage, path: str, summary: dict[str, Any]) -> None:
+    """Write a success marker once: a re-run of a finished stage keeps the first summary."""
+    with contextlib.suppress(WriteConflictError):
+        write_json(storage, path, summary, write_once=True)
+
+
+def require_finished(storage: Storage, what: str) -> None:
+    """Refuse to read an unfinished stage output (no ``_SUCCESS``): the samples there are not
+    all made yet, and what is made from them would be missing the rest for good."""
+    if not storage.exists(SUCCESS):
+        shards = [name for name in storage.list("parts") if "/_SUCCESS-" in name]
+        hint = (
+            f"; {len(shards)} shard(s) finished: run `freemask join` once all have"
+            if shards
+            else "; finish (re-run) the stage that writes it first"
+        )
+        raise FreemaskError(f"{storage.uri}: {what} is unfinished (no {SUCCESS}){hint}")
+
+
+def read_finished_manifest(storage: Storage, what: str) -> list[Sample]:
+    """The samples of a finished stage output; FreemaskError when unfinished or empty."""
+    require_finished(storage, what)
+    samples = read_manifest(storage)
+    if not samples:
+        raise FreemaskError(f"{storage.uri}/{MANIFEST}: {what} has no samples")
+    return samples
 
 
 def join_shards(storage: Storage, stage: str, count: int) -> StageResult:
@@ -220,7 +345,7 @@ def join_shards(storage: Storage, stage: str, count: int) -> StageResult:
         storage.write_bytes(REJECTED, lines.encode())
     result.written = len(ordered)
     result.summary = {"shards": count}
-    write_json(storage, SUCCESS, result.to_json())
+    write_success(storage, SUCCESS, result.to_json())
     return result
 
 

@@ -2,7 +2,8 @@
 
 A ``Storage`` is rooted at a URI; every object path given to it is relative to that root and
 is refused if it would escape it. Readers never see a partial object: local writes go to a
-hidden temporary file that is renamed into place, GCS writes are single uploads.
+hidden temporary file that is renamed into place, GCS writes (``freemask.gcs_storage``) are
+single uploads. The image and array helpers below work on any storage.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import io
 import json
 import os
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Protocol
@@ -22,36 +22,21 @@ import numpy as np
 from PIL import Image
 
 from freemask.errors import StorageError, WriteConflictError
+from freemask.gcs_storage import GCSStorage
+from freemask.object_paths import TEMP_PREFIX, safe_relative_path
 
-TEMP_PREFIX = ".freemask-tmp-"
-APPEND_ATTEMPTS = 8
-
-
-def safe_relative_path(path: str) -> str:
-    """Return ``path`` normalised, or raise StorageError if it could escape its prefix.
-
-    Refused: empty paths, absolute paths, URIs (``gs://``, ``file:``), backslashes and ``..``.
-    """
-    if not isinstance(path, str) or not path.strip():
-        raise StorageError(
-            f"object path {path!r} is empty; expected a relative path like 'images/x.png'"
-        )
-    if "://" in path or path.startswith(("file:", "gs:")):
-        raise StorageError(f"object path {path!r} is a URI; expected a path relative to its prefix")
-    if path.startswith("/") or "\\" in path or (len(path) > 1 and path[1] == ":"):
-        raise StorageError(
-            f"object path {path!r} is absolute; expected a path relative to its prefix"
-        )
-    parts = PurePosixPath(path).parts
-    if ".." in parts:
-        raise StorageError(f"object path {path!r} contains '..'; expected a path inside its prefix")
-    return str(PurePosixPath(*[part for part in parts if part != "."]))
+# Images larger than this are refused before they are decoded (decompression bombs).
+MAX_IMAGE_PIXELS = 8192 * 8192
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
 
 class Storage(Protocol):
     """Objects under one root URI. Implementations: LocalStorage, GCSStorage."""
 
     uri: str
+    # True where appending to one object is cheap (a local file); an object store allows about
+    # one write per second per object, so there each record is its own object.
+    appends_cheaply: bool
 
     def read_bytes(self, path: str) -> bytes: ...
 
@@ -71,16 +56,46 @@ class Storage(Protocol):
 
     def child(self, path: str) -> Storage: ...
 
+    def remove_temporary(self) -> int: ...
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename inside ``directory`` durable (its entry survives a power loss)."""
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
 
 class LocalStorage:
     """Storage in a local directory. Writes are temp file + fsync + rename."""
+
+    appends_cheaply = True
 
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
         self.uri = str(self.root)
 
     def _target(self, path: str) -> Path:
-        return self.root / safe_relative_path(path)
+        """The file for ``path``; refused if a symbolic link leads it outside the root."""
+        target = self.root / safe_relative_path(path)
+        if not target.resolve().is_relative_to(self.root):
+            raise StorageError(
+                f"{target}: resolves to {target.resolve()}, outside {self.root} "
+                "(a symbolic link); refusing to follow it"
+            )
+        return target
 
     def read_bytes(self, path: str) -> bytes:
         target = self._target(path)
@@ -90,6 +105,10 @@ class LocalStorage:
             raise StorageError(f"{target}: not found") from None
         except IsADirectoryError:
             raise StorageError(f"{target}: is a directory, expected a file") from None
+        except NotADirectoryError:
+            raise StorageError(f"{target}: not found ({self.root} is not a directory)") from None
+        except PermissionError:
+            raise StorageError(f"{target}: permission denied") from None
 
     @contextlib.contextmanager
     def writer(self, path: str, *, write_once: bool = False) -> Iterator[IO[bytes]]:
@@ -97,8 +116,14 @@ class LocalStorage:
         target = self._target(path)
         if write_once and target.exists():
             raise WriteConflictError(f"{target}: already exists and is write-once")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise StorageError(f"{target.parent}: exists and is not a directory") from None
+        # The writer's pid in the name tells remove_temporary which files are left over.
+        handle, temp_name = tempfile.mkstemp(
+            prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=target.parent
+        )
         temp = Path(temp_name)
         try:
             with os.fdopen(handle, "wb") as stream:
@@ -115,6 +140,7 @@ class LocalStorage:
                     ) from None
             else:
                 os.replace(temp, target)
+            _fsync_directory(target.parent)
         finally:
             temp.unlink(missing_ok=True)
 
@@ -132,6 +158,7 @@ class LocalStorage:
             raise StorageError(f"{path}: appended data must end with a newline")
         target = self._target(path)
         target.parent.mkdir(parents=True, exist_ok=True)
+        created = not target.exists()
         with open(target, "ab+") as stream:
             fcntl.flock(stream.fileno(), fcntl.LOCK_EX)
             size = stream.seek(0, os.SEEK_END)
@@ -143,6 +170,8 @@ class LocalStorage:
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
+        if created:
+            _fsync_directory(target.parent)
 
     def exists(self, path: str) -> bool:
         return self._target(path).is_file()
@@ -163,124 +192,22 @@ class LocalStorage:
     def delete(self, path: str) -> None:
         self._target(path).unlink(missing_ok=True)
 
+    def remove_temporary(self) -> int:
+        """Delete temporary files left by killed writers (their process is gone); return how many."""
+        removed = 0
+        for file in self.root.rglob(f"{TEMP_PREFIX}*") if self.root.is_dir() else []:
+            pid = file.name[len(TEMP_PREFIX) :].partition("-")[0]
+            if not (pid.isdigit() and _process_alive(int(pid))):
+                file.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
     def child(self, path: str) -> LocalStorage:
         return LocalStorage(self._target(path))
 
     def local_path(self, path: str) -> Path:
         """The file system path of an object (for tools that need a real file)."""
         return self._target(path)
-
-
-class GCSStorage:
-    """Storage under ``gs://bucket/prefix`` through the google-cloud-storage client."""
-
-    def __init__(self, uri: str, client: Any | None = None):
-        bucket, _, prefix = uri.removeprefix("gs://").partition("/")
-        if not uri.startswith("gs://") or not bucket:
-            raise StorageError(f"{uri!r}: expected a URI like gs://bucket/prefix")
-        self.prefix = prefix.strip("/")
-        self.uri = f"gs://{bucket}/{self.prefix}".rstrip("/")
-        self._client = client
-        self._bucket_name = bucket
-
-    @property
-    def bucket(self) -> Any:
-        if self._client is None:
-            from google.cloud import storage as gcs
-
-            self._client = gcs.Client()
-        return self._client.bucket(self._bucket_name)
-
-    def _name(self, path: str) -> str:
-        relative = safe_relative_path(path)
-        return f"{self.prefix}/{relative}" if self.prefix else relative
-
-    def read_bytes(self, path: str) -> bytes:
-        from google.api_core.exceptions import NotFound
-
-        try:
-            return self.bucket.blob(self._name(path)).download_as_bytes()
-        except NotFound:
-            raise StorageError(f"gs://{self._bucket_name}/{self._name(path)}: not found") from None
-
-    @contextlib.contextmanager
-    def writer(self, path: str, *, write_once: bool = False) -> Iterator[IO[bytes]]:
-        """Buffer the block's bytes and upload them once, only if the block finishes."""
-        buffer = io.BytesIO()
-        yield buffer
-        self.write_bytes(path, buffer.getvalue(), write_once=write_once)
-
-    def write_bytes(self, path: str, data: bytes, *, write_once: bool = False) -> None:
-        """One upload: the object appears whole or not at all. Write-once uses generation 0."""
-        from google.api_core.exceptions import PreconditionFailed
-
-        name = self._name(path)
-        blob = self.bucket.blob(name)
-        try:
-            blob.upload_from_string(data, if_generation_match=0 if write_once else None)
-        except PreconditionFailed:
-            raise WriteConflictError(
-                f"gs://{self._bucket_name}/{name}: already exists and is write-once"
-            ) from None
-
-    def append_lines(self, path: str, data: bytes) -> None:
-        """Append by composing the object with an uploaded part, guarded by its generation.
-
-        Concurrent appenders retry on a generation mismatch, so no append is lost.
-        """
-        from google.api_core.exceptions import NotFound, PreconditionFailed
-
-        name = self._name(path)
-        bucket = self.bucket
-        target = bucket.blob(name)
-        directory, _, _ = name.rpartition("/")
-        part = bucket.blob(f"{directory}/{TEMP_PREFIX}{uuid.uuid4().hex}".lstrip("/"))
-        part.upload_from_string(data)
-        try:
-            for _attempt in range(APPEND_ATTEMPTS):
-                try:
-                    target.reload()
-                except NotFound:
-                    with contextlib.suppress(PreconditionFailed):
-                        target.upload_from_string(data, if_generation_match=0)
-                        return
-                    continue
-                with contextlib.suppress(PreconditionFailed):
-                    target.compose([target, part], if_generation_match=target.generation)
-                    return
-            raise StorageError(
-                f"gs://{self._bucket_name}/{name}: append lost {APPEND_ATTEMPTS} races; retry later"
-            )
-        finally:
-            with contextlib.suppress(NotFound):
-                part.delete()
-
-    def exists(self, path: str) -> bool:
-        return self.bucket.blob(self._name(path)).exists()
-
-    def list(self, prefix: str = "") -> list[str]:
-        """Relative paths of all objects under ``prefix``, sorted."""
-        root = f"{self.prefix}/" if self.prefix else ""
-        search = self._name(prefix) if prefix else root
-        blobs = self.bucket.client.list_blobs(self._bucket_name, prefix=search)
-        names = (
-            blob.name[len(root) :]
-            for blob in blobs
-            if not PurePosixPath(blob.name).name.startswith(TEMP_PREFIX)
-        )
-        if prefix:
-            wanted = safe_relative_path(prefix)
-            names = (name for name in names if name == wanted or name.startswith(wanted + "/"))
-        return sorted(names)
-
-    def delete(self, path: str) -> None:
-        from google.api_core.exceptions import NotFound
-
-        with contextlib.suppress(NotFound):
-            self.bucket.blob(self._name(path)).delete()
-
-    def child(self, path: str) -> GCSStorage:
-        return GCSStorage(f"gs://{self._bucket_name}/{self._name(path)}", client=self._client)
 
 
 def open_storage(uri: str | Path, *, gcs_client: Any | None = None) -> Storage:
@@ -297,12 +224,30 @@ def open_storage(uri: str | Path, *, gcs_client: Any | None = None) -> Storage:
 
 def read_json(storage: Storage, path: str) -> Any:
     """Read and parse a JSON object, naming the object on a parse error."""
+    data = storage.read_bytes(path)
     try:
-        return json.loads(storage.read_bytes(path))
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise StorageError(
+            f"{storage.uri}/{path}: not UTF-8 text (byte {exc.start}); expected JSON"
+        ) from None
     except json.JSONDecodeError as exc:
         raise StorageError(
             f"{storage.uri}/{path}: not valid JSON ({exc.msg} at line {exc.lineno})"
         ) from None
+
+
+def read_json_object(storage: Storage, path: str, required: tuple[str, ...] = ()) -> dict:
+    """Read a JSON object and check it has the ``required`` keys, naming the file and key."""
+    value = read_json(storage, path)
+    if not isinstance(value, dict):
+        raise StorageError(
+            f"{storage.uri}/{path}: expected a JSON object, got {type(value).__name__}"
+        )
+    missing = [key for key in required if key not in value]
+    if missing:
+        raise StorageError(f"{storage.uri}/{path}: missing key(s) {missing}")
+    return value
 
 
 def write_json(storage: Storage, path: str, value: Any, *, write_once: bool = False) -> None:
@@ -313,10 +258,16 @@ def write_json(storage: Storage, path: str, value: Any, *, write_once: bool = Fa
 
 def read_image(storage: Storage, path: str, mode: str | None = None) -> np.ndarray:
     """Read a PNG or JPEG as a numpy array; ``mode`` converts (e.g. 'RGB'), None keeps the file's."""
+    data = storage.read_bytes(path)
     try:
-        with Image.open(io.BytesIO(storage.read_bytes(path))) as image:
+        with Image.open(io.BytesIO(data)) as image:
             return np.asarray(image.convert(mode) if mode else image.copy())
-    except OSError as exc:
+    except Image.DecompressionBombError:
+        raise StorageError(
+            f"{storage.uri}/{path}: image is larger than {MAX_IMAGE_PIXELS} pixels; refused "
+            "(a decompression bomb, or an image to downscale first)"
+        ) from None
+    except (OSError, ValueError, SyntaxError) as exc:
         raise StorageError(f"{storage.uri}/{path}: not a readable image ({exc})") from None
 
 
@@ -356,10 +307,12 @@ def write_image(
 
 def read_array(storage: Storage, path: str) -> np.ndarray:
     """Read a ``.npy`` array (object arrays refused: no pickle)."""
+    data = storage.read_bytes(path)
     try:
-        return np.load(io.BytesIO(storage.read_bytes(path)), allow_pickle=False)
-    except ValueError as exc:
-        raise StorageError(f"{storage.uri}/{path}: not a readable .npy array ({exc})") from None
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, EOFError, OSError) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise StorageError(f"{storage.uri}/{path}: not a readable .npy array ({reason})") from None
 
 
 def write_array(storage: Storage, path: str, array: np.ndarray) -> None:

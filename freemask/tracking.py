@@ -85,6 +85,7 @@ class MlflowRun:
         self.client = client
         self.experiment_id = experiment_id
         self.run_id = run_id
+        self._logged_steps: dict[str, set[int]] = {}  # metric key -> steps already logged
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
@@ -95,12 +96,28 @@ class MlflowRun:
             self.client.log_batch(self.run_id, params=items[start : start + 100])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Log metrics at ``step``; a (metric, step) already logged is skipped, so a resumed
+        run that repeats a step does not log it twice."""
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000)
-        items = [Metric(key, float(value), stamp, step or 0) for key, value in metrics.items()]
+        step = step or 0
+        items = [
+            Metric(key, float(value), stamp, step)
+            for key, value in metrics.items()
+            if step not in self._steps_of(key)
+        ]
         for start in range(0, len(items), 1000):
             self.client.log_batch(self.run_id, metrics=items[start : start + 1000])
+        for item in items:
+            self._logged_steps[item.key].add(step)
+
+    def _steps_of(self, key: str) -> set[int]:
+        """The steps at which ``key`` was logged in this run (read once, then kept)."""
+        if key not in self._logged_steps:
+            history = self.client.get_metric_history(self.run_id, key)
+            self._logged_steps[key] = {metric.step for metric in history}
+        return self._logged_steps[key]
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         for key, value in tags.items():
@@ -116,7 +133,8 @@ class MlflowRun:
     def log_model(self, module: Any, name: str, registered_name: str | None = None) -> str | None:
         """Log ``module``'s weights (safetensors) and config under ``models/<name>``.
 
-        With ``registered_name`` the model is registered and its new version returned.
+        With ``registered_name`` the model is registered and its version returned: the version
+        this run registered before, if any (a resumed step registers nothing twice).
         """
         from safetensors.torch import save_model
 
@@ -142,6 +160,9 @@ class MlflowRun:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
         source = f"{self.client.get_run(self.run_id).info.artifact_uri}/models/{name}"
+        for known in self.client.search_model_versions(f"name = '{registered_name}'"):
+            if known.run_id == self.run_id:
+                return str(known.version)
         version = self.client.create_model_version(registered_name, source, run_id=self.run_id)
         return str(version.version)
 
@@ -168,6 +189,18 @@ class MlflowRun:
             self.experiment_id, run_name=name, tags={**(tags or {}), PARENT_RUN_TAG: self.run_id}
         )
         return MlflowRun(self.client, self.experiment_id, run.info.run_id)
+
+    def end_orphans(self) -> int:
+        """Mark this run's nested runs still RUNNING as KILLED (their process died); return
+        how many. Only for a runner that knows no other process logs into this run."""
+        orphans = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{PARENT_RUN_TAG}` = '{self.run_id}' and "
+            "attributes.status = 'RUNNING'",
+        )
+        for orphan in orphans:
+            self.client.set_terminated(orphan.info.run_id, status="KILLED")
+        return len(orphans)
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)
@@ -197,6 +230,20 @@ class MlflowTracker:
     def start_run(self, name: str, tags: Mapping[str, str] | None = None) -> MlflowRun:
         run = self.client.create_run(self.experiment_id, run_name=name, tags=dict(tags or {}))
         return MlflowRun(self.client, self.experiment_id, run.info.run_id)
+
+    def find_run(self, tags: Mapping[str, str]) -> MlflowRun | None:
+        """The oldest top-level run carrying all ``tags`` (resumed), or None: how a run created
+        by a process killed before it could note the run's id is found again. Tag values must
+        not contain quotes."""
+        conditions = " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
+        found = [
+            run
+            for run in self.client.search_runs(
+                [self.experiment_id], filter_string=conditions, order_by=["attributes.start_time"]
+            )
+            if PARENT_RUN_TAG not in run.data.tags
+        ]
+        return self.resume_run(found[0].info.run_id) if found else None
 
     def resume_run(self, run_id: str) -> MlflowRun:
         """Continue logging into an existing run (e.g. the parent run in a later pipeline step)."""
@@ -283,3 +330,24 @@ def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def log_dataset_input(
+    run: Run, name: str, uri: str, digest: str, samples: int, context: str = "training"
+) -> None:
+    """Log the data at ``uri`` as an MLflow dataset input of ``run`` (its source URI, sample
+    count as the profile's ``num_rows``, and ``digest``); runs that are not MLflow's log nothing."""
+    if not isinstance(run, MlflowRun):
+        return
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    scheme = uri.split("://", 1)[0] if "://" in uri else "local"
+    dataset = Dataset(
+        name=name,
+        digest=digest,
+        source_type=scheme,
+        source=json.dumps({"uri": uri}),
+        profile=json.dumps({"num_rows": samples}),
+    )
+    context_tag = InputTag(key="mlflow.data.context", value=context)
+    run.client.log_inputs(run.run_id, datasets=[DatasetInput(dataset, tags=[context_tag])])

@@ -68,6 +68,7 @@ def write_dataset(storage: Storage, count: int) -> list[tuple[Sample, list[np.nd
         for path, data in files.items():
             storage.write_bytes(path, data)
     write_manifest(storage, [sample for sample, _, _ in built])
+    storage.write_bytes("_SUCCESS", b"{}\n")  # a finished stage output
     return [(sample, masks) for sample, _, masks in built]
 
 
@@ -115,4 +116,5 @@ def write_shapes_set(root, count: int, start: int = 0, corrupt=None):
         storage.write_bytes(sample.semantic_mask, encode_image(semantic, sample.semantic_mask))
         samples.append(sample)
     write_manifest(storage, samples)
+    storage.write_bytes("_SUCCESS", b"{}\n")  # a finished stage output
     return storage, samples

@@ -82,6 +82,9 @@ def test_unknown_class_and_format_are_explained(dataset, tmp_path: Path) -> None
         export_dataset(source, LocalStorage(tmp_path / "x"), ["cat", "dog"], "coco")
     with pytest.raises(ExportError, match="format 'yolo' is not supported"):
         export_dataset(source, LocalStorage(tmp_path / "x"), CLASSES, "yolo")
-    write_manifest(source, [sample for sample, _ in written[:1]])
+    # Instances all of a configured class, but the semantic mask holds another one.
+    first = written[0][0]
+    cats = [instance for instance in first.instances if instance.class_name == "cat"]
+    write_manifest(source, [first.model_copy(update={"instances": cats})])
     with pytest.raises(ExportError, match="semantic mask holds class index 2, but only 1 classes"):
         export_dataset(source, LocalStorage(tmp_path / "y"), ["cat"], "voc")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import make_sample, write_dataset
+from helpers import CLASSES, make_sample, write_dataset
 
 from freemask.errors import ManifestError
 from freemask.records import (
@@ -77,14 +77,49 @@ def test_malformed_line_names_file_and_line(tmp_path: Path) -> None:
         read_manifest(storage)
 
 
-def test_duplicate_ids_are_refused(tmp_path: Path) -> None:
+def test_the_same_record_twice_is_one_record(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path)
     sample = make_sample(0)[0]
-    (tmp_path / "manifest.jsonl").write_text(f"{sample.model_dump_json()}\n" * 2)
-    with pytest.raises(ManifestError, match=r":2: sample id .* already on line 1"):
+    append_manifest(storage, [sample])
+    append_manifest(storage, [sample])  # a retried append, or a second run of the shard
+    assert read_manifest(storage) == [sample]
+    assert validate_manifest(storage) == [
+        f"{storage.uri}/manifest.jsonl: sample {sample.id}: file {sample.image!r} does not exist",
+        f"{storage.uri}/manifest.jsonl: sample {sample.id}: "
+        f"file {sample.semantic_mask!r} does not exist",
+    ]
+
+
+def test_a_different_record_under_a_known_id_is_refused(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    sample = make_sample(0)[0]
+    other = sample.model_copy(update={"seed": 99})
+    append_manifest(storage, [sample])
+    append_manifest(storage, [other])
+    with pytest.raises(ManifestError, match=r":2: sample id .* already on line 1 with a different"):
         read_manifest(storage)
     with pytest.raises(ManifestError, match="duplicate sample ids"):
         write_manifest(storage, [sample, sample])
+
+
+def test_validate_reports_a_torn_last_line_and_undecodable_rle(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    (sample, _), *_ = write_dataset(storage, 1)
+    record = json.loads(sample.model_dump_json())
+    record["instances"][0]["rle"]["counts"] = "zz"
+    (tmp_path / "manifest.jsonl").write_text(json.dumps(record) + "\n" + '{"id": "tor')
+    problems = validate_manifest(storage, classes=CLASSES)
+    assert any("last line is torn" in line for line in problems)
+    assert any("instance 0 RLE does not decode" in line for line in problems)
+    with pytest.raises(ManifestError, match="RLE does not decode"):
+        read_manifest(storage)[0].instances[0].mask()
+
+
+def test_validate_reports_class_names_that_disagree_with_the_config(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    write_dataset(storage, 1)
+    problems = validate_manifest(storage, classes=["dog", "cat", "traffic light"])
+    assert any("which the config names" in line for line in problems)
 
 
 def test_torn_last_line_from_an_interrupted_append_is_dropped(tmp_path: Path) -> None:
@@ -109,13 +144,13 @@ def test_record_paths_outside_the_prefix_are_refused(path: str) -> None:
 def test_validate_reports_missing_files_and_size_mismatch(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path)
     written = write_dataset(storage, 3)
-    assert validate_manifest(storage, num_classes=3) == []
+    assert validate_manifest(storage, classes=CLASSES) == []
     storage.delete(written[1][0].semantic_mask)
     wrong = make_sample(9, shape=(20, 20))[0]
     bad = written[2][0].model_copy(update={"instances": wrong.instances})
     write_manifest(storage, [written[0][0], written[1][0], bad])
     storage.write_bytes(bad.image, b"x")
-    problems = validate_manifest(storage, num_classes=1)
+    problems = validate_manifest(storage, classes=CLASSES[:1])
     assert any(f"sample {written[1][0].id}: file 'masks/" in line for line in problems)
     assert any("instance 0 mask is 20x20, expected 48x64" in line for line in problems)
     assert any("exceeds the 1 configured classes" in line for line in problems)

@@ -1,13 +1,22 @@
 """Stage outputs: per-sample commits, resume after a crash, sharding and the join."""
 
+import os
 from pathlib import Path
 
 import pytest
 from helpers import make_sample
 
 from freemask.errors import FreemaskError, ManifestError
+from freemask.gcs_storage import GCSStorage
 from freemask.records import read_manifest
-from freemask.stage_output import SUCCESS, Shard, StageOutput, is_complete, join_shards
+from freemask.stage_output import (
+    SUCCESS,
+    Shard,
+    StageOutput,
+    is_complete,
+    join_shards,
+    read_rejected,
+)
 from freemask.storage import LocalStorage, read_json
 
 
@@ -73,3 +82,75 @@ def test_shard_selection_covers_every_item_once() -> None:
     picked = [item for index in range(4) for item in Shard(index, 4).select(items)]
     assert sorted(picked) == items
     assert Shard.parse(" 2 / 4 ") == Shard(2, 4)
+
+
+def gcs_storage(request) -> GCSStorage:
+    bucket = request.getfixturevalue("gcs_bucket")
+    return GCSStorage(f"gs://{bucket}/stage", client=request.getfixturevalue("gcs_client"))
+
+
+def test_on_gcs_each_record_is_its_own_object_until_finish_compacts_them(request) -> None:
+    storage = gcs_storage(request)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(storage, list(range(5)), crash_after=3)
+    assert not storage.exists("manifest.jsonl")
+    assert len(storage.list("pending/manifest")) == 3
+    result = run_stage(storage, list(range(5)))  # the re-run skips the 3 committed records
+    assert (result.written, result.skipped) == (2, 3)
+    assert storage.list("pending") == []
+    merged = read_manifest(storage)
+    assert [sample.id for sample in merged] == sorted(make_sample(i)[0].id for i in range(5))
+    assert read_json(storage, SUCCESS)["written"] == 5
+
+
+def test_on_gcs_the_same_record_twice_is_one_and_a_different_one_is_refused(request) -> None:
+    storage = gcs_storage(request)
+    sample, files, _ = make_sample(0)
+    first, second = StageOutput(storage, "compose"), StageOutput(storage, "compose")
+    first.commit(sample, files)
+    second.commit(sample, files)  # the same shard run twice at once
+    with pytest.raises(ManifestError, match="different record"):
+        second.commit(sample.model_copy(update={"seed": 99}), files)
+    first.finish()
+    assert read_manifest(storage) == [sample]
+
+
+def test_sharded_gcs_outputs_compact_per_shard_and_join(request) -> None:
+    storage = gcs_storage(request)
+    for index in range(2):
+        run_stage(storage, list(range(4)), Shard(index, 2))
+    assert join_shards(storage, "compose", 2).written == 4
+    assert len(read_manifest(storage)) == 4
+    assert [name for name in storage.list() if "pending" in name] == []
+
+
+def test_stage_json_is_written_once_so_other_settings_are_refused(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    sample, files, _ = make_sample(0)
+    first = StageOutput(storage, "compose", settings_hash="aaa")
+    second = StageOutput(storage, "compose", settings_hash="bbb")  # started at the same time
+    first.commit(sample, files)
+    with pytest.raises(FreemaskError, match="other settings"):
+        second.commit(make_sample(1)[0], make_sample(1)[1])
+
+
+def test_leftover_temporary_files_of_dead_writers_are_removed(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images/.freemask-tmp-999999999-abc").write_bytes(b"partial")
+    (tmp_path / f"images/.freemask-tmp-{os.getpid()}-live").write_bytes(b"being written")
+    StageOutput(LocalStorage(tmp_path), "compose")
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [
+        f".freemask-tmp-{os.getpid()}-live"
+    ]
+
+
+def test_on_gcs_rejections_are_compacted_into_the_rejected_list(request) -> None:
+    storage = gcs_storage(request)
+    output = StageOutput(storage, "compose")
+    output.drop("b-sample", "empty mask")
+    output.drop("a-sample", "too small")
+    assert StageOutput(storage, "compose").pending(["a-sample", "b-sample", "c"]) == {"c"}
+    output.finish()
+    assert [entry["id"] for entry in read_rejected(storage)] == ["a-sample", "b-sample"]
+    assert read_json(storage, SUCCESS)["dropped"] == 2
+    assert storage.list("pending") == []

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from freemask.errors import StorageError, WriteConflictError
+from freemask.gcs_storage import GCSStorage
 from freemask.storage import (
-    GCSStorage,
     LocalStorage,
     copy,
     open_storage,

@@ -91,3 +91,25 @@ def test_tracking_uri_resolution(tmp_path: Path) -> None:
     )
     with pytest.raises(FreemaskError, match=r"set tracking\.uri"):
         resolve_tracking_uri(None, "gs://bucket/run", {})
+
+
+def test_writes_repeated_by_a_resumed_step_are_not_doubled(mlflow_server: str) -> None:
+    tracker = MlflowTracker(mlflow_server, "freemask-test-idempotent")
+    parent = tracker.start_run("pipeline", tags={"freemask.workdir_id": "abc"})
+    parent.log_metrics({"generate.written": 4})
+    tracker.resume_run(parent.run_id).log_metrics({"generate.written": 0})  # a resumed process
+    child = parent.child_with_tag("freemask.round", "1", "round-1")
+    model = torch.nn.Linear(2, 1)
+    first = child.log_model(model, "segmenter", registered_name="idempotent-segmenter")
+    again = parent.child_with_tag("freemask.round", "1", "round-1")
+    assert again.run_id == child.run_id
+    assert again.log_model(model, "segmenter", registered_name="idempotent-segmenter") == first
+
+    client = MlflowClient(mlflow_server)
+    history = client.get_metric_history(parent.run_id, "generate.written")
+    assert [(m.step, m.value) for m in history] == [(0, 4.0)]
+    assert len(client.search_model_versions("name = 'idempotent-segmenter'")) == 1
+    assert tracker.find_run({"freemask.workdir_id": "abc"}).run_id == parent.run_id
+    assert tracker.find_run({"freemask.workdir_id": "other"}) is None
+    assert parent.end_orphans() == 1  # round-1 was left RUNNING, as by a killed process
+    assert client.get_run(child.run_id).info.status == "KILLED"

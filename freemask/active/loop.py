@@ -40,7 +40,7 @@ def run_active(
     run = run or NullRun()
     out = open_storage(outputs)
     steps.prepare(config, inputs, out)
-    if steps.needs_bootstrap(config) and not out.exists("rounds/00/model/model.safetensors"):
+    if steps.needs_bootstrap(config):
         steps.bootstrap(config, out, run)
     round_index = 1
     while True:

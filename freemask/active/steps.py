@@ -27,13 +27,14 @@ from freemask.errors import FreemaskError
 from freemask.quality import discard_precision
 from freemask.records import Sample, read_manifest, serialize_samples, write_manifest
 from freemask.segment import (
+    MODEL_MARKER,
     Segmenter,
     evaluate,
     load_labeller,
     load_trained,
     predicts_run_labels,
 )
-from freemask.stage_output import SUCCESS, StageResult
+from freemask.stage_output import SUCCESS, StageResult, read_finished_manifest, write_success
 from freemask.storage import Storage, open_storage, read_json, write_json
 from freemask.tracking import Run
 
@@ -53,18 +54,23 @@ def round_folder(round_index: int) -> str:
 
 
 def prepare(config: RunConfig, inputs: str, out: Storage) -> None:
-    """Copy the labelled samples' files under ``out``; write the pool and validation lists."""
+    """Copy the labelled samples' files (every file a record names, so the final manifest is
+    valid where it lies) under ``out``; write the pool and validation lists."""
     if out.exists(POOL):
         return
     if config.segment.validation:
         validation_of(config, out)  # a bad validation prefix fails before any training
     source = open_storage(inputs)
-    samples = [sample for sample in read_manifest(source) if sample.semantic_mask]
+    samples = [
+        sample
+        for sample in read_finished_manifest(source, "the active loop's input")
+        if sample.semantic_mask
+    ]
     if not samples:
         raise FreemaskError(f"{source.uri}: no labelled samples for the active-learning loop")
     for sample in samples:
-        for path in (sample.image, sample.semantic_mask, sample.truth_mask):
-            if path and not out.exists(path):
+        for path in sample.files():
+            if not out.exists(path):
                 out.write_bytes(path, source.read_bytes(path))
     pool, validation = (samples, []) if config.segment.validation else split_validation(samples)
     out.write_bytes(VALIDATION, serialize_samples(validation))
@@ -100,9 +106,12 @@ def needs_bootstrap(config: RunConfig) -> bool:
 
 
 def bootstrap(config: RunConfig, out: Storage, parent: Run) -> None:
-    """Round 0: train the first pseudo-labeller on the whole pool."""
+    """Round 0: train the first pseudo-labeller on the whole pool (nothing when it is trained;
+    its run is still ended, as a kill after the save leaves it open)."""
+    model = out.child("rounds/00/model")
     with parent.child_with_tag(ROUND_TAG, "0", "round-0") as run:
-        train_round(config, pool_of(out), out, out.child("rounds/00/model"), run)
+        if not model.exists(MODEL_MARKER):
+            train_round(config, pool_of(out), out, model, run)
 
 
 def judge_of(config: RunConfig, round_index: int) -> str:
@@ -214,6 +223,8 @@ def train(config: RunConfig, out: Storage, round_index: int, parent: Run) -> Non
 
 def close(config: RunConfig, out: Storage, round_index: int, parent: Run) -> dict[str, Any]:
     """Evaluate and log round ``round_index``; write and return its summary."""
+    from freemask.tracking import log_dataset_input
+
     folder = round_folder(round_index)
     if out.exists(f"{folder}/summary.json"):
         return read_json(out, f"{folder}/summary.json")
@@ -252,6 +263,11 @@ def close(config: RunConfig, out: Storage, round_index: int, parent: Run) -> dic
     }
     with parent.child_with_tag(ROUND_TAG, str(round_index), f"round-{round_index}") as run:
         run.set_tags({"freemask.dataset_version": version})
+        if config.kubeflow.dataset_version:  # a pipeline run: link the round to the KFP run
+            run.set_tags({"kfp.run_id": config.kubeflow.dataset_version})
+        log_dataset_input(
+            run, f"round-{round_index}-kept", f"{out.uri}/{folder}/kept.jsonl", version, len(kept)
+        )
         run.log_params(
             {
                 "iou_threshold": config.active.iou_threshold,
@@ -274,7 +290,11 @@ def close(config: RunConfig, out: Storage, round_index: int, parent: Run) -> dic
         log_pictures(run, out, folder, kept, discarded, config.active.iou_threshold)
         summary["run_id"] = run.run_id
     parent.log_metrics(
-        {"val_miou": summary["val_miou"], "kept_fraction": summary["kept_fraction"]},
+        {
+            "val_miou": summary["val_miou"],
+            "kept_fraction": summary["kept_fraction"],
+            "kept": summary["kept"],
+        },
         step=round_index,
     )
     write_json(out, f"{folder}/summary.json", summary)
@@ -329,7 +349,7 @@ def finish(
         seconds=seconds,
         summary={"rounds": rounds, "best_round": best["round"], "stop_reason": reason},
     )
-    write_json(out, SUCCESS, result.to_json())
+    write_success(out, SUCCESS, result.to_json())
     return result
 
 

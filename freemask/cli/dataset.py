@@ -35,7 +35,7 @@ def manifest_validate(
 ) -> None:
     """Check a manifest against its files and sizes."""
     classes = load_config(config).classes if config else None
-    problems = validate_manifest(open_storage(inputs), MANIFEST, len(classes) if classes else None)
+    problems = validate_manifest(open_storage(inputs), MANIFEST, classes)
     if problems:
         raise FreemaskError("\n".join(problems))
     out.print(f"ok: {inputs}/{MANIFEST}")

@@ -18,7 +18,7 @@ import torch
 
 from freemask.config import RunConfig, config_hash
 from freemask.errors import StorageError
-from freemask.models import load_sd_pipeline
+from freemask.models import load_sd_pipeline, model_reference
 from freemask.progress import progress_bar
 from freemask.records import Sample, StageStamp, sample_id
 from freemask.relate import load_thesaurus, read_relations
@@ -105,7 +105,7 @@ def run_backgrounds(
                     height=pixels.shape[0],
                     prompt=prompt,
                     seed=seed,
-                    model_id=getattr(pipe, "name_or_path", None) or settings.model_id,
+                    model_id=model_reference(settings.model_id),
                     model_revision=settings.revision,
                     source=[stamp],
                     scene=scene,

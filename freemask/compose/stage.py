@@ -38,7 +38,13 @@ from freemask.records import (
     sample_id,
 )
 from freemask.relate import read_relations
-from freemask.stage_output import Shard, StageOutput, StageResult
+from freemask.stage_output import (
+    Shard,
+    StageOutput,
+    StageResult,
+    read_finished_manifest,
+    require_finished,
+)
 from freemask.storage import Storage, encode_image, open_storage, read_array, read_image
 
 STAGE = "compose"
@@ -69,12 +75,13 @@ def load_library(config: RunConfig, inputs: str, relations: str, backgrounds: st
     """Read the object, background and relation inputs; raise FreemaskError if one is empty."""
     object_storage = open_storage(inputs)
     objects: dict[str, list[Sample]] = {name: [] for name in config.classes}
-    for sample in read_manifest(object_storage):
+    for sample in read_finished_manifest(object_storage, "the single-object input"):
         if sample.instances and sample.instances[0].class_name in objects:
             objects[sample.instances[0].class_name].append(sample)
     if not any(objects.values()):
         raise FreemaskError(f"{object_storage.uri}: no single-object samples of the run's classes")
     background_storage = open_storage(backgrounds)
+    require_finished(background_storage, "the backgrounds input")
     found = read_manifest(background_storage)
     if not found:
         raise FreemaskError(f"{background_storage.uri}: no backgrounds")

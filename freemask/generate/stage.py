@@ -25,7 +25,7 @@ from freemask.generate.attention import AttentionStore, capture_attention
 from freemask.generate.init_images import InitImages, load_init_images
 from freemask.generate.masks import ObjectMask, masks_from_attention, rejection_reason
 from freemask.generate.prompts import Prompt, build_prompt, class_token_indices
-from freemask.models import load_sd_pipeline
+from freemask.models import load_sd_pipeline, model_reference
 from freemask.progress import progress_bar
 from freemask.records import Instance, Sample, StageStamp, sample_id
 from freemask.stage_output import Shard, StageOutput, StageResult, read_rejected
@@ -293,7 +293,7 @@ def to_record(
         instances=[Instance.from_mask(item.class_name, item.class_id, mask.label == 1)],
         prompt=item.prompt.text,
         seed=item.seed,
-        model_id=settings.model_id,
+        model_id=model_reference(settings.model_id),
         model_revision=settings.revision,
         source=[stamp],
         scores=mask.scores,

@@ -21,8 +21,13 @@ from freemask.config import HarmonizeConfig, RunConfig, config_hash
 from freemask.errors import FreemaskError
 from freemask.harmonize.color_transfer import transfer_colour
 from freemask.progress import progress_bar
-from freemask.records import Sample, StageStamp, read_manifest
-from freemask.stage_output import Shard, StageOutput, StageResult
+from freemask.records import Sample, StageStamp
+from freemask.stage_output import (
+    Shard,
+    StageOutput,
+    StageResult,
+    read_finished_manifest,
+)
 from freemask.storage import encode_image, open_storage, read_image
 
 STAGE = "harmonize"
@@ -113,7 +118,7 @@ def run_harmonize(
     output = StageOutput(
         open_storage(outputs), STAGE, shard, settings_hash=config_hash(config.harmonize)
     )
-    mine = shard.select(read_manifest(source))
+    mine = shard.select(read_finished_manifest(source, "harmonize's input"))
     todo = output.pending([sample.id for sample in mine])
     harmonizer = make_harmonizer(config.harmonize) if todo else None
     stamp = StageStamp(stage=STAGE, version=VERSION, config_hash=config_hash(config.harmonize))

@@ -10,6 +10,7 @@ after a kill continues the same run where it stopped. At the end the final datas
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,10 +26,11 @@ from freemask.export import FORMATS, export_dataset
 from freemask.generate import run_generate
 from freemask.harmonize import run_harmonize
 from freemask.local.report import REPORT, write_run_report
+from freemask.records import MANIFEST, read_manifest
 from freemask.refine import run_refine
 from freemask.relate import run_relate
-from freemask.stage_output import StageResult
-from freemask.storage import Storage, open_storage, read_json, write_json
+from freemask.stage_output import REJECTED, StageResult, read_rejected
+from freemask.storage import Storage, open_storage, read_json_object, write_json
 from freemask.tracking import MlflowTracker, Run, resolve_tracking_uri
 
 # (stage, its function, the stage whose output it reads): the pipeline's order. refine works on
@@ -71,20 +73,31 @@ def parent_run(config: RunConfig, workdir: Storage, tracking_uri: str) -> tuple[
     # With the embedded sqlite store, artifacts go beside it; a server decides for itself.
     artifacts = workdir.child("mlartifacts").uri if tracking_uri.startswith("sqlite:") else None
     tracker = MlflowTracker(tracking_uri, config.tracking.experiment, artifact_location=artifacts)
+    tags = {
+        "freemask.runner": "local",
+        "freemask.workdir_id": hashlib.sha256(workdir.uri.encode()).hexdigest()[:16],
+    }
     if workdir.exists(RUN_FILE):
-        known = read_json(workdir, RUN_FILE)
-        if known.get("tracking_uri") == tracking_uri:
-            return tracker.resume_run(known["run_id"]), True
-    run = tracker.start_run(config.name, tags={"freemask.runner": "local"})
-    run.log_params(config.model_dump(mode="json"))
+        known = read_json_object(workdir, RUN_FILE, required=("run_id", "tracking_uri"))
+        if known["tracking_uri"] == tracking_uri:
+            run = tracker.resume_run(known["run_id"])
+            run.end_orphans()  # nested runs left RUNNING by the killed process
+            return run, True
+    # A process killed between creating the run and writing run.json left it behind: find it.
+    found = tracker.find_run(tags)
+    run = found or tracker.start_run(config.name, tags=tags)
+    if found:
+        found.end_orphans()
+    run.log_params(config.model_dump(mode="json"))  # the same values again when found
     write_json(workdir, RUN_FILE, {"run_id": run.run_id, "tracking_uri": tracking_uri})
-    return run, False
+    return run, found is not None
 
 
 def run_local(config: RunConfig, run: Run | None = None) -> LocalRunReport:
     """Run every stage in order under one MLflow parent run, then export and report."""
     # 1. Work directory and the resolved config, so the run can be reproduced from its folder.
     workdir = open_storage(config.workdir)
+    workdir.remove_temporary()  # partial files of a killed earlier run, in any stage's folder
     workdir.write_bytes(
         "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).encode()
     )
@@ -105,14 +118,7 @@ def run_local(config: RunConfig, run: Run | None = None) -> LocalRunReport:
             extra = {"run": run} if stage in TRACKED_STAGES else {}
             result = runner(config, inputs, workdir.child(stage).uri, **extra)
             report.ran[stage] = result
-            run.log_metrics(
-                {
-                    f"{stage}.written": result.written,
-                    f"{stage}.skipped": result.skipped,
-                    f"{stage}.rejected": result.dropped,
-                    f"{stage}.seconds": result.seconds,
-                }
-            )
+            run.log_metrics(stage_metrics(stage, result, workdir.child(stage)))
         # 4. The dataset in the formats users train on.
         final = workdir.child("active")
         for fmt in FORMATS:
@@ -126,6 +132,22 @@ def run_local(config: RunConfig, run: Run | None = None) -> LocalRunReport:
         report.report = write_run_report(workdir, rule_threshold, config.classes)
         log_report(run, workdir.child(REPORT), report.report["files"])
     return report
+
+
+def stage_metrics(stage: str, result: StageResult, output: Storage) -> dict[str, float]:
+    """A stage's metrics for the parent run, counted from its output where it has one, so a
+    resumed stage (that skipped what an earlier run wrote) reports the same numbers."""
+    written, rejected = result.written, result.dropped
+    if output.exists(MANIFEST):
+        written = len(read_manifest(output))
+    if output.exists(REJECTED):
+        rejected = len(read_rejected(output))
+    return {
+        f"{stage}.written": written,
+        f"{stage}.skipped": result.skipped,
+        f"{stage}.rejected": rejected,
+        f"{stage}.seconds": result.seconds,
+    }
 
 
 def log_report(run: Run, report: Storage, files: list[str]) -> None:

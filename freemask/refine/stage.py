@@ -28,7 +28,7 @@ import numpy as np
 from freemask.config import RefineConfig, RunConfig, config_hash
 from freemask.errors import FreemaskError
 from freemask.progress import progress_bar
-from freemask.records import IGNORE_INDEX, Instance, Sample, StageStamp, read_manifest
+from freemask.records import IGNORE_INDEX, Instance, Sample, StageStamp
 from freemask.refine.refiners import (
     AffinityRefiner,
     GuidedFilterRefiner,
@@ -37,8 +37,19 @@ from freemask.refine.refiners import (
     refine_soft,
 )
 from freemask.refine.training import model_from_bytes, train_affinity, weights_bytes
-from freemask.stage_output import Shard, StageOutput, StageResult
-from freemask.storage import Storage, encode_image, open_storage, read_array, read_image
+from freemask.stage_output import (
+    Shard,
+    StageOutput,
+    StageResult,
+    read_finished_manifest,
+)
+from freemask.storage import (
+    Storage,
+    encode_image,
+    open_storage,
+    read_array,
+    read_image,
+)
 from freemask.tracking import NullRun, Run
 
 STAGE = "refine"
@@ -62,9 +73,18 @@ def instance_stack(soft: np.ndarray) -> np.ndarray:
 
 
 def unrefinable(
-    sample: Sample, image: np.ndarray, soft: np.ndarray | None, settings: RefineConfig
+    sample: Sample,
+    image: np.ndarray,
+    soft: np.ndarray | None,
+    settings: RefineConfig,
+    semantic: np.ndarray | None = None,
 ) -> str | None:
-    """Why the sample's soft masks cannot be refined, or None when they can."""
+    """Why the sample's soft masks (or its mask) cannot be refined, or None when they can."""
+    if semantic is not None and semantic.shape != image.shape[:2]:
+        return (
+            f"mask {sample.semantic_mask} shape {semantic.shape} does not match the "
+            f"{image.shape[0]}x{image.shape[1]} image"
+        )
     if soft is None:
         return "no soft mask to refine"
     if soft.ndim == 2:
@@ -199,7 +219,7 @@ def run_refine(
     shard = shard or Shard()
     source = open_storage(inputs)
     target = open_storage(outputs)
-    samples = read_manifest(source)
+    samples = read_finished_manifest(source, "refine's input")
     output = StageOutput(target, STAGE, shard, settings_hash=config_hash(config.refine))
     # 1. The refiner (AffinityNet trains on every single object, not just this shard's).
     todo = output.pending([sample.id for sample in shard.select(samples)])
@@ -223,7 +243,7 @@ def run_refine(
                 output.commit(refined, files)
                 advance(1)
                 continue
-            reason = unrefinable(sample, image, stored, settings)
+            reason = unrefinable(sample, image, stored, settings, semantic)
             if reason:
                 output.drop(sample.id, reason)
                 advance(1)

@@ -16,7 +16,7 @@ from freemask.config import RunConfig
 from freemask.models import load_text_encoder
 from freemask.relate.matching import EmbeddingMatcher, Match, match_class
 from freemask.relate.thesaurus import Thesaurus, load_thesaurus
-from freemask.stage_output import SUCCESS, StageResult
+from freemask.stage_output import SUCCESS, StageResult, require_finished, write_success
 from freemask.storage import Storage, open_storage, read_json, write_json
 
 STAGE = "relate"
@@ -87,10 +87,11 @@ def run_relate(
         seconds=time.monotonic() - started,
         summary={method: methods.count(method) for method in sorted(set(methods))},
     )
-    write_json(storage, SUCCESS, result.to_json())
+    write_success(storage, SUCCESS, result.to_json())
     return result
 
 
 def read_relations(storage: Storage) -> dict[str, Any]:
-    """Read a relate stage's ``relations.json``."""
+    """Read a finished relate stage's ``relations.json``."""
+    require_finished(storage, "the relate output")
     return read_json(storage, RELATIONS)

@@ -13,10 +13,11 @@ from freemask.segment.model import (
     predict,
     run_labels,
 )
-from freemask.segment.train import load_trained, save_trained, train_segmenter
+from freemask.segment.train import MODEL_MARKER, load_trained, save_trained, train_segmenter
 
 __all__ = [
     "BUILTIN_IDS",
+    "MODEL_MARKER",
     "SMALL_MASK2FORMER_ID",
     "TINY_MASK2FORMER_ID",
     "Segmenter",

@@ -4,8 +4,10 @@ Each step's batch and randomness derive from (seed, step), so a run resumed from
 takes exactly the steps an uninterrupted run takes. Under the model prefix:
 ``checkpoints/step-NNNNNNN/{model.safetensors,state.pt}`` (optimizer and schedule state, loaded
 with ``weights_only=True``), ``checkpoints/latest.json`` written last, and at the end
-``model.safetensors`` with ``config.json`` (and ``labels.json``): the trained model, which
-``load_trained`` rebuilds without unpickling anything.
+``config.json`` and ``labels.json``, then ``model.safetensors``: the trained model, which
+``load_trained`` rebuilds without unpickling anything. ``model.safetensors`` is written last
+and is the folder's completion marker: a kill during the save leaves a folder without it,
+which counts as not trained and is written again.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -25,10 +28,11 @@ from freemask.config import SegmentConfig
 from freemask.errors import FreemaskError
 from freemask.records import IGNORE_INDEX, Sample
 from freemask.segment.model import Segmenter, preprocess
-from freemask.storage import Storage, read_image, read_json, write_json
+from freemask.storage import Storage, read_image, read_json_object, write_json
 from freemask.tracking import NullRun, Run
 
 LATEST = "checkpoints/latest.json"
+MODEL_MARKER = "model.safetensors"  # written last by save_trained: the folder is complete
 WARMUP_FRACTION = 0.05
 
 
@@ -153,13 +157,41 @@ def _checkpoint(model, optimiser, schedule, storage: Storage, step: int) -> None
 def _resume(model, optimiser, schedule, storage: Storage) -> int:
     if not storage.exists(LATEST):
         return 0
-    latest = read_json(storage, LATEST)
-    folder = latest["folder"]
-    model.load_state_dict(load_safetensors(storage.read_bytes(f"{folder}/model.safetensors")))
-    state = torch.load(io.BytesIO(storage.read_bytes(f"{folder}/state.pt")), weights_only=True)
+    folder = read_json_object(storage, LATEST, required=("folder",))["folder"]
+    if not isinstance(folder, str):
+        raise FreemaskError(f"{storage.uri}/{LATEST}: folder {folder!r} is not a path")
+    model.load_state_dict(read_weights(storage, f"{folder}/model.safetensors"))
+    state = read_state(storage, f"{folder}/state.pt")
     optimiser.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
     return int(state["step"])
+
+
+def read_weights(storage: Storage, path: str) -> dict[str, torch.Tensor]:
+    """Load safetensors weights, naming the file when they are not safetensors."""
+    try:
+        return load_safetensors(storage.read_bytes(path))
+    except Exception as exc:  # safetensors raises its own untyped errors
+        raise FreemaskError(f"{storage.uri}/{path}: not readable safetensors ({exc})") from None
+
+
+def read_state(storage: Storage, path: str) -> dict:
+    """Load a training state with ``weights_only=True``; FreemaskError if it is refused."""
+    try:
+        state = torch.load(io.BytesIO(storage.read_bytes(path)), weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FreemaskError(
+            f"{storage.uri}/{path}: refused by torch.load(weights_only=True) ({first})"
+        ) from None
+    missing = [
+        key
+        for key in ("optimizer", "schedule", "step")
+        if not isinstance(state, dict) or key not in state
+    ]
+    if missing:
+        raise FreemaskError(f"{storage.uri}/{path}: not a training state (missing {missing})")
+    return state
 
 
 def _weights(model) -> bytes:
@@ -167,8 +199,8 @@ def _weights(model) -> bytes:
 
 
 def save_trained(segmenter: Segmenter, storage: Storage) -> None:
-    """Write the trained model: weights (safetensors), model config and label mapping."""
-    storage.write_bytes("model.safetensors", _weights(segmenter.model))
+    """Write the trained model: model config, label mapping, then the weights (safetensors),
+    whose presence marks the folder complete."""
     storage.write_bytes(
         "config.json", json.dumps(segmenter.model.config.to_dict(), default=str).encode()
     )
@@ -177,16 +209,23 @@ def save_trained(segmenter: Segmenter, storage: Storage) -> None:
         "labels.json",
         {"image_size": segmenter.image_size, "to_run_label": segmenter.to_run_label.tolist()},
     )
+    storage.write_bytes(MODEL_MARKER, _weights(segmenter.model))
 
 
 def load_trained(storage: Storage) -> Segmenter:
     """Rebuild a segmenter written by ``save_trained`` (no pickle)."""
     from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation
 
-    if not storage.exists("model.safetensors"):
-        raise FreemaskError(f"{storage.uri}: no trained model (model.safetensors) here")
-    config = Mask2FormerConfig.from_dict(json.loads(storage.read_bytes("config.json")))
+    if not storage.exists(MODEL_MARKER):
+        raise FreemaskError(f"{storage.uri}: no trained model ({MODEL_MARKER}) here")
+    config = Mask2FormerConfig.from_dict(read_json_object(storage, "config.json"))
     model = Mask2FormerForUniversalSegmentation(config)
-    model.load_state_dict(load_safetensors(storage.read_bytes("model.safetensors")))
-    labels = read_json(storage, "labels.json")
+    try:
+        model.load_state_dict(read_weights(storage, MODEL_MARKER))
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise FreemaskError(
+            f"{storage.uri}/{MODEL_MARKER}: does not fit config.json ({first})"
+        ) from None
+    labels = read_json_object(storage, "labels.json", required=("image_size", "to_run_label"))
     return Segmenter(model.eval(), labels["image_size"], np.asarray(labels["to_run_label"]))

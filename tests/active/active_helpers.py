@@ -21,6 +21,7 @@ def write_truth_pool(root: Path, count: int, corrupt=None) -> tuple[LocalStorage
         storage.write_bytes(path, encode_image(shapes_sample(index)[1], path))
         with_truth.append(sample.model_copy(update={"truth_mask": path}))
     write_manifest(storage, with_truth)
+    storage.write_bytes("_SUCCESS", b"{}\n")  # a finished stage output
     return storage, with_truth
 
 

@@ -87,7 +87,7 @@ def test_export_of_a_missing_manifest_is_a_bad_input_error(tmp_path: Path, capsy
         )
         == 2
     )
-    assert "manifest.jsonl: not found" in capsys.readouterr().err
+    assert "unfinished (no _SUCCESS)" in capsys.readouterr().err
 
 
 def test_manifest_validate_and_join(tmp_path: Path, capsys) -> None:

@@ -52,6 +52,7 @@ def write_objects(root: Path, classes: list[str], per_class: int, size: int = 64
             storage.write_bytes(sample.soft_mask, buffer.getvalue())
             samples.append(sample)
     write_manifest(storage, samples)
+    storage.write_bytes("_SUCCESS", b"{}\n")  # a finished stage output
 
 
 def write_background_folder(root: Path, scenes: dict[str | None, int], size=(96, 128)) -> None:

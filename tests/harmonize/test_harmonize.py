@@ -183,6 +183,7 @@ def write_samples(root, bad_size=False):
         storage.write_bytes(sample.soft_mask, b"soft mask bytes, carried as they are")
         samples.append(sample)
     write_manifest(storage, samples)
+    storage.write_bytes("_SUCCESS", b"{}\n")  # a finished stage output
 
 
 def run_stage(tmp_path, **harmonize):

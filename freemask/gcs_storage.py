@@ -1,0 +1,173 @@
+"""Storage under ``gs://bucket/prefix`` through the google-cloud-storage client.
+
+Every write is one upload, so an object appears whole or not at all; write-once objects use the
+generation precondition ``if_generation_match=0``. ``freemask.storage.open_storage`` returns
+this for a ``gs://`` URI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import io
+import uuid
+from collections.abc import Iterator
+from pathlib import PurePosixPath
+from typing import IO, Any
+
+from freemask.errors import StorageError, WriteConflictError
+from freemask.object_paths import TEMP_PREFIX, safe_relative_path
+
+APPEND_ATTEMPTS = 8
+# A temporary object older than this is left over from a killed writer.
+STALE_TEMP_SECONDS = 3600
+
+
+class GCSStorage:
+    """Storage under ``gs://bucket/prefix`` through the google-cloud-storage client."""
+
+    appends_cheaply = False
+
+    def __init__(self, uri: str, client: Any | None = None):
+        bucket, _, prefix = uri.removeprefix("gs://").partition("/")
+        if not uri.startswith("gs://") or not bucket:
+            raise StorageError(f"{uri!r}: expected a URI like gs://bucket/prefix")
+        self.prefix = prefix.strip("/")
+        self.uri = f"gs://{bucket}/{self.prefix}".rstrip("/")
+        self._client = client
+        self._bucket_name = bucket
+
+    @property
+    def bucket(self) -> Any:
+        if self._client is None:
+            from google.auth.exceptions import DefaultCredentialsError
+            from google.cloud import storage as gcs
+
+            try:
+                self._client = gcs.Client()
+            except (DefaultCredentialsError, ValueError, OSError) as exc:
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise StorageError(
+                    f"{self.uri}: no usable Google Cloud credentials ({first}); set "
+                    "GOOGLE_APPLICATION_CREDENTIALS or run `gcloud auth application-default login`"
+                ) from None
+        return self._client.bucket(self._bucket_name)
+
+    def _name(self, path: str) -> str:
+        relative = safe_relative_path(path)
+        return f"{self.prefix}/{relative}" if self.prefix else relative
+
+    def read_bytes(self, path: str) -> bytes:
+        from google.api_core.exceptions import NotFound
+
+        try:
+            return self.bucket.blob(self._name(path)).download_as_bytes()
+        except NotFound:
+            raise StorageError(f"gs://{self._bucket_name}/{self._name(path)}: not found") from None
+
+    @contextlib.contextmanager
+    def writer(self, path: str, *, write_once: bool = False) -> Iterator[IO[bytes]]:
+        """Buffer the block's bytes and upload them once, only if the block finishes."""
+        buffer = io.BytesIO()
+        yield buffer
+        self.write_bytes(path, buffer.getvalue(), write_once=write_once)
+
+    def write_bytes(self, path: str, data: bytes, *, write_once: bool = False) -> None:
+        """One upload: the object appears whole or not at all. Write-once uses generation 0."""
+        from google.api_core.exceptions import PreconditionFailed
+
+        name = self._name(path)
+        blob = self.bucket.blob(name)
+        try:
+            blob.upload_from_string(data, if_generation_match=0 if write_once else None)
+        except PreconditionFailed:
+            raise WriteConflictError(
+                f"gs://{self._bucket_name}/{name}: already exists and is write-once"
+            ) from None
+
+    def append_lines(self, path: str, data: bytes) -> None:
+        """Append by composing the object with an uploaded part, guarded by its generation.
+
+        Concurrent appenders retry on a generation mismatch, so no append is lost.
+        """
+        from google.api_core.exceptions import NotFound, PreconditionFailed
+
+        name = self._name(path)
+        bucket = self.bucket
+        target = bucket.blob(name)
+        directory, _, _ = name.rpartition("/")
+        part = bucket.blob(f"{directory}/{TEMP_PREFIX}{uuid.uuid4().hex}".lstrip("/"))
+        part.upload_from_string(data)
+        try:
+            for _attempt in range(APPEND_ATTEMPTS):
+                try:
+                    target.reload()
+                except NotFound:
+                    with contextlib.suppress(PreconditionFailed):
+                        target.upload_from_string(data, if_generation_match=0)
+                        return
+                    continue
+                with contextlib.suppress(PreconditionFailed):
+                    target.compose([target, part], if_generation_match=target.generation)
+                    return
+            raise StorageError(
+                f"gs://{self._bucket_name}/{name}: append lost {APPEND_ATTEMPTS} races; retry later"
+            )
+        finally:
+            with contextlib.suppress(NotFound):
+                part.delete()
+
+    def exists(self, path: str) -> bool:
+        return self.bucket.blob(self._name(path)).exists()
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Relative paths of all objects under ``prefix``, sorted."""
+        root = f"{self.prefix}/" if self.prefix else ""
+        search = self._name(prefix) if prefix else root
+        blobs = self.bucket.client.list_blobs(self._bucket_name, prefix=search)
+        names = (
+            blob.name[len(root) :]
+            for blob in blobs
+            if not PurePosixPath(blob.name).name.startswith(TEMP_PREFIX)
+        )
+        if prefix:
+            wanted = safe_relative_path(prefix)
+            names = (name for name in names if name == wanted or name.startswith(wanted + "/"))
+        return sorted(names)
+
+    def delete(self, path: str) -> None:
+        from google.api_core.exceptions import NotFound
+
+        with contextlib.suppress(NotFound):
+            self.bucket.blob(self._name(path)).delete()
+
+    def remove_temporary(self) -> int:
+        """Delete temporary parts older than an hour (left by killed appenders, beside the
+        manifests: at the top and in ``parts/``); return how many. Uploads are whole, so
+        nothing else is left by a kill, and the sample folders are not listed."""
+        from google.api_core.exceptions import NotFound
+
+        root = f"{self.prefix}/" if self.prefix else ""
+        cutoff = datetime.datetime.now(datetime.UTC) - datetime.timedelta(
+            seconds=STALE_TEMP_SECONDS
+        )
+        removed = 0
+        for folder in (root, f"{root}parts/"):
+            removed += self._remove_stale(folder, cutoff, NotFound)
+        return removed
+
+    def _remove_stale(self, folder: str, cutoff: datetime.datetime, not_found: type) -> int:
+        removed = 0
+        listing = self.bucket.client.list_blobs(
+            self._bucket_name, prefix=f"{folder}{TEMP_PREFIX}", delimiter="/"
+        )
+        for blob in listing:
+            stale = blob.time_created is not None and blob.time_created < cutoff
+            if stale:
+                with contextlib.suppress(not_found):
+                    blob.delete()
+                removed += 1
+        return removed
+
+    def child(self, path: str) -> GCSStorage:
+        return GCSStorage(f"gs://{self._bucket_name}/{self._name(path)}", client=self._client)
