@@ -53,7 +53,7 @@ SCAN_VENV := .venv-scan
 scan: $(STAMP)  ## Security scan of the rendered Kubernetes manifests (checkov, in its own venv)
 	@test -x $(SCAN_VENV)/bin/checkov || { $(PYTHON) -m venv $(SCAN_VENV) && $(SCAN_VENV)/bin/python -m pip install -q checkov==3.3.30; }
 	@mkdir -p build/manifests
-	@set -e; for overlay in base overlays/dev overlays/prod; do \
+	@set -e; for overlay in base overlays/dev overlays/prod overlays/standalone overlays/multi-user; do \
 		name=$$(basename $$overlay); \
 		$(BIN)/kubectl kustomize manifests/$$overlay > build/manifests/$$name.yaml; \
 		echo "== checkov manifests/$$overlay"; \
