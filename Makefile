@@ -8,7 +8,7 @@ CONFIG ?= configs/demo.yaml
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test lint format run bench compile images scan clean
+.PHONY: help install test lint format run bench compile images lock scan clean
 
 help:  ## List the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -46,8 +46,22 @@ compile: $(STAMP)  ## Compile the Kubeflow pipeline to build/freemask_pipeline.y
 	@test -f pipelines/freemask_pipeline.py || { echo "pipelines/freemask_pipeline.py does not exist yet"; exit 2; }
 	$(BIN)/freemask compile --config configs/default.yaml --out build/freemask_pipeline.yaml
 
-images: $(STAMP)  ## Build the base image and one image per stage (needs a Docker engine)
-	$(BIN)/python images/build.py
+images: $(STAMP)  ## Build one image per family, once each (needs Docker); PUSH=1 pushes and writes images/images.lock.json
+	$(BIN)/python images/build.py $(if $(PUSH),--push)
+
+# Hash-locked requirements of every image family, for Linux x86_64 and Python 3.12 (the images'),
+# resolved on PyPI by uv. The torch layer is locked first and constrains the GPU families, so they
+# share it. Run again after changing pyproject.toml's dependencies or requirements/*.in.
+LOCK := $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.12 \
+	--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock"
+lock: $(STAMP)  ## Regenerate requirements/*.lock (the images' pinned, hashed dependencies)
+	$(LOCK) requirements/torch.in -o requirements/torch.lock
+	$(LOCK) pyproject.toml --extra generate -c requirements/torch.lock -o requirements/generate.lock
+	$(LOCK) pyproject.toml --extra segment -c requirements/torch.lock -o requirements/segment.lock
+	$(LOCK) pyproject.toml --extra cpu -o requirements/cpu.lock
+	$(LOCK) pyproject.toml --extra client -o requirements/client.lock
+	$(LOCK) requirements/mlflow-server.in -o requirements/mlflow-server.lock
+	$(LOCK) requirements/build.in -o requirements/build.lock
 
 SCAN_VENV := .venv-scan
 scan: $(STAMP)  ## Security scan of the rendered Kubernetes manifests (checkov, in its own venv)

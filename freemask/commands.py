@@ -21,7 +21,10 @@ the executor output file that JSON names, the one way a container sets artifact 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from freemask.config import RunConfig
 
 Argument = Any  # a string or number, or a pipeline placeholder (its str() is the placeholder)
 # Pipeline parameter -> the config field it overrides when set.
@@ -49,10 +52,29 @@ ARTIFACTS: dict[str, dict[str, tuple[str, str]]] = {
     "train": {"segmenter": ("model", "active/rounds/{round:02d}/model/model.safetensors")},
     "close": {"round_metrics": ("metrics", "active/rounds/{round:02d}/summary.json")},
 }
-# The tasks that run on a GPU node (and get an accelerator, toleration and /dev/shm).
-GPU_STAGES = frozenset(
-    {"generate", "backgrounds", "refine", "harmonize", "bootstrap", "pseudo-label", "train"}
-)
+
+
+def gpu_tasks(config: RunConfig) -> frozenset[str]:
+    """The tasks whose command runs a network on a GPU under ``config``: they run on a GPU node
+    (an accelerator, the pool's toleration and /dev/shm); the others stay on CPU nodes.
+
+    Decided at compile time from the stages' settings: a stage whose ``device`` is "cpu", or
+    whose method has no network (refine's guided filter, harmonize's colour transfer, drawn
+    backgrounds replaced by given ones, no bootstrap when a labeller is set), gets none.
+    """
+    segment = config.segment.device
+    devices = {
+        "generate": config.generate.device,
+        "backgrounds": "cpu" if config.compose.backgrounds else config.generate.device,
+        "refine-train": config.refine.device if config.refine.method == "affinity" else "cpu",
+        "refine": config.refine.device if config.refine.method == "affinity" else "cpu",
+        "harmonize": config.harmonize.device if config.harmonize.method == "pctnet" else "cpu",
+        "bootstrap": segment if config.segment.labeller is None else "cpu",
+        "pseudo-label": segment,
+        "train": segment,
+        "close": segment,  # evaluates the round's segmenter on the validation set
+    }
+    return frozenset(task for task, device in devices.items() if device != "cpu")
 
 
 def override_argv(values: Mapping[str, Argument]) -> list[str]:

@@ -10,13 +10,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import string
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from freemask.errors import ConfigError
 
@@ -31,6 +40,20 @@ PositiveInt = Annotated[int, Field(strict=True, ge=1, le=MAX_COUNT)]
 ImageSide = Annotated[int, Field(strict=True, ge=64, le=MAX_SIDE, multiple_of=8)]
 
 
+def _device_name(value: str) -> str:
+    # Checked here so a typo fails when the config loads; whether CUDA exists is checked where
+    # the model is placed (freemask.devices), as configs are compiled on machines without GPUs.
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        raise ValueError(f"got {value!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    return value
+
+
+# Where a stage's model runs ("auto": CUDA when there is one) and in which precision ("auto":
+# bf16 autocast on GPUs that have it, else fp16; fp32 on the CPU). See freemask/devices.py.
+Device = Annotated[str, AfterValidator(_device_name)]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
 class StrictModel(BaseModel):
     """Base for every config section: unknown keys are errors, values are validated on assignment."""
 
@@ -43,9 +66,11 @@ class GenerateConfig(StrictModel):
     model_id: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
     revision: str | None = None
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    device: str = "auto"
+    device: Device = "auto"
     scheduler: Literal["dpm++", "ddim", "euler", "pndm"] = "dpm++"
     images_per_class: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] = 100
+    # Images per sampling call (each runs the UNet twice: guidance). SD 1.5 at 512 px, fp16,
+    # attention captured: 8 fits an L4 (24 GB), 32 an A100 or H100 (80 GB).
     batch_size: PositiveInt = 4
     num_inference_steps: PositiveInt = 25
     guidance_scale: Annotated[float, Field(ge=1.0)] = 7.5
@@ -171,6 +196,11 @@ class RefineConfig(StrictModel):
     weights: str | None = None
     guided_radius: Annotated[float, Field(gt=0.0, le=0.5)] = 0.0625
     guided_eps: Annotated[float, Field(gt=0.0)] = 1e-3
+    # AffinityNet (training and features) runs here; the random walk and the guided filter are
+    # sparse/OpenCV work on the CPU. One image per step: generated images differ in size, and
+    # a 512 px image's step uses ~1 GB, far below an L4's 24 GB or an A100/H100's 80 GB.
+    device: Device = "auto"
+    precision: Precision = "auto"
 
     @model_validator(mode="after")
     def _check_thresholds(self) -> Self:
@@ -197,6 +227,10 @@ class HarmonizeConfig(StrictModel):
     max_std_ratio: Annotated[float, Field(ge=1.0)] = 1.5
     white_balance: Probability = 0.0
     keep_hue: bool = True
+    # Only ``pctnet`` uses the device (``color_transfer`` is NumPy/OpenCV on the CPU). Objects
+    # are harmonized one at a time, each on the result of the one below it, so there is no batch.
+    device: Device = "auto"
+    precision: Precision = "auto"
 
     @model_validator(mode="after")
     def _check_weights(self) -> Self:
@@ -213,7 +247,14 @@ class SegmentConfig(StrictModel):
     # At least 64: at 32 the deepest feature map is 1x1 and GroupNorm cannot normalise a single
     # image there, so predicting a batch of one (a resumed pseudo-label, a last chunk) fails.
     image_size: Annotated[int, Field(strict=True, ge=64, le=MAX_SIDE, multiple_of=32)] = 512
+    # Training batch. Mask2Former Swin-L at 512 px, bf16 autocast: about 4 on an L4 (24 GB) and
+    # 16 on an A100/H100 (80 GB); measure with benchmarks/bench_gpu.py --batch N.
     batch_size: PositiveInt = 4
+    # Images per forward pass when pseudo-labelling and evaluating (no gradients, so about four
+    # times the training batch: 16 on an L4, 64 on an A100/H100 80 GB at 512 px).
+    predict_batch_size: PositiveInt = 4
+    device: Device = "auto"
+    precision: Precision = "auto"
     learning_rate: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-4
     train_steps: PositiveInt = 2000
     checkpoint_every: PositiveInt = 500
@@ -274,6 +315,9 @@ class KubeflowConfig(StrictModel):
     )
     secrets: list[SecretEnv] = Field(default_factory=list)
     shm_size: str = "8Gi"
+    # The pod's model cache (an emptyDir on node disk): gs:// models are downloaded into it
+    # once per pod, hub models once per pod through HF_HOME.
+    model_cache_size: str = "50Gi"
     shards: PositiveInt = 4
     parallelism: PositiveInt = 4
     # Requests and limits sized for one task per g2-standard-16 node (1 L4, 16 vCPU, 64 GB):
@@ -303,6 +347,18 @@ class TrackingConfig(StrictModel):
     experiment: str = "freemask"
 
 
+class ModelsConfig(StrictModel):
+    """Where models come from: the Kubernetes Secret holding a hub token, for gated or private
+    hub models. Its key ``hf_token_key`` becomes ``HF_TOKEN`` in every pipeline task; the token
+    itself never enters a config, an image or a compiled pipeline. (Mirrored models need no
+    token: ``freemask models mirror``, then ``gs://`` model ids.)"""
+
+    hf_token_secret: (
+        Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")] | None
+    ) = None
+    hf_token_key: Annotated[str, Field(pattern=r"^[-._a-zA-Z0-9]+$")] = "token"
+
+
 class RunConfig(StrictModel):
     """A whole pipeline run: where it writes, which classes, and every stage's settings."""
 
@@ -319,6 +375,7 @@ class RunConfig(StrictModel):
     active: ActiveConfig = Field(default_factory=ActiveConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     kubeflow: KubeflowConfig = Field(default_factory=KubeflowConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
 
     @field_validator("classes")
     @classmethod

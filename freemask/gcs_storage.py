@@ -57,6 +57,10 @@ class GCSStorage:
         relative = safe_relative_path(path)
         return f"{self.prefix}/{relative}" if self.prefix else relative
 
+    def blob(self, path: str) -> Any:
+        """The client's Blob for ``path``, for streaming large files (model weights)."""
+        return self.bucket.blob(self._name(path))
+
     def read_bytes(self, path: str) -> bytes:
         from google.api_core.exceptions import NotFound
 

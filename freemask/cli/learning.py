@@ -68,7 +68,7 @@ def _segmenter(run_config, model: str | None):
     from freemask.segment import load_segmenter, load_trained
 
     if model:
-        return load_trained(open_storage(model))
+        return load_trained(open_storage(model), run_config.segment)
     return load_segmenter(run_config.segment, run_config.classes, trainable=False)
 
 
@@ -161,7 +161,10 @@ def evaluate_command(
     run_config = load_config(config)
     data = open_storage(inputs)
     scores = evaluate(
-        load_trained(open_storage(model)), read_manifest(data), data, run_config.classes
+        load_trained(open_storage(model), run_config.segment),
+        read_manifest(data),
+        data,
+        run_config.classes,
     )
     sys.stdout.write(json.dumps(scores, sort_keys=True) + "\n")
 

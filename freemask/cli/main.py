@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import typer
 
-from freemask.cli import config, dataset, kubeflow, learning, run, stages, toyworld
+from freemask.cli import config, dataset, kubeflow, learning, models, run, stages, toyworld
 from freemask.errors import FreemaskError
 
 app = typer.Typer(
@@ -24,7 +24,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for group in (config, dataset, stages, run, learning, kubeflow, toyworld):
+for group in (config, dataset, stages, run, learning, kubeflow, toyworld, models):
     group.register(app)
 
 INTERRUPTED = 130  # the exit code of a command stopped by Ctrl-C

@@ -27,6 +27,7 @@ from freemask.compose.placement import HeuristicPlacer, PlacementPrior, Placer
 from freemask.compose.scene import Cutout, CutoutError, Scene, cut_out
 from freemask.config import RunConfig, config_hash
 from freemask.errors import FreemaskError
+from freemask.model_cache import resolve_model_source
 from freemask.progress import progress_bar
 from freemask.records import (
     IGNORE_INDEX,
@@ -67,7 +68,8 @@ def make_placer(config: RunConfig) -> Placer:
     if config.compose.placer == "fopa":
         from freemask.compose.fopa import FopaPlacer, load_fopa
 
-        return FopaPlacer(load_fopa(config.compose.fopa_weights), top_k=config.compose.fopa_top_k)
+        weights = resolve_model_source(config.compose.fopa_weights, "compose.fopa_weights")
+        return FopaPlacer(load_fopa(weights), top_k=config.compose.fopa_top_k)
     return HeuristicPlacer()
 
 

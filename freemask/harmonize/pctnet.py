@@ -5,7 +5,8 @@ At 256x256 a small vision transformer (4x4 patches of image + mask, 9 encoder la
 matrix and an offset). The parameter map is upsampled (bicubic) to the full image and applied
 there, so full-resolution detail is never resampled; the result replaces the masked region.
 About 4.8 M parameters. Module and parameter names follow the published ``PCTNet_ViT.pth``
-so it loads as it is (``torch.load(weights_only=True)``).
+so it loads as it is (``torch.load(weights_only=True)``). The harmonizer runs it where its
+``placement`` says (autocast on CUDA); the colour transform is applied in fp32.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from freemask.devices import CPU, Placement
 from freemask.errors import FreemaskError
 
 LOW_RESOLUTION = 256
@@ -106,15 +108,22 @@ def load_pctnet(weights: str | Path) -> PCTNet:
 
 
 class PCTNetHarmonizer:
-    """Harmonize one object of an image with PCTNet."""
+    """Harmonize one object of an image with PCTNet, on ``placement``'s device."""
 
-    def __init__(self, model: PCTNet, device: str = "cpu"):
-        self.model = model.to(device).eval()
-        self.device = device
+    def __init__(self, model: PCTNet, placement: Placement = CPU):
+        self.model = model.to(placement.device).eval()
+        self.placement = placement
+        self.device = placement.device
 
     @torch.no_grad()
     def harmonize(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """The RGB uint8 image with the masked object harmonized."""
+        result = self.harmonized(image, mask)
+        return (result[0].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+
+    @torch.no_grad()
+    def harmonized(self, image: np.ndarray, mask: np.ndarray) -> torch.Tensor:
+        """The harmonized image [1, 3, H, W] in [0, 1], fp32 on the model's device."""
         height, width = mask.shape
         full = torch.tensor(image).permute(2, 0, 1)[None].float().to(self.device) / 255.0
         full_mask = torch.from_numpy(mask.astype(np.float32))[None, None].to(self.device)
@@ -124,7 +133,9 @@ class PCTNetHarmonizer:
         small_mask = torch.from_numpy(
             cv2.resize(mask.astype(np.float32), side, interpolation=cv2.INTER_LINEAR)
         )[None, None].to(self.device)
-        params = self.model(small, small_mask)
-        params = F.interpolate(params, size=(height, width), mode="bicubic", align_corners=False)
-        result = apply_transform(full, params) * full_mask + full * (1 - full_mask)
-        return (result[0].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+        with self.placement.autocast():
+            params = self.model(small, small_mask)
+        params = F.interpolate(
+            params.float(), size=(height, width), mode="bicubic", align_corners=False
+        )
+        return apply_transform(full, params) * full_mask + full * (1 - full_mask)

@@ -18,8 +18,10 @@ from typing import Protocol
 import numpy as np
 
 from freemask.config import HarmonizeConfig, RunConfig, config_hash
+from freemask.devices import placement_of
 from freemask.errors import FreemaskError
 from freemask.harmonize.color_transfer import transfer_colour
+from freemask.model_cache import resolve_model_source
 from freemask.progress import progress_bar
 from freemask.records import Sample, StageStamp
 from freemask.stage_output import (
@@ -32,6 +34,14 @@ from freemask.storage import encode_image, open_storage, read_image
 
 STAGE = "harmonize"
 VERSION = "2"
+# Where the network runs changes no result's meaning: left out of the settings hash, so a run
+# resumed on another machine continues its output.
+EXECUTION_FIELDS = {"device", "precision"}
+
+
+def settings_hash(settings: HarmonizeConfig) -> str:
+    """The hash that names the harmonize settings in records and guards resumed outputs."""
+    return config_hash(settings, exclude=EXECUTION_FIELDS)
 
 
 class Harmonizer(Protocol):
@@ -51,7 +61,10 @@ def make_harmonizer(settings: HarmonizeConfig) -> Harmonizer | None:
             raise FreemaskError(
                 "harmonize.method 'pctnet' needs harmonize.weights (PCTNet_ViT.pth)"
             )
-        model = PCTNetHarmonizer(load_pctnet(settings.weights))
+        model = PCTNetHarmonizer(
+            load_pctnet(resolve_model_source(settings.weights, "harmonize.weights")),
+            placement_of(settings, "harmonize"),
+        )
         return lambda image, mask, others: model.harmonize(image, mask)
 
     def classical(image: np.ndarray, mask: np.ndarray, others: np.ndarray) -> np.ndarray:
@@ -116,12 +129,12 @@ def run_harmonize(
     shard = shard or Shard()
     source = open_storage(inputs)
     output = StageOutput(
-        open_storage(outputs), STAGE, shard, settings_hash=config_hash(config.harmonize)
+        open_storage(outputs), STAGE, shard, settings_hash=settings_hash(config.harmonize)
     )
     mine = shard.select(read_finished_manifest(source, "harmonize's input"))
     todo = output.pending([sample.id for sample in mine])
     harmonizer = make_harmonizer(config.harmonize) if todo else None
-    stamp = StageStamp(stage=STAGE, version=VERSION, config_hash=config_hash(config.harmonize))
+    stamp = StageStamp(stage=STAGE, version=VERSION, config_hash=settings_hash(config.harmonize))
     with progress_bar(f"harmonize {shard.index}/{shard.count}", len(mine)) as advance:
         advance(len(mine) - len(todo))
         for sample in mine:

@@ -22,6 +22,7 @@ import yaml
 from freemask.active import run_active
 from freemask.compose import run_backgrounds, run_compose
 from freemask.config import RunConfig
+from freemask.errors import WriteConflictError
 from freemask.export import FORMATS, export_dataset
 from freemask.generate import run_generate
 from freemask.harmonize import run_harmonize
@@ -77,6 +78,7 @@ def parent_run(config: RunConfig, workdir: Storage, tracking_uri: str) -> tuple[
         "freemask.runner": "local",
         "freemask.workdir_id": hashlib.sha256(workdir.uri.encode()).hexdigest()[:16],
     }
+    known = None
     if workdir.exists(RUN_FILE):
         known = read_json_object(workdir, RUN_FILE, required=("run_id", "tracking_uri"))
         if known["tracking_uri"] == tracking_uri:
@@ -89,7 +91,20 @@ def parent_run(config: RunConfig, workdir: Storage, tracking_uri: str) -> tuple[
     if found:
         found.end_orphans()
     run.log_params(config.model_dump(mode="json"))  # the same values again when found
-    write_json(workdir, RUN_FILE, {"run_id": run.run_id, "tracking_uri": tracking_uri})
+    record = {"run_id": run.run_id, "tracking_uri": tracking_uri}
+    if known is not None:  # it names another tracking server: this run replaces it
+        write_json(workdir, RUN_FILE, record)
+        return run, found is not None
+    try:
+        # Write-once (a generation precondition on GCS): of two processes starting this work
+        # directory at the same moment, one names the parent run and the other joins it.
+        write_json(workdir, RUN_FILE, record, write_once=True)
+    except WriteConflictError:
+        winner = read_json_object(workdir, RUN_FILE, required=("run_id", "tracking_uri"))
+        if winner["run_id"] != run.run_id:
+            run.finish("KILLED")
+            run = tracker.resume_run(winner["run_id"])
+        return run, True
     return run, found is not None
 
 

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from freemask.devices import Placement
+
 STRIDE = 4
 IGNORE = 255
 
@@ -60,6 +62,16 @@ class AffinityNet(nn.Module):
         stem_small = F.adaptive_avg_pool2d(stem, grid)
         colour = F.adaptive_avg_pool2d(image, grid) * self.colour_weight
         return torch.cat([self.head(torch.cat([stem_small, down, context], dim=1)), colour], dim=1)
+
+
+def place_affinity(model: AffinityNet, placement: Placement) -> AffinityNet:
+    """The network on ``placement.device`` (convolution weights channels_last on CUDA)."""
+    return model.to(device=placement.device, memory_format=placement.memory_format())
+
+
+def to_device(images: torch.Tensor, placement: Placement) -> torch.Tensor:
+    """An image batch [B, 3, H, W] on ``placement.device``, in its memory format."""
+    return images.to(placement.device, memory_format=placement.memory_format())
 
 
 def pair_offsets(radius: int) -> list[tuple[int, int]]:

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from freemask.refine.affinity import IGNORE, AffinityNet, to_tensor
+from freemask.devices import CPU, Placement
+from freemask.refine.affinity import IGNORE, AffinityNet, place_affinity, to_device, to_tensor
 from freemask.refine.guided_filter import guided_filter
 from freemask.refine.random_walk import propagate, transition_matrix
 
@@ -115,6 +116,7 @@ class AffinityRefiner:
 
     The walk runs on the network's 1/4 grid; its scores reach full resolution through a
     guided filter on the image, in the role dense CRF plays after the walk in AffinityNet.
+    The network runs where ``placement`` says; the walk (a sparse product) on the CPU.
     """
 
     def __init__(
@@ -124,17 +126,26 @@ class AffinityRefiner:
         beta: float = 8.0,
         logt: int = 8,
         upsample: GuidedFilterRefiner | None = None,
+        placement: Placement = CPU,
     ):
-        self.model = model.eval()
+        self.model = place_affinity(model, placement).eval()
+        self.placement = placement
         self.radius = radius
         self.beta = beta
         self.logt = logt
         self.upsample = upsample or GuidedFilterRefiner()
 
     @torch.no_grad()
+    def features(self, image: np.ndarray) -> torch.Tensor:
+        """The network's features [D, h, w] of an RGB image, as fp32 on the CPU."""
+        with self.placement.autocast():
+            features = self.model(to_device(to_tensor(image), self.placement))[0]
+        return features.float().cpu()
+
+    @torch.no_grad()
     def refine(self, image: np.ndarray, soft: np.ndarray) -> np.ndarray:
         height, width = image.shape[:2]
-        features = self.model(to_tensor(image))[0]
+        features = self.features(image)
         grid = features.shape[1:]
         scores = torch.from_numpy(class_scores(soft))[None]
         small = F.adaptive_avg_pool2d(scores, grid)[0].reshape(scores.shape[1], -1).numpy()

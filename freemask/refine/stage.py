@@ -26,7 +26,9 @@ import io
 import numpy as np
 
 from freemask.config import RefineConfig, RunConfig, config_hash
+from freemask.devices import placement_of
 from freemask.errors import FreemaskError
+from freemask.model_cache import resolve_model_source
 from freemask.progress import progress_bar
 from freemask.records import IGNORE_INDEX, Instance, Sample, StageStamp
 from freemask.refine.refiners import (
@@ -55,6 +57,14 @@ from freemask.tracking import NullRun, Run
 STAGE = "refine"
 VERSION = "2"
 WEIGHTS = "affinity.safetensors"
+# Where the network runs changes no result's meaning: left out of the settings hash, so a run
+# resumed on another machine continues its output.
+EXECUTION_FIELDS = {"device", "precision"}
+
+
+def settings_hash(settings: RefineConfig) -> str:
+    """The hash that names the refine settings in records and guards resumed outputs."""
+    return config_hash(settings, exclude=EXECUTION_FIELDS)
 
 
 def load_inputs(
@@ -149,7 +159,9 @@ def make_refiner(
     if settings.method == "guided_filter":
         return guided
     if settings.weights:
-        model = model_from_bytes(_read_weights(settings.weights), settings.weights)
+        # A file in a gs:// mirror comes from the model cache; other URIs from storage.
+        weights = resolve_model_source(settings.weights, "refine.weights", required=False)
+        model = model_from_bytes(_read_weights(weights), settings.weights)
     elif output.exists(WEIGHTS):
         model = model_from_bytes(output.read_bytes(WEIGHTS), f"{output.uri}/{WEIGHTS}")
     elif shard.count > 1:
@@ -159,7 +171,10 @@ def make_refiner(
         )
     else:
         model = _train(config, source, samples, output, run)
-    return AffinityRefiner(model, settings.radius, settings.beta, settings.logt, guided)
+    placement = placement_of(settings, "refine")
+    return AffinityRefiner(
+        model, settings.radius, settings.beta, settings.logt, guided, placement=placement
+    )
 
 
 def _read_weights(uri: str) -> bytes:
@@ -197,6 +212,7 @@ def _train(config: RunConfig, source: Storage, samples: list[Sample], output: St
         radius=settings.radius,
         thresholds=(settings.background_threshold, settings.foreground_threshold),
         seed=config.seed,
+        placement=placement_of(settings, "refine"),
     )
     output.write_bytes(WEIGHTS, weights_bytes(model))
     for epoch, loss in enumerate(log.epoch_losses):
@@ -220,13 +236,13 @@ def run_refine(
     source = open_storage(inputs)
     target = open_storage(outputs)
     samples = read_finished_manifest(source, "refine's input")
-    output = StageOutput(target, STAGE, shard, settings_hash=config_hash(config.refine))
+    output = StageOutput(target, STAGE, shard, settings_hash=settings_hash(config.refine))
     # 1. The refiner (AffinityNet trains on every single object, not just this shard's).
     todo = output.pending([sample.id for sample in shard.select(samples)])
     refiner = make_refiner(config, source, samples, target, run or NullRun(), shard)
     if train_only:
         return output.result
-    stamp = StageStamp(stage=STAGE, version=VERSION, config_hash=config_hash(config.refine))
+    stamp = StageStamp(stage=STAGE, version=VERSION, config_hash=settings_hash(config.refine))
     settings = config.refine
     thresholds = (settings.background_threshold, settings.foreground_threshold)
     mine = shard.select(samples)

@@ -28,9 +28,11 @@ def evaluate(
     samples: list[Sample],
     storage: Storage,
     classes: list[str],
-    batch: int = 4,
+    batch: int | None = None,
 ) -> dict[str, object]:
-    """mIoU (background included, as VOC counts it) and per-class IoU over labelled samples."""
+    """mIoU (background included, as VOC counts it) and per-class IoU over labelled samples,
+    ``batch`` images per forward pass (default: the segmenter's ``predict_batch_size``)."""
+    batch = batch or segmenter.predict_batch_size
     names = run_labels(classes)
     matrix = np.zeros((len(names), len(names)), dtype=np.int64)
     labelled = [sample for sample in samples if sample.semantic_mask]

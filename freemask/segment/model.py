@@ -5,12 +5,13 @@ installed from the package registry; ``Mask2FormerForUniversalSegmentation`` com
 matched mask and class losses. Our label space is ``["background", *classes]`` (index 0 is the
 background, k the k-th configured class); a pretrained checkpoint keeps its own labels and maps
 them onto ours for pseudo-labelling (``segment.label_map`` names a checkpoint label per class
-where the names differ).
+where the names differ). Every loader places the model as ``segment.device`` and
+``segment.precision`` say (``place_segmenter``); predictions come back as CPU NumPy arrays.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from freemask.config import SegmentConfig
+from freemask.devices import CPU, Placement, placement_of
 from freemask.errors import FreemaskError
+from freemask.model_cache import resolve_model_source
 from freemask.relate.thesaurus import normalise
 
 TINY_MASK2FORMER_ID = "builtin:tiny-mask2former"
@@ -56,15 +59,40 @@ IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
 
 @dataclass
 class Segmenter:
-    """A Mask2Former model and how its labels map onto the run's (0 background, k class k)."""
+    """A Mask2Former model and how its labels map onto the run's (0 background, k class k).
+
+    ``placement`` is where ``place_segmenter`` put the model and the autocast dtype that
+    prediction and training use; ``predict_batch_size`` how many images one forward pass takes.
+    """
 
     model: Any
     image_size: int
     to_run_label: np.ndarray  # model label index -> run label index
+    placement: Placement = field(default=CPU)
+    predict_batch_size: int = 4
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+
+def place_segmenter(
+    segmenter: Segmenter, placement: Placement, predict_batch_size: int | None = None
+) -> Segmenter:
+    """Move the model (parameters and buffers) to ``placement.device``, convolution weights
+    channels_last on CUDA; record the placement (and the prediction batch when given)."""
+    segmenter.model.to(device=placement.device, memory_format=placement.memory_format())
+    segmenter.placement = placement
+    if predict_batch_size is not None:
+        segmenter.predict_batch_size = predict_batch_size
+    return segmenter
+
+
+def configure_segmenter(segmenter: Segmenter, settings: SegmentConfig) -> Segmenter:
+    """Place the segmenter where ``settings`` say (device, precision, prediction batch)."""
+    return place_segmenter(
+        segmenter, placement_of(settings, "segment"), settings.predict_batch_size
+    )
 
 
 def run_labels(classes: list[str]) -> list[str]:
@@ -150,14 +178,14 @@ def load_segmenter(
     labels = run_labels(classes)
     if settings.model_id in BUILTIN_IDS:
         model = build_tiny_mask2former(labels, size=BUILTIN_IDS[settings.model_id])
-        return Segmenter(model, settings.image_size, np.arange(len(labels)))
+        return configure_segmenter(
+            Segmenter(model, settings.image_size, np.arange(len(labels))), settings
+        )
     from transformers import Mask2FormerForUniversalSegmentation
 
-    source = (
-        str(Path(settings.model_id).expanduser())
-        if Path(settings.model_id).expanduser().exists()
-        else settings.model_id
-    )
+    # A gs:// mirrored folder is fetched once into the model cache (freemask.model_cache).
+    model_id = resolve_model_source(settings.model_id, field)
+    source = str(Path(model_id).expanduser()) if Path(model_id).expanduser().exists() else model_id
     options: dict[str, Any] = {"revision": settings.revision}
     if trainable:
         options.update(
@@ -171,9 +199,11 @@ def load_segmenter(
     except (OSError, ValueError) as exc:
         raise FreemaskError(f"{field} {settings.model_id!r}: cannot load ({exc})") from None
     if trainable:
-        return Segmenter(model, settings.image_size, np.arange(len(labels)))
-    mapping = label_mapping(model.config.id2label, classes, settings.label_map)
-    return Segmenter(model, settings.image_size, mapping)
+        segmenter = Segmenter(model, settings.image_size, np.arange(len(labels)))
+    else:
+        mapping = label_mapping(model.config.id2label, classes, settings.label_map)
+        segmenter = Segmenter(model, settings.image_size, mapping)
+    return configure_segmenter(segmenter, settings)
 
 
 def preprocess(images: list[np.ndarray], size: int) -> torch.Tensor:
@@ -190,7 +220,11 @@ def preprocess(images: list[np.ndarray], size: int) -> torch.Tensor:
 def predict(segmenter: Segmenter, images: list[np.ndarray]) -> list[np.ndarray]:
     """Semantic label maps (run labels, uint8, each image's own size) for RGB images."""
     model = segmenter.model.eval()
-    outputs = model(pixel_values=preprocess(images, segmenter.image_size).to(segmenter.device))
+    pixels = preprocess(images, segmenter.image_size).to(
+        segmenter.device, memory_format=segmenter.placement.memory_format()
+    )
+    with segmenter.placement.autocast():
+        outputs = model(pixel_values=pixels)
     classes = outputs.class_queries_logits.float().softmax(dim=-1)[..., :-1]  # drop "no object"
     masks = outputs.masks_queries_logits.float().sigmoid()
     scores = torch.einsum("bqc,bqhw->bchw", classes, masks)

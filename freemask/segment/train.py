@@ -27,7 +27,7 @@ from safetensors.torch import save as save_safetensors
 from freemask.config import SegmentConfig
 from freemask.errors import FreemaskError
 from freemask.records import IGNORE_INDEX, Sample
-from freemask.segment.model import Segmenter, preprocess
+from freemask.segment.model import Segmenter, configure_segmenter, preprocess
 from freemask.storage import Storage, read_image, read_json_object, write_json
 from freemask.tracking import NullRun, Run
 
@@ -92,7 +92,8 @@ def train_segmenter(
     """Train on ``samples`` (files under ``data``) for ``settings.train_steps`` steps.
 
     Resumes from ``model_storage``'s latest checkpoint when there is one. ``on_step(step)``
-    runs after each step (tests use it to interrupt). Mixed precision on CUDA.
+    runs after each step (tests use it to interrupt). Runs where the segmenter is placed,
+    autocast in its precision (fp16 with loss scaling).
     """
     usable = [sample for sample in samples if sample.semantic_mask]
     if not usable:
@@ -100,12 +101,14 @@ def train_segmenter(
     run = run or NullRun()
     model = segmenter.model.train()
     device = segmenter.device
+    placement = segmenter.placement
+    memory_format = placement.memory_format()
+    scaler = placement.grad_scaler()
     optimiser = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.05)
     total = settings.train_steps
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: lr_factor(step, total))
     start = _resume(model, optimiser, schedule, model_storage)
     result = TrainingResult(steps=start, resumed_from=start)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     for step in range(start, total):
         rng = np.random.default_rng([seed, step])
         torch.manual_seed(seed * 1_000_003 + step)  # the loss samples points at random
@@ -114,16 +117,20 @@ def train_segmenter(
             load_example(data, usable[i], segmenter.image_size, bool(rng.random() < 0.5))
             for i in picks
         ]
-        with autocast:
+        with placement.autocast():
             outputs = model(
-                pixel_values=torch.stack([b[0] for b in batch]).to(device),
+                pixel_values=torch.stack([b[0] for b in batch]).to(
+                    device, memory_format=memory_format
+                ),
                 mask_labels=[b[1].to(device) for b in batch],
                 class_labels=[b[2].to(device) for b in batch],
             )
         optimiser.zero_grad()
-        outputs.loss.backward()
+        scaler.scale(outputs.loss).backward()
+        scaler.unscale_(optimiser)  # clip the true gradients
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimiser.step()
+        scaler.step(optimiser)
+        scaler.update()
         schedule.step()
         loss = float(outputs.loss.detach())
         if not math.isfinite(loss):
@@ -212,8 +219,9 @@ def save_trained(segmenter: Segmenter, storage: Storage) -> None:
     storage.write_bytes(MODEL_MARKER, _weights(segmenter.model))
 
 
-def load_trained(storage: Storage) -> Segmenter:
-    """Rebuild a segmenter written by ``save_trained`` (no pickle)."""
+def load_trained(storage: Storage, settings: SegmentConfig | None = None) -> Segmenter:
+    """Rebuild a segmenter written by ``save_trained`` (no pickle), placed as ``settings``
+    say (device, precision, prediction batch); without settings on the CPU."""
     from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation
 
     if not storage.exists(MODEL_MARKER):
@@ -228,4 +236,5 @@ def load_trained(storage: Storage) -> Segmenter:
             f"{storage.uri}/{MODEL_MARKER}: does not fit config.json ({first})"
         ) from None
     labels = read_json_object(storage, "labels.json", required=("image_size", "to_run_label"))
-    return Segmenter(model.eval(), labels["image_size"], np.asarray(labels["to_run_label"]))
+    segmenter = Segmenter(model.eval(), labels["image_size"], np.asarray(labels["to_run_label"]))
+    return configure_segmenter(segmenter, settings) if settings else segmenter

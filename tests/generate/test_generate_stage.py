@@ -159,7 +159,9 @@ def test_saved_model_folder_loads_offline_and_draws_the_same(tiny_pipe, tmp_path
     kwargs = {"height": 64, "width": 64, "num_inference_steps": 3, "output_type": "np"}
     first = tiny_pipe("a cat", generator=torch.Generator().manual_seed(0), **kwargs).images
     second = loaded("a cat", generator=torch.Generator().manual_seed(0), **kwargs).images
-    np.testing.assert_allclose(first, second, atol=1e-6)
+    # The same up to float rounding (kernels differ by thread count: 1.4e-6 seen on one
+    # thread), far below one 8-bit level (3.9e-3).
+    np.testing.assert_allclose(first, second, atol=1e-5)
 
 
 def test_model_folder_missing_a_component_is_named(tiny_pipe, tmp_path) -> None:

@@ -8,7 +8,7 @@ import re
 import pytest
 from kfp import components
 
-from freemask.commands import ARTIFACTS, GPU_STAGES, OVERRIDES
+from freemask.commands import ARTIFACTS, OVERRIDES, gpu_tasks
 from freemask.config import RunConfig
 from freemask.errors import FreemaskError
 from pipelines.freemask_pipeline import compile_pipeline
@@ -17,11 +17,11 @@ from pipelines.ir import canonical, executor_task, lint, load_ir
 STAGE_IMAGES = {
     "generate": "freemask-generate",
     "backgrounds": "freemask-generate",
-    "relate": "freemask-relate",
-    "compose": "freemask-compose",
-    "refine-train": "freemask-refine",
-    "refine": "freemask-refine",
-    "harmonize": "freemask-harmonize",
+    "relate": "freemask-generate",
+    "compose": "freemask-segment",
+    "refine-train": "freemask-segment",
+    "refine": "freemask-segment",
+    "harmonize": "freemask-segment",
     "pseudo-label": "freemask-segment",
     "train": "freemask-segment",
 }
@@ -73,6 +73,33 @@ def test_every_stage_runs_in_its_own_image(compiled) -> None:
     assert all(e["container"]["command"] == ["freemask"] for e in executors)
 
 
+# With the default methods (guided filter, colour transfer) refine and harmonize run no network.
+DEFAULT_GPU_TASKS = {"generate", "backgrounds", "bootstrap", "pseudo-label", "train", "close"}
+
+
+def test_gpu_tasks_follow_what_each_command_runs() -> None:
+    assert gpu_tasks(config()) == DEFAULT_GPU_TASKS
+    learned = RunConfig.model_validate(
+        {
+            "classes": ["cat"],
+            "refine": {"method": "affinity"},
+            "harmonize": {"method": "pctnet", "weights": "pctnet"},
+        }
+    )
+    assert gpu_tasks(learned) == DEFAULT_GPU_TASKS | {"refine-train", "refine", "harmonize"}
+    on_cpu = learned.model_copy(
+        update={
+            "refine": learned.refine.model_copy(update={"device": "cpu"}),
+            "segment": learned.segment.model_copy(update={"device": "cpu"}),
+        }
+    )
+    assert gpu_tasks(on_cpu) == {"generate", "backgrounds", "harmonize"}
+    judged = RunConfig.model_validate(
+        {"classes": ["cat"], "segment": {"labeller": "org/model"}, "compose": {"backgrounds": "bg"}}
+    )
+    assert gpu_tasks(judged) == {"generate", "pseudo-label", "train", "close"}
+
+
 def test_accelerators_on_exactly_the_gpu_stages(compiled) -> None:
     _, spec, platform = compiled
     executors = spec["deploymentSpec"]["executors"]
@@ -81,17 +108,20 @@ def test_accelerators_on_exactly_the_gpu_stages(compiled) -> None:
         for e in executors.values()
         if e["container"].get("resources", {}).get("accelerator")
     }
-    assert with_gpu == GPU_STAGES
+    assert with_gpu == DEFAULT_GPU_TASKS
     kubernetes = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for name, executor in executors.items():
         settings = kubernetes.get(name, {})
-        gpu = executor_task(executor) in GPU_STAGES
+        gpu = executor_task(executor) in DEFAULT_GPU_TASKS
         assert (
             bool(settings.get("tolerations")) == gpu and bool(settings.get("nodeSelector")) == gpu
         )
-        assert [m["mountPath"] for m in settings.get("emptyDirMounts", [])] == (
-            ["/dev/shm"] if gpu else []
-        )
+        mounts = {m["mountPath"] for m in settings.get("emptyDirMounts", [])}
+        assert ("/dev/shm" in mounts) == gpu
+        assert mounts <= {
+            "/dev/shm",
+            "/var/cache/freemask",
+        }  # the model cache: see test_model_secrets
         assert settings["secretAsEnv"][0]["keyToEnv"][0]["envVar"] == "MLFLOW_TRACKING_TOKEN"
 
 
@@ -214,3 +244,49 @@ def test_tasks_output_datasets_models_metrics_and_the_mlflow_link(compiled) -> N
         args = executor["container"]["args"]
         if executor_task(executor) in ARTIFACTS:  # the launcher's {{$}} reaches kfp-outputs
             assert args[args.index("--executor-input") + 1] == "{{$}}"
+
+
+def test_a_digest_lock_names_every_image_by_digest(compiled, tmp_path) -> None:
+    """``freemask compile --images-lock``: each executor runs its family's pushed digest, and
+    nothing else in the IR changes."""
+    import json
+    import shutil
+
+    from components._spec import IMAGES_FILE, digest_images
+    from pipelines.ir import pin_images
+
+    path, spec, _ = compiled
+    families = json.loads(IMAGES_FILE.read_text())["families"]
+    digests = {family: f"{index:x}" * 64 for index, family in enumerate(families, start=1)}
+    lock = tmp_path / "images.lock.json"
+    lock.write_text(
+        json.dumps(
+            {"images": {f: f"reg.example/{n}@sha256:{digests[f]}" for f, n in families.items()}}
+        )
+    )
+    pinned = pin_images(shutil.copy(path, tmp_path / "pipeline.yaml"), digest_images(lock))
+    pinned_spec, platform = load_ir(pinned)
+    images = {
+        executor_task(e): e["container"]["image"]
+        for e in pinned_spec["deploymentSpec"]["executors"].values()
+    }
+    assert images["generate"] == f"reg.example/freemask-generate@sha256:{digests['generate']}"
+    assert images["train"] == f"reg.example/freemask-segment@sha256:{digests['segment']}"
+    assert images["join"] == f"reg.example/freemask-cpu@sha256:{digests['cpu']}"
+    assert all("@sha256:" in image for image in images.values())
+    assert not lint(pinned_spec, platform)
+    for executor in pinned_spec["deploymentSpec"]["executors"].values():
+        executor["container"]["image"] = "x"
+    unpinned = copy.deepcopy(spec)
+    for executor in unpinned["deploymentSpec"]["executors"].values():
+        executor["container"]["image"] = "x"
+    assert canonical(pinned_spec) == canonical(unpinned)
+
+
+def test_a_digest_lock_without_a_family_is_refused(tmp_path) -> None:
+    from components._spec import digest_images
+
+    lock = tmp_path / "images.lock.json"
+    lock.write_text('{"images": {"generate": "reg.example/freemask-generate:0.1.0"}}')
+    with pytest.raises(FreemaskError, match="no digest for family 'generate'"):
+        digest_images(lock)

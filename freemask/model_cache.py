@@ -1,0 +1,209 @@
+"""Mirrored models (``gs://`` folders with a sha256 manifest) fetched once per machine.
+
+``freemask models mirror`` (``freemask.model_mirror``) copies a run's models to a bucket, each
+into its own folder with ``model-manifest.json`` (every file's sha256 and size) written last.
+A ``gs://`` model id names such a folder (or a file inside one): ``resolve_model_source``
+downloads it into the model cache (``FREEMASK_MODEL_CACHE``, default
+``~/.cache/freemask/models``; on Kubernetes a cache volume) and returns the local path, which
+the loaders pass to ``from_pretrained``. A download goes to a temporary folder, every file is
+checked against the manifest, and only then is the folder renamed into place, so a partial or
+corrupted download is never used; a lock file keeps two processes of one pod from downloading
+the same model twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from freemask.errors import FreemaskError, StorageError
+from freemask.storage import Storage, open_storage
+
+MANIFEST = "model-manifest.json"
+MANIFEST_FORMAT = 1
+CACHE_ENV = "FREEMASK_MODEL_CACHE"
+DEFAULT_CACHE = "~/.cache/freemask/models"
+CHUNK = 8 * 1024 * 1024
+
+
+class ModelIntegrityError(FreemaskError):
+    """A mirrored model file differs from its manifest (corrupted, or changed after mirroring)."""
+
+
+def model_cache_dir() -> Path:
+    """The model cache: ``FREEMASK_MODEL_CACHE`` if set, else ``~/.cache/freemask/models``."""
+    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
+
+
+def safe_name(text: str) -> str:
+    """``text`` as one folder name: runs of other characters than [A-Za-z0-9._-] become '--'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "--", text).strip("-.") or "model"
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 hex digest of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_manifest(files: dict[str, Path], source: str, revision: str) -> dict[str, Any]:
+    """The manifest of ``files`` (relative path -> local file): sha256 and size of each."""
+    return {
+        "format": MANIFEST_FORMAT,
+        "source": source,
+        "revision": revision,
+        "files": {
+            name: {"sha256": file_sha256(path), "size": path.stat().st_size}
+            for name, path in sorted(files.items())
+        },
+    }
+
+
+def encode_manifest(manifest: dict[str, Any]) -> bytes:
+    return json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
+
+
+def read_manifest(store: Storage) -> tuple[dict[str, Any], bytes]:
+    """The manifest of a mirrored folder and its bytes; FreemaskError when absent or malformed."""
+    try:
+        data = store.read_bytes(MANIFEST)
+    except StorageError:
+        raise FreemaskError(
+            f"{store.uri}: not a mirrored model (no {MANIFEST}; an unfinished mirror has none); "
+            "mirror it with `freemask models mirror --config C --to URI`"
+        ) from None
+    try:
+        manifest = json.loads(data)
+        files = manifest["files"]
+        for name, entry in files.items():
+            if not (isinstance(entry["sha256"], str) and isinstance(entry["size"], int)):
+                raise TypeError(name)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise FreemaskError(f"{store.uri}/{MANIFEST}: not a model manifest ({exc})") from None
+    return manifest, data
+
+
+def download_file(store: Storage, name: str, target: Path) -> None:
+    """Copy one object to a local file, streaming (model files can be gigabytes)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if hasattr(store, "local_path"):
+        try:
+            shutil.copyfile(store.local_path(name), target)
+        except FileNotFoundError:
+            raise StorageError(f"{store.uri}/{name}: not found") from None
+        return
+    from google.api_core.exceptions import NotFound
+
+    try:
+        store.blob(name).download_to_filename(str(target))
+    except NotFound:
+        target.unlink(missing_ok=True)
+        raise StorageError(f"{store.uri}/{name}: not found") from None
+
+
+def verify_file(path: Path, entry: dict[str, Any], where: str) -> None:
+    """Raise ModelIntegrityError naming ``where`` unless the file has the manifest's size and
+    sha256."""
+    size = path.stat().st_size
+    if size != entry["size"]:
+        raise ModelIntegrityError(
+            f"{where}: {size} bytes, the manifest says {entry['size']} (corrupted or changed "
+            "after mirroring); mirror the model again"
+        )
+    digest = file_sha256(path)
+    if digest != entry["sha256"]:
+        raise ModelIntegrityError(
+            f"{where}: sha256 {digest[:16]}... does not match the manifest's "
+            f"{entry['sha256'][:16]}... (corrupted or changed after mirroring); mirror the "
+            "model again"
+        )
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _complete(folder: Path, manifest: dict[str, Any]) -> bool:
+    """True when ``folder`` holds the manifest and every file at its size (a cheap check; the
+    hashes were verified when it was downloaded)."""
+    if not (folder / MANIFEST).is_file():
+        return False
+    return all(
+        (folder / name).is_file() and (folder / name).stat().st_size == entry["size"]
+        for name, entry in manifest["files"].items()
+    )
+
+
+def fetch_model(uri: str, cache_dir: Path | None = None) -> Path:
+    """The local copy of the mirrored model folder at ``uri``, downloaded once into the cache.
+
+    A cached copy is used when its manifest is the remote one (only the manifest is read);
+    otherwise every file is downloaded to a temporary folder, verified against the manifest and
+    the folder renamed into place. Raises ModelIntegrityError naming a file that does not match,
+    FreemaskError when ``uri`` is not a mirrored model.
+    """
+    store = open_storage(uri)
+    manifest, data = read_manifest(store)
+    root = cache_dir or model_cache_dir()
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    final = root / f"{safe_name(store.uri.rstrip('/').rpartition('/')[2])}-{digest}"
+    if _complete(final, manifest):
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    with _locked(root / f".{final.name}.lock"):
+        if _complete(final, manifest):  # another process finished it while this one waited
+            return final
+        shutil.rmtree(final, ignore_errors=True)  # an incomplete copy (files removed by hand)
+        temp = Path(tempfile.mkdtemp(prefix=f".download-{final.name}-", dir=root))
+        try:
+            for name, entry in manifest["files"].items():
+                download_file(store, name, temp / name)
+                verify_file(temp / name, entry, f"{store.uri}/{name}")
+            (temp / MANIFEST).write_bytes(data)
+            os.rename(temp, final)
+        finally:
+            shutil.rmtree(temp, ignore_errors=True)
+    return final
+
+
+def resolve_model_source(value: str, field: str, *, required: bool = True) -> str:
+    """Where a loader finds the model named by a config ``field``: a ``gs://`` mirrored folder,
+    or a file inside one, as its local cached path; any other value as it is.
+
+    A ``gs://`` value that is no mirror raises FreemaskError naming ``field`` when ``required``
+    and is returned as it is otherwise (for fields that storage reads directly).
+    """
+    if not value.startswith("gs://"):
+        return value
+    store = open_storage(value)
+    if store.exists(MANIFEST):
+        return str(fetch_model(value))
+    parent, _, name = value.rstrip("/").rpartition("/")
+    if name and parent.count("/") >= 3 and open_storage(parent).exists(MANIFEST):
+        folder = fetch_model(parent)
+        if (folder / name).is_file():
+            return str(folder / name)
+    if required:
+        raise FreemaskError(
+            f"{field} {value!r}: not a mirrored model (no {MANIFEST} there); mirror it with "
+            "`freemask models mirror --config C --to gs://bucket/prefix`"
+        )
+    return value
