@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_quality import bench_config, write_inputs
+from bench_quality import THESAURUS, bench_config, write_inputs
 from probe_segmenter import ProbeSettings, load_pairs, predict_probe, train_probe
 
 from freemask.active import run_active
@@ -100,7 +100,12 @@ def run_rows(config: RunConfig, work: Path) -> dict[str, tuple[LocalStorage, lis
     count = len(rows["c"][1])
     ceiling = str(work / "ceiling")
     write_toy_scenes(
-        ceiling, config.classes, count, seed=CEILING_SEED + config.seed, objects=(2, 3)
+        ceiling,
+        config.classes,
+        count,
+        seed=CEILING_SEED + config.seed,
+        objects=(2, 3),
+        thesaurus=str(THESAURUS),
     )
     rows["f"] = (LocalStorage(ceiling), read_manifest(LocalStorage(ceiling)))
     return rows
@@ -168,7 +173,12 @@ def main(argv: list[str] | None = None) -> None:
     classes = method_config(args.work, 0, args.quick).classes
     test_uri = str(args.work / "test")
     write_toy_scenes(
-        test_uri, classes, 12 if args.quick else TEST_SCENES, seed=TEST_SEED, objects=(2, 3)
+        test_uri,
+        classes,
+        12 if args.quick else TEST_SCENES,
+        seed=TEST_SEED,
+        objects=(2, 3),
+        thesaurus=str(THESAURUS),
     )
     test_store = LocalStorage(test_uri)
     test = load_pairs(test_store, read_manifest(test_store))

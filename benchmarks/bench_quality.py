@@ -35,13 +35,14 @@ from freemask.refine import run_refine
 from freemask.relate import run_relate
 from freemask.storage import LocalStorage, encode_image
 from freemask.toyworld.dataset import write_toy_scenes
-from freemask.toyworld.render import SCENES, draw_background
+from freemask.toyworld.render import SCENES, draw_background, random_light
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("generate", "refine", "compose", "harmonize")
 # The settings before label quality was measured: every mask kept, the whole band pasted.
 OLD_SETTINGS = {"generate": {"reject_implausible": False}, "compose": {"band_width": 0.5}}
 BACKGROUNDS_PER_SCENE = 6
+THESAURUS = REPO / "configs" / "demo_thesaurus.yaml"
 OBJECTS_PER_CLASS = 16
 
 
@@ -61,21 +62,27 @@ def bench_config(work: Path, seed: int, variant: dict, quick: bool) -> RunConfig
 
 
 def write_inputs(work: Path, classes: list[str], seed: int, size: int, quick: bool) -> None:
-    """Rendered single objects (the init images, with exact masks), empty backgrounds and
-    held-out scenes (the active loop's validation set)."""
+    """Rendered single objects under random lights (the init images, with exact masks), empty
+    backgrounds under their own lights (so harmonization has light to match) and held-out
+    scenes drawn as the demo's relation table says (the active loop's validation set)."""
     count = (4 if quick else OBJECTS_PER_CLASS) * len(classes) * 2
     write_toy_scenes(str(work / "init"), classes, count, seed=100 + seed, size=size, objects=(1, 1))
     write_toy_scenes(
-        str(work / "validation"), classes, 12 if quick else 100, seed=300 + seed, objects=(2, 3)
+        str(work / "validation"),
+        classes,
+        12 if quick else 100,
+        seed=300 + seed,
+        size=size,
+        objects=(2, 3),
+        thesaurus=str(THESAURUS),
     )
     rng = np.random.default_rng(200 + seed)
     backgrounds = LocalStorage(work / "backgrounds")
     for scene in SCENES:
         for index in range(BACKGROUNDS_PER_SCENE):
             path = f"{scene}/{scene}-{index}.png"
-            backgrounds.write_bytes(
-                path, encode_image(draw_background(scene, size, rng).astype(np.uint8), path)
-            )
+            lit = draw_background(scene, size, rng) * random_light(rng).field(size)
+            backgrounds.write_bytes(path, encode_image(np.clip(lit, 0, 255).astype(np.uint8), path))
 
 
 def run_stages(config: RunConfig) -> dict[str, dict]:

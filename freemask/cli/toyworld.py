@@ -31,11 +31,27 @@ def scenes(
     outputs: Annotated[str, typer.Option("--out", help="Where to write the labelled scenes.")],
     count: Annotated[int, typer.Option(min=1, help="How many scenes.")] = 100,
     objects: Annotated[str, typer.Option(help="Objects per scene, 'low,high'.")] = "2,3",
-    size: Annotated[int, typer.Option(min=16, help="Image side in pixels.")] = 64,
+    size: Annotated[int, typer.Option(min=16, max=1024, help="Image side in pixels.")] = 128,
     seed: Annotated[int, typer.Option(help="Scene seed (use another than training's).")] = 1,
+    related: Annotated[
+        bool | None,
+        typer.Option(
+            "--related/--anywhere",
+            help="Scenes and object sizes as the run's relation table (relate.thesaurus) says, "
+            "or any class anywhere at any size. Default: related when the config names a table.",
+        ),
+    ] = None,
+    domain: Annotated[
+        str,
+        typer.Option(
+            help="'toy', the world the toy model draws, or 'shifted': other textures "
+            "and lights (training data for an independent labeller)."
+        ),
+    ] = "toy",
 ) -> None:
     """Render labelled scenes of the run's classes (resumable)."""
     from freemask.toyworld.dataset import write_toy_scenes
+    from freemask.toyworld.render import DOMAINS
 
     low, _, high = objects.partition(",")
     try:
@@ -44,8 +60,22 @@ def scenes(
         raise FreemaskError(f"--objects {objects!r}: expected 'low,high', e.g. 2,3") from None
     if not 1 <= span[0] <= span[1]:
         raise FreemaskError(f"--objects {objects!r}: expected 1 <= low <= high")
-    classes = load_config(config).classes
-    result = write_toy_scenes(outputs, classes, count, seed=seed, size=size, objects=span)
+    if domain not in DOMAINS:
+        raise FreemaskError(f"--domain {domain!r}: expected one of {list(DOMAINS)}")
+    run = load_config(config)
+    if related and not run.relate.thesaurus:
+        raise FreemaskError(f"{config}: --related needs relate.thesaurus, a relation table")
+    thesaurus = run.relate.thesaurus if related is not False else None
+    result = write_toy_scenes(
+        outputs,
+        run.classes,
+        count,
+        seed=seed,
+        size=size,
+        objects=span,
+        thesaurus=thesaurus,
+        domain=domain,
+    )
     out.print(
         f"toyworld scenes: {result.written} written, {result.skipped} already done -> {outputs}"
     )

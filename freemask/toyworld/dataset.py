@@ -12,7 +12,8 @@ from freemask.errors import FreemaskError
 from freemask.records import Instance, Sample, StageStamp
 from freemask.stage_output import StageOutput, StageResult
 from freemask.storage import encode_image, open_storage
-from freemask.toyworld.render import OBJECTS, random_scene
+from freemask.toyworld.model import IMAGE_SIDE
+from freemask.toyworld.render import OBJECTS, SCENES, SceneRelations, random_scene, related_scene
 
 STAGE = "toyworld"
 VERSION = "1"
@@ -27,22 +28,52 @@ def check_toy_classes(classes: list[str]) -> None:
         )
 
 
+def scene_relations(thesaurus: str, classes: list[str]) -> SceneRelations:
+    """The toy scenes' weights and the heights of ``classes`` from a relation table.
+
+    Raises FreemaskError when the table lacks a class or places it in no toy scene."""
+    from freemask.relate.thesaurus import load_thesaurus
+
+    table = load_thesaurus(thesaurus)
+    weights, heights = {}, {}
+    for name in classes:
+        entry = table.lookup(name)
+        if entry is None:
+            raise FreemaskError(f"{thesaurus}: class {name!r} is not in the relation table")
+        weights[name] = {
+            scene: weight for scene, weight in table.scene_weights(entry).items() if scene in SCENES
+        }
+        if not weights[name]:
+            raise FreemaskError(
+                f"{thesaurus}: class {name!r} has no toy scene among its scenes; "
+                f"expected some of {list(SCENES)}"
+            )
+        heights[name] = entry.size
+    return SceneRelations(weights=weights, heights=heights)
+
+
 def write_toy_scenes(
     outputs: str,
     classes: list[str],
     count: int,
     *,
     seed: int = 0,
-    size: int = 64,
+    size: int = IMAGE_SIDE,
     objects: tuple[int, int] = (2, 3),
+    thesaurus: str | None = None,
+    domain: str = "toy",
 ) -> StageResult:
     """Render ``count`` scenes with ``objects`` shapes of ``classes`` under ``outputs``.
 
+    With a ``thesaurus`` (a relation table's path), scenes follow its class-scene weights and
+    object sizes (``related_scene``); without, any class goes anywhere at any size. ``domain``
+    "shifted" draws other textures, tints and lights (a labeller's training data).
     Semantic masks use the run's class ids (1-based in ``classes`` order); instances are exact
     and occlusion-aware. Resumable: scenes already recorded are not drawn again.
     """
     check_toy_classes(classes)
-    settings = f"{seed}|{size}|{objects}|{sorted(classes)}"
+    relations = scene_relations(thesaurus, classes) if thesaurus else None
+    settings = f"{seed}|{size}|{objects}|{sorted(classes)}|{relations}|{domain}"
     digest = hashlib.sha256(settings.encode()).hexdigest()[:12]
     output = StageOutput(open_storage(outputs), STAGE, settings_hash=digest)
     ids = [f"toy-{digest}-{index:06d}" for index in range(count)]
@@ -51,7 +82,11 @@ def write_toy_scenes(
     for index, sample_id in enumerate(ids):
         if sample_id not in todo:
             continue
-        scene = random_scene(seed * 1_000_003 + index, size, objects, tuple(classes))
+        scene_seed = seed * 1_000_003 + index
+        if relations is None:
+            scene = random_scene(scene_seed, size, objects, tuple(classes), domain=domain)
+        else:
+            scene = related_scene(scene_seed, size, objects, relations, domain)
         semantic = scene.semantic.copy()
         for object_index, name in enumerate(OBJECTS, start=1):
             if name in classes:
@@ -68,7 +103,7 @@ def write_toy_scenes(
                 for name, mask in scene.instances
             ],
             prompt=scene.caption,
-            seed=seed * 1_000_003 + index,
+            seed=scene_seed,
             source=[stamp],
             scene=scene.scene,
         )

@@ -17,7 +17,7 @@ from freemask.toyworld.render import VOCABULARY
 
 # Registered as a builtin model folder (pyproject's ``freemask.model_folders`` entry points).
 TOY_SD_ID = "builtin:toy-sd"
-IMAGE_SIDE = 64
+IMAGE_SIDE = 128
 # Captions are at most 14 tokens ("a photo of a red ball and a blue box on a field" + start/end).
 MAX_TOKENS = 16
 
@@ -30,10 +30,11 @@ def toy_model_path() -> Path:
 def build_toy_pipeline(seed: int = 0) -> Any:
     """An untrained toy StableDiffusionPipeline, seeded.
 
-    The VAE maps a 64-px image to a 16x16x4 latent (factor 4, where Stable Diffusion has 8),
-    so the UNet's attention sits on the 8x8 and 4x4 grids: resolutions 32 and 16 in Stable
-    Diffusion's 512-px names, the generate stage's defaults. The text encoder is a 2-layer CLIP over the toy
-    vocabulary, trained with the UNet.
+    The VAE maps a 128-px image to a 32x32x4 latent (factor 4, where Stable Diffusion has 8),
+    so the UNet's cross-attention sits on the 16x16 and 8x8 grids (a cell is 6% and 12.5% of
+    the image side, as SD's 32x32 and 16x16 grids are at 512 px) and its self-attention on
+    16x16, the grid the generate stage refines masks with. The text encoder is a 2-layer CLIP
+    over the toy vocabulary, trained with the UNet.
     """
     from diffusers import (
         AutoencoderKL,
@@ -47,12 +48,11 @@ def build_toy_pipeline(seed: int = 0) -> Any:
         sample_size=IMAGE_SIDE // 4,
         in_channels=4,
         out_channels=4,
-        block_out_channels=(32, 64, 64),
+        block_out_channels=(32, 64, 96),
         layers_per_block=1,
-        # Attention on the 8x8 grid and in the 4x4 middle block only: on two CPU cores,
-        # self-attention over the 16x16 grid would cost more than the rest of the UNet.
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        # No attention on the 32x32 grid: on CPU cores it would cost more than the rest.
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=64,
         attention_head_dim=16,
         norm_num_groups=16,

@@ -8,6 +8,7 @@ the truth for the attention mask.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,15 @@ from freemask.generate.prompts import Prompt, class_token_indices
 from freemask.toyworld.render import ToyScene
 
 
+@dataclass(frozen=True)
+class ProbeScore:
+    """One scene's attention mask against its truth: IoU of the hard mask, and polarity, the
+    soft map's mean on the object minus its mean elsewhere (negative: it marks the background)."""
+
+    iou: float
+    polarity: float
+
+
 def mask_iou(predicted: np.ndarray, truth: np.ndarray) -> float:
     """IoU of two boolean masks (1.0 when both are empty)."""
     union = np.logical_or(predicted, truth).sum()
@@ -27,14 +37,14 @@ def mask_iou(predicted: np.ndarray, truth: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def attention_mask_ious(
+def attention_probe(
     pipe: Any,
     scenes: list[ToyScene],
     settings: GenerateConfig,
     strength: float = 0.6,
     seed: int = 0,
-) -> list[float]:
-    """IoU of each scene's attention mask (its first object's class word) with its true mask."""
+) -> list[ProbeScore]:
+    """Score each scene's attention mask (its first object's class word) against its truth."""
     from diffusers import StableDiffusionImg2ImgPipeline
 
     redraw = StableDiffusionImg2ImgPipeline(**pipe.components, requires_safety_checker=False)
@@ -70,7 +80,14 @@ def attention_mask_ious(
             callback_on_step_end=store.on_step_end,
         )
     masks = masks_from_attention(store, settings, (height, width), ids)
-    return [
-        mask_iou(mask.label == 1, scene.semantic > 0)
-        for mask, scene in zip(masks, scenes, strict=True)
-    ]
+    scores = []
+    for mask, scene in zip(masks, scenes, strict=True):
+        truth = scene.instances[0][1]
+        soft = mask.soft.astype(np.float32)
+        scores.append(
+            ProbeScore(
+                iou=mask_iou(mask.label == 1, truth),
+                polarity=float(soft[truth].mean() - soft[~truth].mean()),
+            )
+        )
+    return scores

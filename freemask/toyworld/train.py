@@ -1,20 +1,28 @@
-"""Train the toy world's text-to-image model on rendered scenes, on a CPU.
+"""Train the toy world's text-to-image model on rendered scenes, on a CPU, in resumable chunks.
 
-    python -m freemask.toyworld.train --out freemask/toyworld/model
+    python -m freemask.toyworld.train --out freemask/toyworld/model --work build/toy-sd-train
 
 1. Render a fixed set of captioned scenes (seeded). 2. Train the VAE on random crops (it is
-fully convolutional, so crops teach it the whole image's statistics at a quarter of the cost).
+fully convolutional, so crops teach it the whole image's statistics at a fraction of the cost).
 3. Encode every scene once and set the VAE's latent scaling factor. 4. Train the UNet and the
 text encoder together on the cached latents (epsilon prediction on Stable Diffusion's noise
-schedule, captions dropped 10% of the time for classifier-free guidance, an EMA of the UNet
-kept for sampling). 5. Save the pipeline (safetensors) and a model card.
+schedule, captions dropped 10% of the time for classifier-free guidance, a grounding loss on
+the class words' cross-attention, an EMA of the UNet kept for sampling), then fine-tune the decoder on whole images with the encoder frozen.
+5. Save the pipeline (safetensors) and a model card.
+
+Every part saves its state under ``--work``: a killed run started again with the same command
+continues where the last checkpoint left it, with the same random streams, and each UNet
+checkpoint also leaves a loadable snapshot of the EMA pipeline (``<work>/snapshot``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import platform
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -24,9 +32,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
 from freemask.toyworld.model import IMAGE_SIDE, build_toy_pipeline, toy_model_path
-from freemask.toyworld.render import random_scene
+from freemask.toyworld.render import OBJECTS, random_scene
 
 
 @dataclass
@@ -34,30 +43,150 @@ class TrainSettings:
     """What the training run does; every field is a command-line option."""
 
     out: str = str(toy_model_path())
+    work: str = "build/toy-sd-train"
     seed: int = 0
     images: int = 6000
-    vae_steps: int = 600
+    vae_steps: int = 800
     vae_batch: int = 32
-    vae_crop: int = 32
-    unet_steps: int = 4000
-    unet_batch: int = 48
+    vae_crop: int = 48
+    decoder_steps: int = 400
+    decoder_batch: int = 8
+    unet_steps: int = 20000
+    warmup_steps: int = 200
+    unet_batch: int = 32
     learning_rate: float = 1e-3
-    ema_decay: float = 0.995
+    ema_decay: float = 0.999
     caption_dropout: float = 0.1
-    threads: int = 2
+    # Weight of the cross-attention grounding loss (0: off); see ``grounding_loss``.
+    grounding_weight: float = 0.1
+    threads: int = 1
+    checkpoint_every: int = 250
 
 
-def render_dataset(count: int, seed: int) -> tuple[np.ndarray, list[str]]:
-    """``count`` scenes with 0-2 objects: images [N, 3, H, W] in [-1, 1] and their captions."""
-    scenes = [random_scene(seed * 1_000_003 + index, IMAGE_SIDE, (0, 2)) for index in range(count)]
+MAX_OBJECTS = 2
+GROUNDING_GRIDS = (IMAGE_SIDE // 8, IMAGE_SIDE // 16)  # the 16x16 and 8x8 attention grids
+
+
+@dataclass
+class Grounding:
+    """Where each caption's class words are and what they name: per scene, the token position
+    of each object's class word (-1: none) and its visible mask on each attention grid."""
+
+    positions: torch.Tensor  # [N, MAX_OBJECTS] int64
+    masks: dict[int, torch.Tensor]  # grid side -> [N, MAX_OBJECTS, side * side] float16
+
+
+def scenes_of(count: int, seed: int) -> list:
+    """The training scenes: ``count`` lit scenes with 0-2 objects."""
+    return [
+        random_scene(seed * 1_000_003 + index, IMAGE_SIDE, (0, MAX_OBJECTS))
+        for index in range(count)
+    ]
+
+
+def render_dataset(count: int, seed: int) -> tuple[torch.Tensor, list[str]]:
+    """``count`` lit scenes with 0-2 objects: uint8 images [N, 3, H, W] and their captions."""
+    scenes = scenes_of(count, seed)
     images = np.stack([scene.image for scene in scenes]).transpose(0, 3, 1, 2)
-    return images.astype(np.float32) / 127.5 - 1, [scene.caption for scene in scenes]
+    return torch.from_numpy(np.ascontiguousarray(images)), [scene.caption for scene in scenes]
+
+
+def grounding_of(scenes: list, tokens: torch.Tensor, tokenizer: Any) -> Grounding:
+    """The class words' token positions and visible masks of ``scenes`` (captions tokenized as
+    ``tokens``; every toy word is one token)."""
+    class_ids = {tokenizer(name).input_ids[1]: name for name in OBJECTS}
+    positions = torch.full((len(scenes), MAX_OBJECTS), -1, dtype=torch.int64)
+    masks = {
+        side: torch.zeros(len(scenes), MAX_OBJECTS, side * side, dtype=torch.float16)
+        for side in GROUNDING_GRIDS
+    }
+    for index, scene in enumerate(scenes):
+        words = [
+            position for position, token in enumerate(tokens[index].tolist()) if token in class_ids
+        ]
+        for slot, position in enumerate(words[:MAX_OBJECTS]):
+            visible = torch.from_numpy((scene.owners == slot).astype(np.float32))[None, None]
+            if not visible.any():
+                continue
+            positions[index, slot] = position
+            for side in GROUNDING_GRIDS:
+                area = F.interpolate(visible, size=(side, side), mode="area")
+                masks[side][index, slot] = area.flatten().half()
+    return Grounding(positions, masks)
+
+
+class AttentionProbe:
+    """An attention processor for cross-attention layers that computes the layer exactly as
+    diffusers' ``AttnProcessor`` does and keeps its head-averaged probabilities for the loss."""
+
+    def __init__(self, sink: list[torch.Tensor]):
+        self.sink = sink
+
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states=None,
+        attention_mask=None,
+        temb=None,
+        **_: Any,
+    ) -> torch.Tensor:
+        batch, pixels, _ = hidden_states.shape
+        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
+        key = attn.head_to_batch_dim(attn.to_k(encoder_hidden_states))
+        value = attn.head_to_batch_dim(attn.to_v(encoder_hidden_states))
+        probabilities = attn.get_attention_scores(query, key, None)
+        self.sink.append(probabilities.view(batch, attn.heads, pixels, -1).mean(dim=1))
+        hidden = attn.batch_to_head_dim(torch.bmm(probabilities, value))
+        return attn.to_out[1](attn.to_out[0](hidden))
+
+
+def grounding_loss(
+    maps: list[torch.Tensor], grounding: Grounding, index: torch.Tensor, kept: torch.Tensor
+) -> torch.Tensor:
+    """TokenCompose's token loss: for every object named in a kept caption, one minus the share
+    of its class word's attention that falls on its visible pixels, squared; averaged over the
+    objects and the cross-attention layers. A small model trained on a few thousand scenes
+    does not ground its words by itself (its attention stays flat); Stable Diffusion does, and
+    the toy model stands in for it."""
+    positions = grounding.positions[index]
+    valid = (positions >= 0) & kept[:, None]
+    if not valid.any():
+        return torch.zeros(())
+    losses = []
+    for probabilities in maps:
+        side = math.isqrt(probabilities.shape[1])
+        gathered = probabilities.gather(
+            2, positions.clamp_min(0)[:, None, :].expand(-1, probabilities.shape[1], -1)
+        )
+        word_maps = gathered.transpose(1, 2)  # [batch, objects, pixels]
+        masks = grounding.masks[side][index].float()
+        share = (word_maps * masks).sum(-1) / word_maps.sum(-1).clamp_min(1e-8)
+        losses.append(((1 - share) ** 2)[valid].mean())
+    return torch.stack(losses).mean()
+
+
+def as_model_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images to the VAE's [-1, 1] floats."""
+    return images.float() / 127.5 - 1
 
 
 def log_progress(part: str, step: int, steps: int, losses: list[float], every: int = 100) -> None:
     """Print the mean loss of the last ``every`` steps, every ``every`` steps."""
     if (step + 1) % every == 0 or step + 1 == steps:
         print(f"{part} step {step + 1}/{steps}: loss {np.mean(losses[-every:]):.4f}", flush=True)
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Write a checkpoint atomically (tensors and plain values only: loadable with weights_only)."""
+    partial = path.with_suffix(".partial")
+    torch.save(state, partial)
+    os.replace(partial, path)
+
+
+def load_state(path: Path) -> dict[str, Any] | None:
+    """The checkpoint at ``path``, or None when there is none yet."""
+    return torch.load(path, weights_only=True) if path.exists() else None
 
 
 def train_vae(vae: Any, images: torch.Tensor, settings: TrainSettings) -> list[float]:
@@ -70,7 +199,7 @@ def train_vae(vae: Any, images: torch.Tensor, settings: TrainSettings) -> list[f
     for step in range(settings.vae_steps):
         index = torch.randint(len(images), (settings.vae_batch,), generator=generator)
         top, left = torch.randint(side - crop + 1, (2,), generator=generator).tolist()
-        batch = images[index, :, top : top + crop, left : left + crop]
+        batch = as_model_input(images[index, :, top : top + crop, left : left + crop])
         posterior = vae.encode(batch).latent_dist
         reconstruction = vae.decode(posterior.sample(generator=generator)).sample
         loss = F.l1_loss(reconstruction, batch) + 1e-6 * posterior.kl().mean()
@@ -86,19 +215,99 @@ def train_vae(vae: Any, images: torch.Tensor, settings: TrainSettings) -> list[f
 @torch.no_grad()
 def encode_latents(vae: Any, images: torch.Tensor) -> torch.Tensor:
     """Posterior means of every image, scaled to unit spread (the VAE records the factor)."""
-    means = torch.cat([vae.encode(chunk).latent_dist.mean for chunk in images.split(256)])
+    means = torch.cat(
+        [vae.encode(as_model_input(chunk)).latent_dist.mean for chunk in images.split(64)]
+    )
     scale = float(1.0 / means.std())
     vae.register_to_config(scaling_factor=scale)
     return means * scale
 
 
+def vae_and_latents(
+    pipe: Any, images: torch.Tensor, settings: TrainSettings, work: Path
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Train the VAE and encode the scenes, or load both from ``work`` when done before."""
+    weights, cached = work / "vae.safetensors", work / "latents.safetensors"
+    if cached.exists():
+        pipe.vae.load_state_dict(load_file(weights))
+        saved = load_file(cached)
+        pipe.vae.register_to_config(scaling_factor=float(saved["scaling_factor"]))
+        info = json.loads((work / "vae.json").read_text())
+        return saved["latents"], info
+    started = time.perf_counter()
+    losses = train_vae(pipe.vae, images, settings)
+    latents = encode_latents(pipe.vae, images)
+    info = {"vae_seconds": time.perf_counter() - started, "vae_loss": float(np.mean(losses[-100:]))}
+    save_file(pipe.vae.state_dict(), weights)
+    (work / "vae.json").write_text(json.dumps(info))
+    scale = torch.tensor(pipe.vae.config.scaling_factor)
+    save_file(
+        {"latents": latents.contiguous(), "scaling_factor": scale}, cached.with_suffix(".partial")
+    )
+    os.replace(cached.with_suffix(".partial"), cached)
+    return latents, info
+
+
+def finetune_decoder(vae: Any, images: torch.Tensor, settings: TrainSettings, work: Path) -> dict:
+    """Fine-tune the VAE's decoder on whole images, encoder frozen (so the latents the UNet
+    learns stay the same), for sharper edges and truer colours; resumable through ``work``."""
+    weights = work / "decoder.safetensors"
+    if weights.exists():
+        vae.decoder.load_state_dict(load_file(weights))
+        return json.loads((work / "decoder.json").read_text())
+    started = time.perf_counter()
+    generator = torch.Generator().manual_seed(settings.seed + 2)
+    optimizer = torch.optim.AdamW(vae.decoder.parameters(), lr=settings.learning_rate / 2)
+    losses = []
+    vae.decoder.train()
+    for step in range(settings.decoder_steps):
+        index = torch.randint(len(images), (settings.decoder_batch,), generator=generator)
+        batch = as_model_input(images[index])
+        with torch.no_grad():
+            latents = vae.encode(batch).latent_dist.mean
+        reconstruction = vae.decode(latents).sample
+        loss = F.l1_loss(reconstruction, batch) + F.mse_loss(reconstruction, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        log_progress("decoder", step, settings.decoder_steps, losses)
+    vae.eval()
+    info = {
+        "decoder_seconds": time.perf_counter() - started,
+        "decoder_loss": float(np.mean(losses[-100:])) if losses else float("nan"),
+    }
+    save_file(vae.decoder.state_dict(), weights.with_suffix(".partial"))
+    os.replace(weights.with_suffix(".partial"), weights)
+    (work / "decoder.json").write_text(json.dumps(info))
+    return info
+
+
+def snapshot(pipe: Any, ema: list[torch.Tensor], folder: Path) -> None:
+    """Save the pipeline with the UNet's EMA weights to ``folder`` (replaced whole)."""
+    live = [parameter.detach().clone() for parameter in pipe.unet.parameters()]
+    with torch.no_grad():
+        for parameter, average in zip(pipe.unet.parameters(), ema, strict=True):
+            parameter.copy_(average)
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    pipe.save_pretrained(partial, safe_serialization=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(partial, folder)
+    with torch.no_grad():
+        for parameter, weights in zip(pipe.unet.parameters(), live, strict=True):
+            parameter.copy_(weights)
+
+
 def train_unet(
-    pipe: Any, latents: torch.Tensor, captions: list[str], settings: TrainSettings
-) -> list[float]:
-    """Train the UNet and text encoder to predict the noise; the UNet ends with its EMA weights."""
+    pipe: Any, latents: torch.Tensor, scenes: list, settings: TrainSettings, work: Path
+) -> dict[str, float]:
+    """Train the UNet and text encoder to predict the noise, resuming from ``work``; the UNet
+    ends with its EMA weights. Returns the UNet's seconds and final loss."""
     from diffusers import DDPMScheduler
 
     noise_schedule = DDPMScheduler.from_config(pipe.scheduler.config)
+    captions = [scene.caption for scene in scenes]
     tokens = pipe.tokenizer(
         [*captions, ""],
         padding="max_length",
@@ -107,23 +316,42 @@ def train_unet(
         return_tensors="pt",
     ).input_ids
     caption_tokens, empty_tokens = tokens[:-1], tokens[-1]
+    grounding = grounding_of(scenes, caption_tokens, pipe.tokenizer)
+    attention_maps: list[torch.Tensor] = []
+    if settings.grounding_weight > 0:
+        probe = AttentionProbe(attention_maps)
+        pipe.unet.set_attn_processor(
+            {
+                name: probe if name.endswith("attn2.processor") else processor
+                for name, processor in pipe.unet.attn_processors.items()
+            }
+        )
     parameters = [*pipe.unet.parameters(), *pipe.text_encoder.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=0.01)
-    warmup = max(1, settings.unet_steps // 20)
+    # Warm-up, then a constant rate (the EMA does the averaging): the rate at a step does not
+    # depend on the total, so training can go on in chunks to any number of steps and end the
+    # same as one uninterrupted run.
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: (
-            min(1.0, (step + 1) / warmup)
-            * 0.5
-            * (1 + np.cos(np.pi * min(1.0, step / settings.unet_steps)))
-        ),
+        optimizer, lambda step: min(1.0, (step + 1) / settings.warmup_steps)
     )
     ema = [parameter.detach().clone() for parameter in pipe.unet.parameters()]
     generator = torch.Generator().manual_seed(settings.seed + 1)
-    losses = []
+    checkpoint = work / "unet-state.pt"
+    state = load_state(checkpoint)
+    start, seconds, losses = 0, 0.0, []
+    if state is not None:
+        pipe.unet.load_state_dict(state["unet"])
+        pipe.text_encoder.load_state_dict(state["text_encoder"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        ema = list(state["ema"])
+        generator.set_state(state["generator"])
+        start, seconds, losses = int(state["step"]), float(state["seconds"]), list(state["losses"])
+        print(f"unet: resuming at step {start}", flush=True)
     pipe.unet.train()
     pipe.text_encoder.train()
-    for step in range(settings.unet_steps):
+    resumed_at = time.perf_counter() - seconds
+    for step in range(start, settings.unet_steps):
         index = torch.randint(len(latents), (settings.unet_batch,), generator=generator)
         batch_tokens = caption_tokens[index].clone()
         dropped = torch.rand(len(index), generator=generator) < settings.caption_dropout
@@ -135,7 +363,12 @@ def train_unet(
         )
         noisy = noise_schedule.add_noise(clean, noise, timesteps)
         text = pipe.text_encoder(batch_tokens)[0]
+        attention_maps.clear()
         loss = F.mse_loss(pipe.unet(noisy, timesteps, text).sample, noise)
+        if settings.grounding_weight > 0:
+            loss = loss + settings.grounding_weight * grounding_loss(
+                attention_maps, grounding, index, ~dropped
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -145,32 +378,59 @@ def train_unet(
             torch._foreach_lerp_(ema, list(pipe.unet.parameters()), 1 - settings.ema_decay)
         losses.append(loss.item())
         log_progress("unet", step, settings.unet_steps, losses)
+        done = step + 1
+        if done % settings.checkpoint_every == 0 or done == settings.unet_steps:
+            save_state(
+                checkpoint,
+                {
+                    "unet": pipe.unet.state_dict(),
+                    "text_encoder": pipe.text_encoder.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "ema": ema,
+                    "generator": generator.get_state(),
+                    "step": done,
+                    "seconds": time.perf_counter() - resumed_at,
+                    "losses": losses,
+                },
+            )
+            snapshot(pipe, ema, work / "snapshot")
     with torch.no_grad():
         for parameter, average in zip(pipe.unet.parameters(), ema, strict=True):
             parameter.copy_(average)
+    if settings.grounding_weight > 0:
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        pipe.unet.set_attn_processor(AttnProcessor2_0())
     pipe.unet.eval()
     pipe.text_encoder.eval()
-    return losses
+    return {
+        "unet_seconds": time.perf_counter() - resumed_at,
+        "unet_loss": float(np.mean(losses[-100:])) if losses else float("nan"),
+    }
 
 
-def model_card(settings: TrainSettings, argv: list[str], timings: dict, losses: dict) -> str:
+def model_card(settings: TrainSettings, argv: list[str], facts: dict[str, float]) -> str:
     """The model card: what the model is, how it was trained and how to train it again."""
+    fields = {k: v for k, v in asdict(settings).items() if k not in ("out", "work")}
     return f"""# freemask toy-world diffusion model
 
 A small text-to-image latent diffusion model (`StableDiffusionPipeline`: UNet with
-cross-attention, AutoencoderKL with a 4x downsampling VAE, a 2-layer CLIP text encoder over the
-toy vocabulary) trained on procedurally rendered scenes of `freemask.toyworld.render`: five
-shapes (ball, box, ring, star, cone) in six colours on four backgrounds (field, beach, floor,
-sky) at {IMAGE_SIDE} px, captioned "a photo of a red ball and a blue box on a field". It exists so
-that the generate stage's attention masks and the method's gains can be measured offline.
+cross-attention on the 16x16 and 8x8 latent grids, AutoencoderKL with a 4x downsampling VAE,
+a 2-layer CLIP text encoder over the toy vocabulary) trained on procedurally rendered scenes of
+`freemask.toyworld.render`: five shapes (ball, box, ring, cone, cross) in six colours on four
+backgrounds (field, beach, floor, sky) under random lights, at {IMAGE_SIDE} px, captioned
+"a photo of a red ball and a blue box on a field". It exists so that the generate stage's
+attention masks and the method's gains can be measured offline.
 
 - Training command: `python -m freemask.toyworld.train {" ".join(argv)}`
 - Data seed: {settings.seed} ({settings.images} rendered scenes with 0-2 objects)
-- Settings: `{json.dumps({k: v for k, v in asdict(settings).items() if k != "out"})}`
-- Time: VAE {timings["vae_seconds"]:.0f} s, UNet {timings["unet_seconds"]:.0f} s, total
-  {timings["total_seconds"]:.0f} s on {settings.threads} CPU threads ({platform.processor() or platform.machine()}),
-  torch {torch.__version__}
-- Final losses (mean of the last 100 steps): VAE {losses["vae"]:.4f}, UNet {losses["unet"]:.4f}
+- Settings: `{json.dumps(fields)}`
+- Time: VAE {facts["vae_seconds"]:.0f} s, UNet {facts["unet_seconds"]:.0f} s, decoder
+  {facts["decoder_seconds"]:.0f} s on
+  {settings.threads} CPU thread(s) ({platform.processor() or platform.machine()}), torch {torch.__version__}
+- Final losses (mean of the last 100 steps): VAE {facts["vae_loss"]:.4f}, UNet
+  {facts["unet_loss"]:.4f}, decoder {facts["decoder_loss"]:.4f}
 - Weights: safetensors only. Licence: Apache-2.0, as the project.
 """
 
@@ -184,31 +444,27 @@ def parse_settings(argv: list[str]) -> TrainSettings:
 
 
 def train(settings: TrainSettings, argv: list[str] | None = None) -> Path:
-    """Run the whole training and save the pipeline to ``settings.out``; returns the folder."""
+    """Run (or resume) the whole training and save the pipeline to ``settings.out``."""
     torch.set_num_threads(settings.threads)
-    started = time.perf_counter()
+    work = Path(settings.work)
+    work.mkdir(parents=True, exist_ok=True)
     pipe = build_toy_pipeline(settings.seed)
     # 1. Data.
-    images, captions = render_dataset(settings.images, settings.seed)
-    images_tensor = torch.from_numpy(images)
+    scenes = scenes_of(settings.images, settings.seed)
+    images = torch.from_numpy(
+        np.ascontiguousarray(np.stack([scene.image for scene in scenes]).transpose(0, 3, 1, 2))
+    )
     # 2-3. VAE, then latents.
-    vae_losses = train_vae(pipe.vae, images_tensor, settings)
-    vae_done = time.perf_counter()
-    latents = encode_latents(pipe.vae, images_tensor)
-    # 4. UNet and text encoder.
-    unet_losses = train_unet(pipe, latents, captions, settings)
-    finished = time.perf_counter()
+    latents, facts = vae_and_latents(pipe, images, settings, work)
+    # 4. UNet and text encoder; the decoder sharpened on the frozen encoder's latents.
+    facts |= train_unet(pipe, latents, scenes, settings, work)
+    facts |= finetune_decoder(pipe.vae, images, settings, work)
     # 5. Save.
     out = Path(settings.out)
     pipe.save_pretrained(out, safe_serialization=True)
-    timings = {
-        "vae_seconds": vae_done - started,
-        "unet_seconds": finished - vae_done,
-        "total_seconds": finished - started,
-    }
-    losses = {"vae": float(np.mean(vae_losses[-100:])), "unet": float(np.mean(unet_losses[-100:]))}
-    card = model_card(settings, argv if argv is not None else [], timings, losses)
-    (out / "MODEL_CARD.md").write_text(card)
+    (out / "MODEL_CARD.md").write_text(
+        model_card(settings, argv if argv is not None else [], facts)
+    )
     return out
 
 

@@ -17,7 +17,7 @@ def write_config(tmp_path: Path, classes: list[str]) -> str:
 
 
 def test_scenes_use_the_run_class_ids_and_resume(tmp_path: Path, capsys) -> None:
-    config = write_config(tmp_path, ["star", "ball"])
+    config = write_config(tmp_path, ["cross", "ball"])
     out = str(tmp_path / "scenes")
     assert main(["toyworld", "scenes", "-c", config, "--out", out, "--count", "6"]) == 0
     storage = LocalStorage(out)
@@ -27,7 +27,7 @@ def test_scenes_use_the_run_class_ids_and_resume(tmp_path: Path, capsys) -> None
         labels = read_image(storage, sample.semantic_mask)
         assert set(np.unique(labels)) <= {0, 1, 2}
         for instance in sample.instances:
-            expected = {"star": 1, "ball": 2}[instance.class_name]
+            expected = {"cross": 1, "ball": 2}[instance.class_name]
             assert instance.class_id == expected
             assert (labels[instance.mask()] == expected).all()
     assert main(["toyworld", "scenes", "-c", config, "--out", out, "--count", "8"]) == 0
@@ -45,3 +45,40 @@ def test_scenes_refuse_classes_outside_the_toy_world_and_bad_counts(tmp_path: Pa
     config = write_config(tmp_path, ["ball"])
     assert main(["toyworld", "scenes", "-c", config, "--out", out, "--objects", "3,1"]) == 2
     assert "expected 1 <= low <= high" in capsys.readouterr().err
+
+
+def test_scenes_follow_the_run_relation_table(tmp_path: Path) -> None:
+    table = tmp_path / "table.yaml"
+    table.write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "scenes": {"sky": {}, "floor": {}},
+                "classes": {
+                    "cross": {"scenes": {"sky": 1}, "size": 0.3, "support": "air"},
+                    "box": {"scenes": {"floor": 1}, "size": 0.3, "support": "ground"},
+                },
+            }
+        )
+    )
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "toy",
+                "workdir": str(tmp_path),
+                "classes": ["cross", "box"],
+                "relate": {"thesaurus": "table.yaml"},  # beside the config
+            }
+        )
+    )
+    out = str(tmp_path / "scenes")
+    assert main(["toyworld", "scenes", "-c", str(path), "--out", out, "--count", "8"]) == 0
+    for sample in read_manifest(LocalStorage(out)):
+        names = {instance.class_name for instance in sample.instances}
+        assert names <= ({"cross"} if sample.scene == "sky" else {"box"}), sample.scene
+    # --anywhere draws from every scene, the shifted domain too; bad domains are refused.
+    anywhere = str(tmp_path / "anywhere")
+    argv = ["toyworld", "scenes", "-c", str(path), "--out", anywhere, "--count", "4"]
+    assert main([*argv, "--anywhere", "--domain", "shifted"]) == 0
+    assert main([*argv, "--domain", "cartoon"]) == 2

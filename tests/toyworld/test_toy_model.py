@@ -1,4 +1,4 @@
-"""The toy model: its training script, and the shipped model's attention masks on rendered scenes."""
+"""The toy model: its training script (resumable), and the shipped model against its gate."""
 
 import json
 from pathlib import Path
@@ -6,49 +6,86 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
+import freemask.toyworld.train as training
 from freemask.config import GenerateConfig
 from freemask.models import load_sd_pipeline
-from freemask.toyworld.model import TOY_SD_ID, build_toy_pipeline, toy_model_path
-from freemask.toyworld.probe import attention_mask_ious
-from freemask.toyworld.render import random_scene
+from freemask.toyworld.gate import gate_settings, run_gate
+from freemask.toyworld.model import IMAGE_SIDE, build_toy_pipeline, toy_model_path
 from freemask.toyworld.train import TrainSettings, main, render_dataset, train_vae
 
-# Measured on the shipped model: mean IoU 0.50 over these 16 held-out single-object scenes (20
-# steps, strength 0.6; balls, boxes and rings 0.4-0.8, thin stars and cones mostly missed). A
-# mask covering the whole image scores the objects' mean area, 0.2: the bar is twice that.
-ATTENTION_IOU_BAR = 0.4
-
-
-def toy_settings(**fields) -> GenerateConfig:
-    return GenerateConfig(
-        model_id=TOY_SD_ID,
-        height=64,
-        width=64,
-        num_inference_steps=20,
-        guidance_scale=4.0,
-        negative_prompt="",
-        **fields,
-    )
+TINY_RUN = [
+    "--images",
+    "24",
+    "--vae-steps",
+    "2",
+    "--unet-steps",
+    "4",
+    "--decoder-steps",
+    "2",
+    "--checkpoint-every",
+    "2",
+]
 
 
 def test_vae_training_lowers_the_reconstruction_loss() -> None:
     images, _ = render_dataset(64, seed=0)
     pipe = build_toy_pipeline(seed=0)
-    losses = train_vae(pipe.vae, torch.from_numpy(images), TrainSettings(vae_steps=40))
+    losses = train_vae(pipe.vae, images, TrainSettings(vae_steps=40, vae_crop=32))
     assert np.mean(losses[-5:]) < 0.75 * np.mean(losses[:5])
 
 
 def test_training_script_writes_a_pipeline_that_loads_offline(tmp_path: Path) -> None:
-    argv = ["--out", str(tmp_path), "--images", "32", "--vae-steps", "2", "--unet-steps", "2"]
+    argv = ["--out", str(tmp_path / "model"), "--work", str(tmp_path / "work"), *TINY_RUN]
     assert main(argv) == 0
-    pipe = load_sd_pipeline(GenerateConfig(model_id=str(tmp_path), scheduler="ddim"))
+    pipe = load_sd_pipeline(GenerateConfig(model_id=str(tmp_path / "model"), scheduler="ddim"))
     assert pipe.vae_scale_factor == 4
     assert pipe.vae.config.scaling_factor != pytest.approx(0.18215)  # measured, not SD's
-    image = pipe("a photo of a red ball on a field", height=64, width=64, num_inference_steps=2)
-    assert image.images[0].size == (64, 64)
-    card = (tmp_path / "MODEL_CARD.md").read_text()
+    image = pipe(
+        "a photo of a red ball on a field",
+        height=IMAGE_SIDE,
+        width=IMAGE_SIDE,
+        num_inference_steps=2,
+    )
+    assert image.images[0].size == (IMAGE_SIDE, IMAGE_SIDE)
+    card = (tmp_path / "model" / "MODEL_CARD.md").read_text()
     assert "python -m freemask.toyworld.train --out" in card and "Data seed: 0" in card
+    # Each checkpoint left a loadable snapshot of the EMA pipeline.
+    assert (
+        tmp_path / "work" / "snapshot" / "unet" / "diffusion_pytorch_model.safetensors"
+    ).exists()
+
+
+def test_a_killed_training_resumes_to_the_same_weights(tmp_path: Path, monkeypatch) -> None:
+    whole = tmp_path / "whole"
+    assert main(["--out", str(whole / "model"), "--work", str(whole / "work"), *TINY_RUN]) == 0
+
+    resumed = tmp_path / "resumed"
+    argv = ["--out", str(resumed / "model"), "--work", str(resumed / "work"), *TINY_RUN]
+    progress = training.log_progress
+
+    def killed_at_step_three(part, step, steps, losses, every=100):
+        if part == "unet" and step == 2:
+            raise KeyboardInterrupt
+        progress(part, step, steps, losses, every)
+
+    monkeypatch.setattr(training, "log_progress", killed_at_step_three)
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    assert not (resumed / "model").exists()
+    monkeypatch.setattr(training, "log_progress", progress)
+    assert main(argv) == 0
+    for part in (
+        "unet/diffusion_pytorch_model",
+        "text_encoder/model",
+        "vae/diffusion_pytorch_model",
+    ):
+        first = load_file(whole / "model" / f"{part}.safetensors")
+        second = load_file(resumed / "model" / f"{part}.safetensors")
+        assert first.keys() == second.keys()
+        for name in first:
+            assert torch.equal(first[name], second[name]), f"{part}: {name}"
 
 
 def test_shipped_model_is_small_and_safetensors_only() -> None:
@@ -61,13 +98,19 @@ def test_shipped_model_is_small_and_safetensors_only() -> None:
     assert sum(path.stat().st_size for path in files) < 30 * 2**20
     index = json.loads((folder / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusionPipeline"
+    assert (
+        json.loads((folder / "unet" / "config.json").read_text())["sample_size"] == IMAGE_SIDE // 4
+    )
     assert "Training command" in (folder / "MODEL_CARD.md").read_text()
 
 
-def test_shipped_model_attention_masks_find_the_rendered_objects() -> None:
-    settings = toy_settings()
-    pipe = load_sd_pipeline(settings)
-    scenes = [random_scene(50_000 + index, 64, (1, 1)) for index in range(16)]
-    ious = attention_mask_ious(pipe, scenes, settings, strength=0.6)
-    whole_image = np.mean([(scene.semantic > 0).mean() for scene in scenes])
-    assert np.mean(ious) > max(ATTENTION_IOU_BAR, 2 * whole_image), ious
+@pytest.mark.slow
+def test_shipped_model_passes_its_gate_for_every_class() -> None:
+    # Every class: attention brighter on the object than off it, probe IoU >= 0.6 on rendered
+    # single objects, and >= 90% of the objects it draws from text recognised as their class
+    # by a classifier trained on VAE-reconstructed renders. A small seeded set (6 per class).
+    torch.set_num_threads(1)
+    settings = gate_settings()
+    report = run_gate(load_sd_pipeline(settings), settings, per_class=6, seed=1)
+    assert report.classifier_accuracy_on_renders >= 0.95, report
+    assert report.passed, report.failures
