@@ -13,10 +13,10 @@ from freemask.toyworld.dataset import write_toy_scenes
 from freemask.toyworld.labeller import toy_labeller_path
 
 REPO = Path(__file__).resolve().parents[2]
-# Measured on the shipped labeller: mIoU 0.448 on these 40 held-out toy-domain scenes (it was
-# trained on the shifted domain only; 0.429 on its own domain). A labeller that predicts
+# Measured on the shipped labeller: mIoU 0.566 on these 40 held-out toy-domain scenes (it was
+# trained on the shifted domain only; 0.554 on its own domain). A labeller that predicts
 # background everywhere scores about 0.16 (background IoU ~0.97 over six labels).
-LABELLER_MIOU_BAR = 0.4
+LABELLER_MIOU_BAR = 0.5
 
 
 def test_shipped_labeller_is_small_and_safetensors_only() -> None:
