@@ -60,6 +60,9 @@ class TrainSettings:
     # Weight of the cross-attention grounding loss (0: off); see ``grounding_loss``.
     grounding_weight: float = 0.1
     threads: int = 1
+    # Where the networks train ("cpu", "cuda", "cuda:1"). Every random draw stays on the CPU, so
+    # a run keeps its data order and noise when it moves between devices.
+    device: str = "cpu"
     checkpoint_every: int = 250
 
 
@@ -149,10 +152,11 @@ def grounding_loss(
     objects and the cross-attention layers. A small model trained on a few thousand scenes
     does not ground its words by itself (its attention stays flat); Stable Diffusion does, and
     the toy model stands in for it."""
-    positions = grounding.positions[index]
-    valid = (positions >= 0) & kept[:, None]
+    device = maps[0].device
+    positions = grounding.positions[index].to(device)
+    valid = (positions >= 0) & kept.to(device)[:, None]
     if not valid.any():
-        return torch.zeros(())
+        return torch.zeros((), device=device)
     losses = []
     for probabilities in maps:
         side = math.isqrt(probabilities.shape[1])
@@ -160,7 +164,7 @@ def grounding_loss(
             2, positions.clamp_min(0)[:, None, :].expand(-1, probabilities.shape[1], -1)
         )
         word_maps = gathered.transpose(1, 2)  # [batch, objects, pixels]
-        masks = grounding.masks[side][index].float()
+        masks = grounding.masks[side][index].to(device).float()
         share = (word_maps * masks).sum(-1) / word_maps.sum(-1).clamp_min(1e-8)
         losses.append(((1 - share) ** 2)[valid].mean())
     return torch.stack(losses).mean()
@@ -186,7 +190,7 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
 
 def load_state(path: Path) -> dict[str, Any] | None:
     """The checkpoint at ``path``, or None when there is none yet."""
-    return torch.load(path, weights_only=True) if path.exists() else None
+    return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
 
 
 def train_vae(vae: Any, images: torch.Tensor, settings: TrainSettings) -> list[float]:
@@ -200,6 +204,7 @@ def train_vae(vae: Any, images: torch.Tensor, settings: TrainSettings) -> list[f
         index = torch.randint(len(images), (settings.vae_batch,), generator=generator)
         top, left = torch.randint(side - crop + 1, (2,), generator=generator).tolist()
         batch = as_model_input(images[index, :, top : top + crop, left : left + crop])
+        batch = batch.to(vae.device)
         posterior = vae.encode(batch).latent_dist
         reconstruction = vae.decode(posterior.sample(generator=generator)).sample
         loss = F.l1_loss(reconstruction, batch) + 1e-6 * posterior.kl().mean()
@@ -216,7 +221,10 @@ def train_vae(vae: Any, images: torch.Tensor, settings: TrainSettings) -> list[f
 def encode_latents(vae: Any, images: torch.Tensor) -> torch.Tensor:
     """Posterior means of every image, scaled to unit spread (the VAE records the factor)."""
     means = torch.cat(
-        [vae.encode(as_model_input(chunk)).latent_dist.mean for chunk in images.split(64)]
+        [
+            vae.encode(as_model_input(chunk).to(vae.device)).latent_dist.mean.cpu()
+            for chunk in images.split(64)
+        ]
     )
     scale = float(1.0 / means.std())
     vae.register_to_config(scaling_factor=scale)
@@ -262,7 +270,7 @@ def finetune_decoder(vae: Any, images: torch.Tensor, settings: TrainSettings, wo
     vae.decoder.train()
     for step in range(settings.decoder_steps):
         index = torch.randint(len(images), (settings.decoder_batch,), generator=generator)
-        batch = as_model_input(images[index])
+        batch = as_model_input(images[index]).to(vae.device)
         with torch.no_grad():
             latents = vae.encode(batch).latent_dist.mean
         reconstruction = vae.decode(latents).sample
@@ -344,9 +352,14 @@ def train_unet(
         pipe.text_encoder.load_state_dict(state["text_encoder"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
-        ema = list(state["ema"])
+        ema = [average.to(pipe.unet.device) for average in state["ema"]]
         generator.set_state(state["generator"])
         start, seconds, losses = int(state["step"]), float(state["seconds"]), list(state["losses"])
+        if start > settings.unet_steps:
+            raise SystemExit(
+                f"{checkpoint}: the checkpoint is at step {start}, past --unet-steps "
+                f"{settings.unet_steps}; a run can stop at a checkpoint, not go back"
+            )
         print(f"unet: resuming at step {start}", flush=True)
     pipe.unet.train()
     pipe.text_encoder.train()
@@ -361,8 +374,10 @@ def train_unet(
         timesteps = torch.randint(
             noise_schedule.config.num_train_timesteps, (len(index),), generator=generator
         )
+        device = pipe.unet.device
+        clean, noise, timesteps = clean.to(device), noise.to(device), timesteps.to(device)
         noisy = noise_schedule.add_noise(clean, noise, timesteps)
-        text = pipe.text_encoder(batch_tokens)[0]
+        text = pipe.text_encoder(batch_tokens.to(device))[0]
         attention_maps.clear()
         loss = F.mse_loss(pipe.unet(noisy, timesteps, text).sample, noise)
         if settings.grounding_weight > 0:
@@ -448,7 +463,7 @@ def train(settings: TrainSettings, argv: list[str] | None = None) -> Path:
     torch.set_num_threads(settings.threads)
     work = Path(settings.work)
     work.mkdir(parents=True, exist_ok=True)
-    pipe = build_toy_pipeline(settings.seed)
+    pipe = build_toy_pipeline(settings.seed).to(settings.device)
     # 1. Data.
     scenes = scenes_of(settings.images, settings.seed)
     images = torch.from_numpy(
@@ -461,7 +476,7 @@ def train(settings: TrainSettings, argv: list[str] | None = None) -> Path:
     facts |= finetune_decoder(pipe.vae, images, settings, work)
     # 5. Save.
     out = Path(settings.out)
-    pipe.save_pretrained(out, safe_serialization=True)
+    pipe.to("cpu").save_pretrained(out, safe_serialization=True)
     (out / "MODEL_CARD.md").write_text(
         model_card(settings, argv if argv is not None else [], facts)
     )

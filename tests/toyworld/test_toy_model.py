@@ -88,6 +88,39 @@ def test_a_killed_training_resumes_to_the_same_weights(tmp_path: Path, monkeypat
             assert torch.equal(first[name], second[name]), f"{part}: {name}"
 
 
+@pytest.mark.gpu
+def test_a_run_started_on_the_gpu_resumes_on_the_cpu(tmp_path: Path, monkeypatch) -> None:
+    """The random streams live on the CPU: a run killed on a GPU and finished on the CPU ends
+    close to the same run done on the CPU alone (kernels differ, the draws do not)."""
+    cpu = tmp_path / "cpu"
+    assert main(["--out", str(cpu / "model"), "--work", str(cpu / "work"), *TINY_RUN]) == 0
+    moved = tmp_path / "moved"
+    argv = ["--out", str(moved / "model"), "--work", str(moved / "work"), *TINY_RUN]
+    progress = training.log_progress
+
+    def killed_at_step_three(part, step, steps, losses, every=100):
+        if part == "unet" and step == 2:
+            raise KeyboardInterrupt
+        progress(part, step, steps, losses, every)
+
+    monkeypatch.setattr(training, "log_progress", killed_at_step_three)
+    with pytest.raises(KeyboardInterrupt):
+        main([*argv, "--device", "cuda"])
+    monkeypatch.setattr(training, "log_progress", progress)
+    assert main(argv) == 0
+    other = tmp_path / "other-seed"
+    argv = ["--out", str(other / "model"), "--work", str(other / "work"), "--seed", "1"]
+    assert main([*argv, *TINY_RUN]) == 0
+
+    def unet(run: Path) -> torch.Tensor:
+        weights = load_file(run / "model" / "unet" / "diffusion_pytorch_model.safetensors")
+        return torch.cat([weights[name].flatten() for name in sorted(weights)])
+
+    # TF32 kernels and Adam's normalised steps leave small differences; another seed's run
+    # (other data, other noise) differs by far more.
+    assert (unet(cpu) - unet(moved)).abs().max() < 0.1 * (unet(cpu) - unet(other)).abs().max()
+
+
 def test_shipped_model_is_small_and_safetensors_only() -> None:
     folder = toy_model_path()
     files = [path for path in folder.rglob("*") if path.is_file()]
