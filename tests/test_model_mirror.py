@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -264,6 +265,21 @@ def test_gs_model_ids_are_valid_config_values(tmp_path) -> None:
     config = load_config(path)
     assert config.generate.model_id == "gs://bucket/models/model_id@abc"
     assert config.harmonize.weights == "gs://bucket/models/weights@abc"
+
+
+def test_a_download_left_by_a_killed_process_is_cleaned_up(
+    tmp_path, bucket, segmenter_folder
+) -> None:
+    config = load_config(write_config(tmp_path, segmenter_folder))
+    (result,) = mirror_models(config, f"gs://{bucket}/m", only=["segment.model_id"])
+    final = model_cache.fetch_model(result.uri)
+    # A process killed mid-download: its temporary folder stays, the model folder never came.
+    shutil.rmtree(final)
+    leftover = final.parent / f".download-{final.name}-killed"
+    leftover.mkdir()
+    (leftover / "model.safetensors").write_bytes(b"half")
+    assert model_cache.fetch_model(result.uri) == final
+    assert not leftover.exists() and (final / "model.safetensors").exists()
 
 
 def test_two_processes_of_a_pod_download_a_model_once(
