@@ -433,6 +433,23 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> R
         ) from None
 
 
+def read_config_data(path: str | Path) -> dict[str, Any]:
+    """A config file's YAML as a mapping, unvalidated, its relative input paths made absolute
+    (for tools that rewrite a config so that it works from any folder)."""
+    text, where = _read_config_text(path)
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{where}: expected a mapping of config sections, got {type(data).__name__}"
+        )
+    if not str(where).startswith("gs:"):
+        _resolve_relative_paths(data, where.resolve().parent)
+    return data
+
+
 def _read_config_text(path: str | Path) -> tuple[str, Path]:
     """The config's text from a local path or a ``gs://`` URI (as Kubeflow tasks pass it)."""
     text_path = str(path)

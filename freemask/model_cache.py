@@ -172,6 +172,10 @@ def fetch_model(uri: str, cache_dir: Path | None = None) -> Path:
         if _complete(final, manifest):  # another process finished it while this one waited
             return final
         shutil.rmtree(final, ignore_errors=True)  # an incomplete copy (files removed by hand)
+        # Under the lock no other process downloads this model: any download folder of it is
+        # what a killed process left.
+        for leftover in root.glob(f".download-{final.name}-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
         temp = Path(tempfile.mkdtemp(prefix=f".download-{final.name}-", dir=root))
         try:
             for name, entry in manifest["files"].items():

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from freemask.config import RunConfig, _read_config_text, _resolve_relative_paths
+from freemask.config import RunConfig, read_config_data
 from freemask.errors import FreemaskError, StorageError
 from freemask.model_cache import (
     MANIFEST,
@@ -312,10 +312,7 @@ def mirror_overlay(results: list[Mirrored]) -> dict[str, dict[str, Any]]:
 def write_mirrored_config(config_path: str, overlay: dict[str, dict[str, Any]], out: Path) -> None:
     """Write the config at ``config_path`` with ``overlay`` applied to ``out`` (its relative
     input paths made absolute, so the new file works from any folder)."""
-    text, path = _read_config_text(config_path)
-    data = yaml.safe_load(text) or {}
-    if not str(path).startswith("gs:"):
-        _resolve_relative_paths(data, path.resolve().parent)
+    data = read_config_data(config_path)
     for section, values in overlay.items():
         data.setdefault(section, {}).update(values)
     out.parent.mkdir(parents=True, exist_ok=True)

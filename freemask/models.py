@@ -177,7 +177,8 @@ def prepare_pipeline(pipe: Any, scheduler: str, device: torch.device | str = "cp
 
 
 def tiny_clip_tokenizer(words: tuple[str, ...] = TINY_WORDS) -> Any:
-    """A CLIP BPE tokenizer built offline: ``words`` are single tokens, other words split into letters."""
+    """A CLIP BPE tokenizer built offline: ``words`` are single tokens, other words split into
+    letters. Raises ValueError when a word cannot be made one token."""
     from transformers import CLIPTokenizer
 
     letters = [chr(code) for code in range(ord("a"), ord("z") + 1)] + list("0123456789,.-'")
@@ -188,15 +189,31 @@ def tiny_clip_tokenizer(words: tuple[str, ...] = TINY_WORDS) -> Any:
         *(f"{letter}</w>" for letter in letters),
     ]
     merges: list[tuple[str, str]] = []
-    for word in dict.fromkeys(words):
-        pieces = [*word[:-1], f"{word[-1]}</w>"]
+
+    def join(pieces: list[str]) -> None:
+        """Merges that join ``pieces`` left to right, after every merge made so far."""
         merged = pieces[0]
         for piece in pieces[1:]:
             merges.append((merged, piece))
             merged += piece
             tokens.append(merged)
-    vocab = {token: index for index, token in enumerate(dict.fromkeys(tokens))}
-    return CLIPTokenizer(vocab=vocab, merges=list(dict.fromkeys(merges)), model_max_length=77)
+
+    def build() -> Any:
+        vocab = {token: index for index, token in enumerate(dict.fromkeys(tokens))}
+        return CLIPTokenizer(vocab=vocab, merges=list(dict.fromkeys(merges)), model_max_length=77)
+
+    for word in dict.fromkeys(words):
+        join([*word[:-1], f"{word[-1]}</w>"])
+    # BPE applies the earliest merge first, so one word's merge can split another ("and"'s
+    # "a n" comes before "orange"'s "o r", leaving "or an g e"): join what is left, last.
+    for _ in range(len(words)):
+        tokenizer = build()
+        split = [pieces for w in words if len(pieces := tokenizer.tokenize(w)) > 1]
+        if not split:
+            return tokenizer
+        for pieces in split:
+            join(pieces)
+    raise ValueError(f"tiny tokenizer: {[' '.join(pieces) for pieces in split]} stay split")
 
 
 def tiny_clip_text_encoder(tokenizer: Any, width: int, max_tokens: int) -> Any:

@@ -7,7 +7,9 @@ wheel and the CUDA torch layer, come from BuildKit's cache after the first targe
 them). With ``--push`` each image is pushed, its digest read back from the registry and the
 digest lock written (images/images.lock.json: family -> ``registry/name@sha256:...``), which
 ``freemask compile --images-lock`` turns into a pipeline that names its images by digest.
-Run by ``make images`` (``make images PUSH=1`` pushes).
+The client image is built after the pipeline images and, when pushing, carries their digest
+lock (build argument ``IMAGES_LOCK``), so the runs it submits (the refresh CronJob's) are pinned
+too. Run by ``make images`` (``make images PUSH=1`` pushes).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "images" / "Dockerfile"
 IMAGES_FILE = ROOT / "components" / "images.json"
+CLIENT = "client"  # the family that submits runs; it carries the pipeline images' digest lock
 LOCK_FILE = ROOT / "images" / "images.lock.json"
 DIGEST = re.compile(r"@(sha256:[0-9a-f]{64})\b")
 
@@ -65,12 +68,19 @@ def plan(
     return [Build(family, f"{registry.rstrip('/')}/{families[family]}:{tag}") for family in chosen]
 
 
-def build_command(build: Build, dockerfile: Path = DOCKERFILE, context: Path = ROOT) -> list[str]:
+def build_command(
+    build: Build,
+    dockerfile: Path = DOCKERFILE,
+    context: Path = ROOT,
+    build_args: Mapping[str, str] | None = None,
+) -> list[str]:
+    arguments = [f"--build-arg={name}={value}" for name, value in (build_args or {}).items()]
     return [
         "docker",
         "build",
         "--target",
         build.family,
+        *arguments,
         "-f",
         str(dockerfile),
         "-t",
@@ -90,18 +100,48 @@ def parse_digest(repo_digests: str, repository: str) -> str:
     raise ValueError(f"{repository}: no pushed digest in {repo_digests.strip()!r}")
 
 
-def write_lock(path: Path, registry: str, tag: str, pinned: Mapping[str, str]) -> Path:
-    """The digest lock: family -> ``registry/name@sha256:...``, with the registry and tag built."""
+def lock_text(registry: str, tag: str, pinned: Mapping[str, str]) -> str:
+    """The digest lock's JSON: family -> ``registry/name@sha256:...``, with the registry and tag."""
     lock = {"registry": registry, "tag": tag, "images": dict(sorted(pinned.items()))}
-    path.write_text(json.dumps(lock, indent=2) + "\n")
+    return json.dumps(lock, indent=2) + "\n"
+
+
+def write_lock(path: Path, registry: str, tag: str, pinned: Mapping[str, str]) -> Path:
+    """Write the digest lock to ``path``."""
+    path.write_text(lock_text(registry, tag, pinned))
     return path
 
 
-def run_builds(builds: Sequence[Build], docker: Docker, push: bool) -> dict[str, str]:
-    """Build every image once (and push it); return family -> digest reference when pushed."""
-    pinned = {}
+def pipeline_lock(images: Mapping, registry: str, tag: str, pinned: Mapping[str, str]) -> str:
+    """The lock the client image carries: the digest of every family a pipeline task runs in.
+    Raises ValueError naming the families not pushed yet (for this registry and tag)."""
+    families = sorted(set(images["tasks"].values()))
+    missing = [family for family in families if family not in pinned]
+    if missing:
+        raise ValueError(
+            f"the {CLIENT} image carries the pipeline images' digests, and "
+            f"{', '.join(missing)} {'has' if len(missing) == 1 else 'have'} none for "
+            f"{registry}:{tag}: push {' '.join(missing)} first (or all families at once)"
+        )
+    return json.dumps(
+        {"registry": registry, "tag": tag, "images": {f: pinned[f] for f in families}}
+    )
+
+
+def run_builds(
+    builds: Sequence[Build],
+    docker: Docker,
+    push: bool,
+    pinned: Mapping[str, str],
+    client_lock: Callable[[Mapping[str, str]], str],
+) -> dict[str, str]:
+    """Build every image once (and push it), starting from the digests already ``pinned``;
+    returns family -> digest reference of every pushed image. When pushing, the client is
+    built with ``client_lock`` of the digests known by then."""
+    pinned = dict(pinned)
     for build in builds:
-        command = build_command(build)
+        build_args = {"IMAGES_LOCK": client_lock(pinned)} if push and build.family == CLIENT else {}
+        command = build_command(build, build_args=build_args)
         print(" ".join(command), flush=True)
         docker(command[1:])
         if push:
@@ -146,13 +186,27 @@ def main(argv: Sequence[str] | None = None, docker: Docker | None = None) -> int
             )
             return 2
         docker = _docker
-    pinned = run_builds(builds, docker, args.push)
+    previous: dict[str, str] = {}
+    # Families not built this time keep their digests when registry and tag are the same.
+    if args.push and args.lock.exists():
+        lock = json.loads(args.lock.read_text())
+        if (lock.get("registry"), lock.get("tag")) == (args.registry, args.tag):
+            previous = dict(lock.get("images", {}))
+
+    def client_lock(known: Mapping[str, str]) -> str:
+        return pipeline_lock(images, args.registry, args.tag, known)
+
+    families = [build.family for build in builds]
+    if args.push and CLIENT in families:
+        # Checked before anything is built: the families pushed ahead of the client count.
+        ahead = {family: "" for family in families[: families.index(CLIENT)]}
+        try:
+            client_lock({**previous, **ahead})
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    pinned = run_builds(builds, docker, args.push, previous, client_lock)
     if args.push:
-        # Families not built this time keep their digests when registry and tag are the same.
-        if args.lock.exists():
-            previous = json.loads(args.lock.read_text())
-            if (previous.get("registry"), previous.get("tag")) == (args.registry, args.tag):
-                pinned = {**previous.get("images", {}), **pinned}
         print(f"wrote {write_lock(args.lock, args.registry, args.tag, pinned)}")
     return 0
 

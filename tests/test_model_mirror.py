@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -117,6 +118,32 @@ def test_a_generate_stage_runs_on_a_mirrored_model(tmp_path, bucket, segmenter_f
     records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert len(records) == len(CLASSES)
     assert all(record["model_id"].startswith(f"gs://{bucket}/models/") for record in records)
+
+
+def test_a_whole_run_on_mirrored_models_needs_no_hub(tmp_path, bucket, segmenter_folder) -> None:
+    # Every model the run uses (toy SD, the segmenter, relate's text embedder) is mirrored to
+    # the bucket; the run then loads them from it, with the hub switched off.
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    config_path = write_config(tmp_path, segmenter_folder)
+    raw = yaml.safe_load(config_path.read_text())
+    raw["relate"] = {"thesaurus": str(Path(__file__).parents[1] / "configs/demo_thesaurus.yaml")}
+    raw["compose"] = {"images": 4, "backgrounds_per_scene": 1, "objects_per_image": [1, 2]}
+    raw["segment"].update(train_steps=2, checkpoint_every=2)
+    raw["active"] = {"max_rounds": 1}
+    config_path.write_text(yaml.safe_dump(raw))
+    mirrored = tmp_path / "mirrored.yaml"
+    argv = ["models", "mirror", "--config", str(config_path), "--to", f"gs://{bucket}/models"]
+    assert main([*argv, "--write-config", str(mirrored)]) == 0
+    config = load_config(mirrored)
+    assert config.generate.model_id.startswith("gs://")
+    assert config.segment.model_id.startswith("gs://")
+    assert main(["run", "--config", str(mirrored)]) == 0
+    work = Path(config.workdir)
+    assert (work / "active" / "_SUCCESS").exists()
+    records = [
+        json.loads(line) for line in (work / "generate/manifest.jsonl").read_text().splitlines()
+    ]
+    assert records and all(record["model_id"] == config.generate.model_id for record in records)
 
 
 def test_a_second_load_uses_the_cache(tmp_path, bucket, segmenter_folder, monkeypatch) -> None:
@@ -264,6 +291,21 @@ def test_gs_model_ids_are_valid_config_values(tmp_path) -> None:
     config = load_config(path)
     assert config.generate.model_id == "gs://bucket/models/model_id@abc"
     assert config.harmonize.weights == "gs://bucket/models/weights@abc"
+
+
+def test_a_download_left_by_a_killed_process_is_cleaned_up(
+    tmp_path, bucket, segmenter_folder
+) -> None:
+    config = load_config(write_config(tmp_path, segmenter_folder))
+    (result,) = mirror_models(config, f"gs://{bucket}/m", only=["segment.model_id"])
+    final = model_cache.fetch_model(result.uri)
+    # A process killed mid-download: its temporary folder stays, the model folder never came.
+    shutil.rmtree(final)
+    leftover = final.parent / f".download-{final.name}-killed"
+    leftover.mkdir()
+    (leftover / "model.safetensors").write_bytes(b"half")
+    assert model_cache.fetch_model(result.uri) == final
+    assert not leftover.exists() and (final / "model.safetensors").exists()
 
 
 def test_two_processes_of_a_pod_download_a_model_once(

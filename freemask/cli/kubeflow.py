@@ -52,8 +52,10 @@ TokenFileOption = Annotated[
 ImagesLockOption = Annotated[
     Path | None,
     typer.Option(
+        envvar="FREEMASK_IMAGES_LOCK",
         help="A digest lock written by `make images PUSH=1` (images/images.lock.json): the "
-        "pipeline names its images by digest [default: by tag, from components/images.json]."
+        "pipeline names its images by digest [default: by tag, from components/images.json]. "
+        "The client image carries its pipeline images' lock at /opt/freemask/images.lock.json.",
     ),
 ]
 CRON_FIELD = re.compile(r"^[\d*/,\-?LW#A-Za-z]+$")

@@ -4,11 +4,14 @@ back and writes the digest lock that ``freemask compile --images-lock`` reads.""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+import yaml
 
+from components._spec import digest_images
 from freemask.cli import main as cli_main
 from images import build
 from pipelines.ir import executor_task, load_ir
@@ -148,3 +151,76 @@ def test_compile_refuses_a_lock_that_is_not_one(tmp_path, capsys) -> None:
 def test_the_build_context_carries_the_lock_files() -> None:
     ignored = (Path(build.ROOT) / ".dockerignore").read_text().splitlines()
     assert "!requirements/*.lock" in ignored
+
+
+def client_build_lock(docker: FakeDocker) -> str | None:
+    """The IMAGES_LOCK build argument of the client image's build, None when it has none."""
+    (call,) = [
+        c for c in docker.calls if c[0] == "build" and c[c.index("--target") + 1] == "client"
+    ]
+    values = [a.split("=", 2)[2] for a in call if a.startswith("--build-arg=IMAGES_LOCK=")]
+    return values[0] if values else None
+
+
+def test_the_pushed_client_carries_the_pipeline_images_digest_lock(tmp_path) -> None:
+    """The refresh CronJob submits from the client image: the lock it carries pins every task."""
+    docker = FakeDocker()
+    lock = tmp_path / "images.lock.json"
+    assert build.main(["--push", "--registry", "reg.example", "--lock", str(lock)], docker) == 0
+    carried = tmp_path / "carried.json"
+    carried.write_text(client_build_lock(docker) or "")
+    pinned = json.loads(lock.read_text())["images"]
+    by_task = digest_images(carried)
+    assert by_task == {task: pinned[family] for task, family in IMAGES["tasks"].items()}
+    # Built after every family its runs use; a local, unpushed client carries no lock.
+    order = [c[c.index("--target") + 1] for c in docker.calls if c[0] == "build"]
+    assert all(order.index(f) < order.index("client") for f in set(IMAGES["tasks"].values()))
+    unpushed = FakeDocker()
+    assert build.main(["--registry", "reg.example", "client"], unpushed) == 0
+    assert client_build_lock(unpushed) is None
+
+
+def test_pushing_the_client_alone_takes_the_digests_pushed_before(tmp_path, capsys) -> None:
+    lock = tmp_path / "images.lock.json"
+    alone = ["--push", "--registry", "r.example", "--lock", str(lock), "client"]
+    docker = FakeDocker()
+    assert build.main(alone, docker) == 2
+    assert docker.calls == []  # refused before anything was built
+    assert "push cpu generate segment first" in capsys.readouterr().err
+    assert build.main(["--push", "--registry", "r.example", "--lock", str(lock)], FakeDocker()) == 0
+    pinned = json.loads(lock.read_text())["images"]
+    docker = FakeDocker()
+    assert build.main(alone, docker) == 0
+    carried = json.loads(client_build_lock(docker) or "{}")["images"]
+    assert carried == {f: pinned[f] for f in set(IMAGES["tasks"].values())}
+
+
+def test_the_cronjob_reads_the_lock_where_the_client_image_writes_it() -> None:
+    dockerfile = build.DOCKERFILE.read_text()
+    client = dockerfile[dockerfile.index("AS client") :].split("\nFROM ", 1)[0]
+    assert "ARG IMAGES_LOCK" in client
+    written = re.search(r'"\$IMAGES_LOCK" > ([^\s;]+)', client)
+    assert written is not None
+    cronjob = yaml.safe_load((build.ROOT / "manifests/base/refresh-cronjob.yaml").read_text())
+    (container,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    assert env["FREEMASK_IMAGES_LOCK"] == written.group(1)
+
+
+def test_compile_takes_the_lock_from_the_environment(tmp_path, monkeypatch, capsys) -> None:
+    lock = tmp_path / "images.lock.json"
+    assert (
+        build.main(["--push", "--registry", "reg.example", "--lock", str(lock)], FakeDocker()) == 0
+    )
+    config = tmp_path / "run.yaml"
+    config.write_text("classes: [cat]\n")
+    out = tmp_path / "pipeline.yaml"
+    monkeypatch.setenv("FREEMASK_IMAGES_LOCK", str(lock))
+    assert cli_main(["compile", "--config", str(config), "--out", str(out)]) == 0
+    spec, _ = load_ir(out)
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images and all("@sha256:" in image for image in images)
+    # A client image built without a lock fails loudly instead of submitting by tag.
+    monkeypatch.setenv("FREEMASK_IMAGES_LOCK", str(tmp_path / "absent.json"))
+    assert cli_main(["compile", "--config", str(config), "--out", str(out)]) == 2
+    assert "absent.json: not a digest lock" in capsys.readouterr().err
