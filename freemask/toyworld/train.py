@@ -1,4 +1,5 @@
-"""Train the toy world's text-to-image model on rendered scenes, on a CPU, in resumable chunks.
+"""Train the toy world's text-to-image model on rendered scenes, in resumable chunks (on a CPU,
+or a GPU with ``--device cuda``).
 
     python -m freemask.toyworld.train --out freemask/toyworld/model --work build/toy-sd-train
 
@@ -6,13 +7,15 @@
 fully convolutional, so crops teach it the whole image's statistics at a fraction of the cost).
 3. Encode every scene once and set the VAE's latent scaling factor. 4. Train the UNet and the
 text encoder together on the cached latents (epsilon prediction on Stable Diffusion's noise
-schedule, captions dropped 10% of the time for classifier-free guidance, a grounding loss on
-the class words' cross-attention, an EMA of the UNet kept for sampling), then fine-tune the decoder on whole images with the encoder frozen.
+schedule, weighted toward object pixels; captions dropped 10% of the time for classifier-free
+guidance; a grounding loss on the class words' cross-attention; an EMA of both kept for
+sampling), then fine-tune the decoder on whole images with the encoder frozen.
 5. Save the pipeline (safetensors) and a model card.
 
 Every part saves its state under ``--work``: a killed run started again with the same command
 continues where the last checkpoint left it, with the same random streams, and each UNet
-checkpoint also leaves a loadable snapshot of the EMA pipeline (``<work>/snapshot``).
+checkpoint also leaves a loadable snapshot of the EMA pipeline (``<work>/snapshot``). The work
+folder records the settings its checkpoints are made with and refuses others.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from freemask.toyworld.model import IMAGE_SIDE, build_toy_pipeline, toy_model_path
-from freemask.toyworld.render import OBJECTS, random_scene
+from freemask.toyworld.render import OBJECTS, VOCABULARY, random_scene
 
 
 @dataclass
@@ -59,6 +62,8 @@ class TrainSettings:
     caption_dropout: float = 0.1
     # Weight of the cross-attention grounding loss (0: off); see ``grounding_loss``.
     grounding_weight: float = 0.1
+    # Extra weight of the noise loss on object pixels (0: every pixel alike); see ``noise_loss``.
+    object_weight: float = 4.0
     threads: int = 1
     # Where the networks train ("cpu", "cuda", "cuda:1"). Every random draw stays on the CPU, so
     # a run keeps its data order and noise when it moves between devices.
@@ -168,6 +173,51 @@ def grounding_loss(
         share = (word_maps * masks).sum(-1) / word_maps.sum(-1).clamp_min(1e-8)
         losses.append(((1 - share) ** 2)[valid].mean())
     return torch.stack(losses).mean()
+
+
+def object_coverage(scenes: list, side: int) -> torch.Tensor:
+    """Per scene, the share of each cell of a ``side`` x ``side`` grid (the latent grid) that
+    its objects cover: [N, 1, side, side] float16."""
+    covered = torch.from_numpy(
+        np.stack([(scene.owners >= 0).astype(np.float32) for scene in scenes])
+    )[:, None]
+    return F.interpolate(covered, size=(side, side), mode="area").half()
+
+
+def noise_loss(
+    predicted: torch.Tensor, noise: torch.Tensor, coverage: torch.Tensor, object_weight: float
+) -> torch.Tensor:
+    """The noise-prediction MSE, with object pixels weighing ``1 + object_weight``: the class
+    words' only evidence is the objects' shape, a small part of every image next to the
+    backgrounds' texture, and without the weight a small model learns the texture first."""
+    weights = 1 + object_weight * coverage.to(predicted.device).float()
+    return (((predicted - noise) ** 2) * weights).mean() / weights.mean()
+
+
+FINGERPRINT_EXEMPT = ("out", "work", "threads", "device", "unet_steps", "checkpoint_every")
+
+
+def check_work_folder(work: Path, settings: TrainSettings) -> None:
+    """Record what ``work``'s checkpoints are made with (``settings.json``), or refuse to go on
+    from checkpoints made with other settings or another toy world; the UNet may go on to
+    more steps, on other threads or another device."""
+    fingerprint = {
+        **{k: v for k, v in asdict(settings).items() if k not in FINGERPRINT_EXEMPT},
+        "image_side": IMAGE_SIDE,
+        "objects": list(OBJECTS),
+        "vocabulary": list(VOCABULARY),
+    }
+    recorded = work / "settings.json"
+    if not recorded.exists():
+        recorded.write_text(json.dumps(fingerprint, indent=2) + "\n")
+        return
+    before = json.loads(recorded.read_text())
+    changed = sorted(k for k in {*before, *fingerprint} if before.get(k) != fingerprint.get(k))
+    if changed:
+        raise SystemExit(
+            f"{recorded}: the checkpoints in {work} were made with other "
+            f"{', '.join(changed)}; use another --work (or the recorded settings)"
+        )
 
 
 def as_model_input(images: torch.Tensor) -> torch.Tensor:
@@ -291,31 +341,43 @@ def finetune_decoder(vae: Any, images: torch.Tensor, settings: TrainSettings, wo
     return info
 
 
+def averaged_parameters(pipe: Any) -> list[torch.Tensor]:
+    """The parameters trained together and averaged together: the UNet's and the text
+    encoder's (an averaged UNet beside the latest text encoder would read embeddings that its
+    cross-attention was not averaged against)."""
+    return [*pipe.unet.parameters(), *pipe.text_encoder.parameters()]
+
+
 def snapshot(pipe: Any, ema: list[torch.Tensor], folder: Path) -> None:
-    """Save the pipeline with the UNet's EMA weights to ``folder`` (replaced whole)."""
-    live = [parameter.detach().clone() for parameter in pipe.unet.parameters()]
+    """Save the pipeline with the EMA weights to ``folder`` (replaced whole)."""
+    parameters = averaged_parameters(pipe)
+    live = [parameter.detach().clone() for parameter in parameters]
     with torch.no_grad():
-        for parameter, average in zip(pipe.unet.parameters(), ema, strict=True):
-            parameter.copy_(average)
+        torch._foreach_copy_(parameters, ema)
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     pipe.save_pretrained(partial, safe_serialization=True)
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(partial, folder)
     with torch.no_grad():
-        for parameter, weights in zip(pipe.unet.parameters(), live, strict=True):
-            parameter.copy_(weights)
+        torch._foreach_copy_(parameters, live)
 
 
 def train_unet(
     pipe: Any, latents: torch.Tensor, scenes: list, settings: TrainSettings, work: Path
 ) -> dict[str, float]:
-    """Train the UNet and text encoder to predict the noise, resuming from ``work``; the UNet
-    ends with its EMA weights. Returns the UNet's seconds and final loss."""
+    """Train the UNet and text encoder to predict the noise, resuming from ``work``; both end
+    with their EMA weights. Returns the UNet's seconds and final loss."""
     from diffusers import DDPMScheduler
 
     noise_schedule = DDPMScheduler.from_config(pipe.scheduler.config)
     captions = [scene.caption for scene in scenes]
+    longest = max(captions, key=lambda caption: len(pipe.tokenizer(caption).input_ids))
+    if len(pipe.tokenizer(longest).input_ids) > pipe.tokenizer.model_max_length:
+        raise ValueError(
+            f"caption {longest!r} has more than the text encoder's "
+            f"{pipe.tokenizer.model_max_length} token positions"
+        )
     tokens = pipe.tokenizer(
         [*captions, ""],
         padding="max_length",
@@ -334,7 +396,8 @@ def train_unet(
                 for name, processor in pipe.unet.attn_processors.items()
             }
         )
-    parameters = [*pipe.unet.parameters(), *pipe.text_encoder.parameters()]
+    parameters = averaged_parameters(pipe)
+    coverage = object_coverage(scenes, latents.shape[-1])
     optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=0.01)
     # Warm-up, then a constant rate (the EMA does the averaging): the rate at a step does not
     # depend on the total, so training can go on in chunks to any number of steps and end the
@@ -342,7 +405,7 @@ def train_unet(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / settings.warmup_steps)
     )
-    ema = [parameter.detach().clone() for parameter in pipe.unet.parameters()]
+    ema = [parameter.detach().clone() for parameter in parameters]
     generator = torch.Generator().manual_seed(settings.seed + 1)
     checkpoint = work / "unet-state.pt"
     state = load_state(checkpoint)
@@ -379,7 +442,8 @@ def train_unet(
         noisy = noise_schedule.add_noise(clean, noise, timesteps)
         text = pipe.text_encoder(batch_tokens.to(device))[0]
         attention_maps.clear()
-        loss = F.mse_loss(pipe.unet(noisy, timesteps, text).sample, noise)
+        predicted = pipe.unet(noisy, timesteps, text).sample
+        loss = noise_loss(predicted, noise, coverage[index], settings.object_weight)
         if settings.grounding_weight > 0:
             loss = loss + settings.grounding_weight * grounding_loss(
                 attention_maps, grounding, index, ~dropped
@@ -390,7 +454,7 @@ def train_unet(
         optimizer.step()
         schedule.step()
         with torch.no_grad():
-            torch._foreach_lerp_(ema, list(pipe.unet.parameters()), 1 - settings.ema_decay)
+            torch._foreach_lerp_(ema, parameters, 1 - settings.ema_decay)
         losses.append(loss.item())
         log_progress("unet", step, settings.unet_steps, losses)
         done = step + 1
@@ -411,8 +475,7 @@ def train_unet(
             )
             snapshot(pipe, ema, work / "snapshot")
     with torch.no_grad():
-        for parameter, average in zip(pipe.unet.parameters(), ema, strict=True):
-            parameter.copy_(average)
+        torch._foreach_copy_(parameters, ema)
     if settings.grounding_weight > 0:
         from diffusers.models.attention_processor import AttnProcessor2_0
 
@@ -423,6 +486,13 @@ def train_unet(
         "unet_seconds": time.perf_counter() - resumed_at,
         "unet_loss": float(np.mean(losses[-100:])) if losses else float("nan"),
     }
+
+
+def machine(settings: TrainSettings) -> str:
+    """Where the networks trained, in words."""
+    if settings.device.startswith("cuda"):
+        return f"{torch.cuda.get_device_name(torch.device(settings.device))} ({settings.device})"
+    return f"{settings.threads} CPU thread(s) ({platform.processor() or platform.machine()})"
 
 
 def model_card(settings: TrainSettings, argv: list[str], facts: dict[str, float]) -> str:
@@ -442,8 +512,7 @@ attention masks and the method's gains can be measured offline.
 - Data seed: {settings.seed} ({settings.images} rendered scenes with 0-2 objects)
 - Settings: `{json.dumps(fields)}`
 - Time: VAE {facts["vae_seconds"]:.0f} s, UNet {facts["unet_seconds"]:.0f} s, decoder
-  {facts["decoder_seconds"]:.0f} s on
-  {settings.threads} CPU thread(s) ({platform.processor() or platform.machine()}), torch {torch.__version__}
+  {facts["decoder_seconds"]:.0f} s on {machine(settings)}, torch {torch.__version__}
 - Final losses (mean of the last 100 steps): VAE {facts["vae_loss"]:.4f}, UNet
   {facts["unet_loss"]:.4f}, decoder {facts["decoder_loss"]:.4f}
 - Weights: safetensors only. Licence: Apache-2.0, as the project.
@@ -463,6 +532,7 @@ def train(settings: TrainSettings, argv: list[str] | None = None) -> Path:
     torch.set_num_threads(settings.threads)
     work = Path(settings.work)
     work.mkdir(parents=True, exist_ok=True)
+    check_work_folder(work, settings)
     pipe = build_toy_pipeline(settings.seed).to(settings.device)
     # 1. Data.
     scenes = scenes_of(settings.images, settings.seed)

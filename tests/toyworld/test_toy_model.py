@@ -91,11 +91,15 @@ def test_a_killed_training_resumes_to_the_same_weights(tmp_path: Path, monkeypat
 @pytest.mark.gpu
 def test_a_run_started_on_the_gpu_resumes_on_the_cpu(tmp_path: Path, monkeypatch) -> None:
     """The random streams live on the CPU: a run killed on a GPU and finished on the CPU ends
-    close to the same run done on the CPU alone (kernels differ, the draws do not)."""
-    cpu = tmp_path / "cpu"
-    assert main(["--out", str(cpu / "model"), "--work", str(cpu / "work"), *TINY_RUN]) == 0
-    moved = tmp_path / "moved"
-    argv = ["--out", str(moved / "model"), "--work", str(moved / "work"), *TINY_RUN]
+    where the same run done on the CPU alone ends (kernels differ, the draws do not)."""
+    visible = ["--warmup-steps", "1", "--ema-decay", "0"]  # every step shows in the weights
+
+    def run(name: str, *extra: str) -> list[str]:
+        return ["--out", str(tmp_path / name / "model"), "--work", str(tmp_path / name / "work"),
+                *TINY_RUN, *visible, *extra]  # fmt: skip
+
+    assert main(run("cpu")) == 0
+    assert main(run("other-data", "--images", "25")) == 0  # same start, other draws
     progress = training.log_progress
 
     def killed_at_step_three(part, step, steps, losses, every=100):
@@ -105,20 +109,38 @@ def test_a_run_started_on_the_gpu_resumes_on_the_cpu(tmp_path: Path, monkeypatch
 
     monkeypatch.setattr(training, "log_progress", killed_at_step_three)
     with pytest.raises(KeyboardInterrupt):
-        main([*argv, "--device", "cuda"])
+        main(run("moved", "--device", "cuda"))
     monkeypatch.setattr(training, "log_progress", progress)
-    assert main(argv) == 0
-    other = tmp_path / "other-seed"
-    argv = ["--out", str(other / "model"), "--work", str(other / "work"), "--seed", "1"]
-    assert main([*argv, *TINY_RUN]) == 0
+    assert main(run("moved")) == 0
 
-    def unet(run: Path) -> torch.Tensor:
-        weights = load_file(run / "model" / "unet" / "diffusion_pytorch_model.safetensors")
-        return torch.cat([weights[name].flatten() for name in sorted(weights)])
+    def unet(name: str) -> torch.Tensor:
+        path = tmp_path / name / "model" / "unet" / "diffusion_pytorch_model.safetensors"
+        weights = load_file(path)
+        return torch.cat([weights[key].flatten() for key in sorted(weights)])
 
-    # TF32 kernels and Adam's normalised steps leave small differences; another seed's run
-    # (other data, other noise) differs by far more.
-    assert (unet(cpu) - unet(moved)).abs().max() < 0.1 * (unet(cpu) - unet(other)).abs().max()
+    moved = (unet("cpu") - unet("moved")).abs().max()
+    assert moved < 0.1 * (unet("cpu") - unet("other-data")).abs().max()
+
+
+def test_the_noise_loss_weighs_object_pixels_more() -> None:
+    noise = torch.zeros(1, 4, 8, 8)
+    coverage = torch.zeros(1, 1, 8, 8)
+    coverage[..., 2:4, 2:4] = 1
+    on_object, off_object = noise.clone(), noise.clone()
+    on_object[..., 2:4, 2:4] = 1
+    off_object[..., 5:7, 5:7] = 1
+    plain = training.noise_loss(on_object, noise, coverage, 0.0)
+    assert plain == training.noise_loss(off_object, noise, coverage, 0.0)
+    assert training.noise_loss(on_object, noise, coverage, 4.0) > 2 * plain
+    assert training.noise_loss(off_object, noise, coverage, 4.0) < plain
+
+
+def test_a_work_folder_refuses_other_settings(tmp_path: Path) -> None:
+    training.check_work_folder(tmp_path, TrainSettings(seed=0))
+    # More steps, other threads or device: the same run, going on.
+    training.check_work_folder(tmp_path, TrainSettings(seed=0, unet_steps=9, threads=2))
+    with pytest.raises(SystemExit, match="made with other object_weight, seed"):
+        training.check_work_folder(tmp_path, TrainSettings(seed=1, object_weight=0.0))
 
 
 def test_shipped_model_is_small_and_safetensors_only() -> None:
