@@ -16,7 +16,7 @@ from freemask.toyworld.model import IMAGE_SIDE
 from freemask.toyworld.render import OBJECTS, SCENES, SceneRelations, random_scene, related_scene
 
 STAGE = "toyworld"
-VERSION = "1"
+VERSION = "2"  # 2: the 128-px world (lights, cross, shifted domain)
 
 
 def check_toy_classes(classes: list[str]) -> None:

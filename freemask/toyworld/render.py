@@ -60,7 +60,7 @@ class Light:
 
     temperature: float = 0.0
     intensity: float = 1.0
-    direction: float = 0.0  # radians; the side the light comes from
+    direction: float = 0.0  # radians; the image darkens toward this side (lit from the other)
     falloff: float = 0.0  # brightness difference across the image, as a fraction
 
     def field(self, size: int) -> np.ndarray:

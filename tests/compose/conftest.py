@@ -14,7 +14,7 @@ from freemask.relate import run_relate
 from freemask.storage import LocalStorage, encode_image
 
 DEMO_THESAURUS = Path(__file__).parents[2] / "configs" / "demo_thesaurus.yaml"
-CLASSES = ["ball", "box", "star"]
+CLASSES = ["ball", "box", "cross"]
 
 
 def write_objects(root: Path, classes: list[str], per_class: int, size: int = 64, empty=()) -> None:

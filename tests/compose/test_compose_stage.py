@@ -86,13 +86,13 @@ def test_interrupted_compose_resumes_to_the_same_bytes(compose_run, tmp_path, mo
 
 
 def test_class_with_no_fitting_background_is_rejected_with_a_reason(compose_run, tmp_path) -> None:
-    config = compose_run(scenes={"sky": 2})  # stars fly; balls and boxes need ground scenes
+    config = compose_run(scenes={"sky": 2})  # crosses fly; balls and boxes need ground scenes
     result = compose(config, tmp_path / "out")
     reasons = [entry["reason"] for entry in read_rejected(LocalStorage(tmp_path / "out"))]
     assert result.dropped == len(reasons) == 4  # scenes led by ball or box (2 each of 6)
     assert all("has no scene among the backgrounds" in reason for reason in reasons)
     assert {s.instances[0].class_name for s in read_manifest(LocalStorage(tmp_path / "out"))} == {
-        "star"
+        "cross"
     }
 
 
