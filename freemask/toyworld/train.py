@@ -284,20 +284,27 @@ def encode_latents(vae: Any, images: torch.Tensor) -> torch.Tensor:
 def vae_and_latents(
     pipe: Any, images: torch.Tensor, settings: TrainSettings, work: Path
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Train the VAE and encode the scenes, or load both from ``work`` when done before."""
+    """Train the VAE and encode the scenes, or load either from ``work`` when done before (the
+    latents, 100 MB, can be left behind and are encoded again from the saved VAE)."""
     weights, cached = work / "vae.safetensors", work / "latents.safetensors"
-    if cached.exists():
+    if weights.exists():
         pipe.vae.load_state_dict(load_file(weights))
+        info = json.loads((work / "vae.json").read_text())
+    else:
+        started = time.perf_counter()
+        losses = train_vae(pipe.vae, images, settings)
+        info = {
+            "vae_seconds": time.perf_counter() - started,
+            "vae_loss": float(np.mean(losses[-100:])),
+        }
+        (work / "vae.json").write_text(json.dumps(info))
+        save_file(pipe.vae.state_dict(), weights.with_suffix(".partial"))
+        os.replace(weights.with_suffix(".partial"), weights)  # last: the VAE's "done"
+    if cached.exists():
         saved = load_file(cached)
         pipe.vae.register_to_config(scaling_factor=float(saved["scaling_factor"]))
-        info = json.loads((work / "vae.json").read_text())
         return saved["latents"], info
-    started = time.perf_counter()
-    losses = train_vae(pipe.vae, images, settings)
     latents = encode_latents(pipe.vae, images)
-    info = {"vae_seconds": time.perf_counter() - started, "vae_loss": float(np.mean(losses[-100:]))}
-    save_file(pipe.vae.state_dict(), weights)
-    (work / "vae.json").write_text(json.dumps(info))
     scale = torch.tensor(pipe.vae.config.scaling_factor)
     save_file(
         {"latents": latents.contiguous(), "scaling_factor": scale}, cached.with_suffix(".partial")

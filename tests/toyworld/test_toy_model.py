@@ -122,6 +122,21 @@ def test_a_run_started_on_the_gpu_resumes_on_the_cpu(tmp_path: Path, monkeypatch
     assert moved < 0.1 * (unet("cpu") - unet("other-data")).abs().max()
 
 
+def test_latents_left_behind_are_encoded_again_from_the_saved_vae(tmp_path: Path) -> None:
+    """A run moved to another machine without its 100-MB latents encodes them again: the
+    same latents, the VAE not trained again."""
+    work = tmp_path / "work"
+    assert main(["--out", str(tmp_path / "model"), "--work", str(work), *TINY_RUN]) == 0
+    latents = load_file(work / "latents.safetensors")
+    vae = (work / "vae.safetensors").read_bytes()
+    (work / "latents.safetensors").unlink()
+    assert main(["--out", str(tmp_path / "again"), "--work", str(work), *TINY_RUN]) == 0
+    again = load_file(work / "latents.safetensors")
+    assert (work / "vae.safetensors").read_bytes() == vae
+    torch.testing.assert_close(again["latents"], latents["latents"])
+    assert float(again["scaling_factor"]) == float(latents["scaling_factor"])
+
+
 def test_the_noise_loss_weighs_object_pixels_more() -> None:
     noise = torch.zeros(1, 4, 8, 8)
     coverage = torch.zeros(1, 1, 8, 8)
