@@ -29,6 +29,21 @@ TINY_RUN = [
 ]
 
 
+def killed_at_unet_step_three(argv: list[str]) -> None:
+    """Run the training script with ``argv`` and kill it (Ctrl-C) at its third UNet step."""
+    progress = training.log_progress
+
+    def killed(part, step, steps, losses, every=100):
+        if part == "unet" and step == 2:
+            raise KeyboardInterrupt
+        progress(part, step, steps, losses, every)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "log_progress", killed)
+        with pytest.raises(KeyboardInterrupt):
+            main(argv)
+
+
 def test_vae_training_lowers_the_reconstruction_loss() -> None:
     images, _ = render_dataset(64, seed=0)
     pipe = build_toy_pipeline(seed=0)
@@ -57,24 +72,14 @@ def test_training_script_writes_a_pipeline_that_loads_offline(tmp_path: Path) ->
     ).exists()
 
 
-def test_a_killed_training_resumes_to_the_same_weights(tmp_path: Path, monkeypatch) -> None:
+def test_a_killed_training_resumes_to_the_same_weights(tmp_path: Path) -> None:
     whole = tmp_path / "whole"
     assert main(["--out", str(whole / "model"), "--work", str(whole / "work"), *TINY_RUN]) == 0
 
     resumed = tmp_path / "resumed"
     argv = ["--out", str(resumed / "model"), "--work", str(resumed / "work"), *TINY_RUN]
-    progress = training.log_progress
-
-    def killed_at_step_three(part, step, steps, losses, every=100):
-        if part == "unet" and step == 2:
-            raise KeyboardInterrupt
-        progress(part, step, steps, losses, every)
-
-    monkeypatch.setattr(training, "log_progress", killed_at_step_three)
-    with pytest.raises(KeyboardInterrupt):
-        main(argv)
+    killed_at_unet_step_three(argv)
     assert not (resumed / "model").exists()
-    monkeypatch.setattr(training, "log_progress", progress)
     assert main(argv) == 0
     for part in (
         "unet/diffusion_pytorch_model",
@@ -89,7 +94,7 @@ def test_a_killed_training_resumes_to_the_same_weights(tmp_path: Path, monkeypat
 
 
 @pytest.mark.gpu
-def test_a_run_started_on_the_gpu_resumes_on_the_cpu(tmp_path: Path, monkeypatch) -> None:
+def test_a_run_started_on_the_gpu_resumes_on_the_cpu(tmp_path: Path) -> None:
     """The random streams live on the CPU: a run killed on a GPU and finished on the CPU ends
     where the same run done on the CPU alone ends (kernels differ, the draws do not)."""
     visible = ["--warmup-steps", "1", "--ema-decay", "0"]  # every step shows in the weights
@@ -100,17 +105,7 @@ def test_a_run_started_on_the_gpu_resumes_on_the_cpu(tmp_path: Path, monkeypatch
 
     assert main(run("cpu")) == 0
     assert main(run("other-data", "--images", "25")) == 0  # same start, other draws
-    progress = training.log_progress
-
-    def killed_at_step_three(part, step, steps, losses, every=100):
-        if part == "unet" and step == 2:
-            raise KeyboardInterrupt
-        progress(part, step, steps, losses, every)
-
-    monkeypatch.setattr(training, "log_progress", killed_at_step_three)
-    with pytest.raises(KeyboardInterrupt):
-        main(run("moved", "--device", "cuda"))
-    monkeypatch.setattr(training, "log_progress", progress)
+    killed_at_unet_step_three(run("moved", "--device", "cuda"))
     assert main(run("moved")) == 0
 
     def unet(name: str) -> torch.Tensor:
