@@ -100,15 +100,10 @@ def parse_digest(repo_digests: str, repository: str) -> str:
     raise ValueError(f"{repository}: no pushed digest in {repo_digests.strip()!r}")
 
 
-def lock_text(registry: str, tag: str, pinned: Mapping[str, str]) -> str:
-    """The digest lock's JSON: family -> ``registry/name@sha256:...``, with the registry and tag."""
-    lock = {"registry": registry, "tag": tag, "images": dict(sorted(pinned.items()))}
-    return json.dumps(lock, indent=2) + "\n"
-
-
 def write_lock(path: Path, registry: str, tag: str, pinned: Mapping[str, str]) -> Path:
-    """Write the digest lock to ``path``."""
-    path.write_text(lock_text(registry, tag, pinned))
+    """The digest lock: family -> ``registry/name@sha256:...``, with the registry and tag built."""
+    lock = {"registry": registry, "tag": tag, "images": dict(sorted(pinned.items()))}
+    path.write_text(json.dumps(lock, indent=2) + "\n")
     return path
 
 
