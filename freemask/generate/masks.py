@@ -61,7 +61,7 @@ def masks_from_attention(
     ]
     tokens = torch.stack(resized).mean(dim=0)  # [batch, tokens, h, w]
     tokens = _normalise(tokens.flatten(2))
-    valid = store.token_valid.to(tokens.dtype)[..., None]
+    valid = store.token_valid.to(tokens.device, tokens.dtype)[..., None]
     soft = (tokens * valid).sum(dim=1) / valid.sum(dim=1)  # [batch, h*w]
     cross_only = _upsample(soft, grid, image_size)
 

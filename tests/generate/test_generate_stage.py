@@ -213,3 +213,23 @@ def test_other_settings_into_the_same_output_are_refused(tiny_pipe, make_config,
     run_generate(make_config(), None, out, pipe=tiny_pipe)
     with pytest.raises(FreemaskError, match="made with other settings"):
         run_generate(make_config(guidance_scale=3.0), None, out, pipe=tiny_pipe)
+
+
+@pytest.mark.gpu
+def test_the_stage_draws_on_the_gpu_as_on_the_cpu(make_config, tmp_path) -> None:
+    """On CUDA the attention store, its token masks and the pipeline share one device, and the
+    masks drawn there agree with the CPU's (kernels and precision differ, the draws do not)."""
+    outputs = {}
+    for device in ("cpu", "cuda"):
+        config = make_config(device=device)
+        run_generate(config, None, str(tmp_path / device))
+        outputs[device] = LocalStorage(tmp_path / device)
+    by_id = {
+        device: {sample.id: sample for sample in read_manifest(storage)}
+        for device, storage in outputs.items()
+    }
+    assert by_id["cuda"].keys() == by_id["cpu"].keys() and by_id["cpu"]
+    for sample_id, sample in by_id["cpu"].items():
+        on_cpu = read_array(outputs["cpu"], sample.soft_mask).astype(np.float32)
+        on_gpu = read_array(outputs["cuda"], by_id["cuda"][sample_id].soft_mask).astype(np.float32)
+        assert np.abs(on_cpu - on_gpu).mean() < 0.05, sample_id

@@ -97,7 +97,9 @@ def test_a_killed_training_resumes_to_the_same_weights(tmp_path: Path) -> None:
 @pytest.mark.gpu
 def test_a_run_started_on_the_gpu_resumes_on_the_cpu(tmp_path: Path) -> None:
     """The random streams live on the CPU: a run killed on a GPU and finished on the CPU ends
-    where the same run done on the CPU alone ends (kernels differ, the draws do not)."""
+    where the same run done on the CPU alone ends (kernels differ, the draws do not). TF32
+    convolutions are off on the GPU here: their rounding (1e-3) alone moves four tiny steps as
+    far as other draws do, and this test is about the draws."""
     visible = ["--warmup-steps", "1", "--ema-decay", "0"]  # every step shows in the weights
 
     def run(name: str, *extra: str) -> list[str]:
@@ -106,7 +108,8 @@ def test_a_run_started_on_the_gpu_resumes_on_the_cpu(tmp_path: Path) -> None:
 
     assert main(run("cpu")) == 0
     assert main(run("other-data", "--images", "25")) == 0  # same start, other draws
-    killed_at_unet_step_three(run("moved", "--device", "cuda"))
+    with torch.backends.cudnn.flags(enabled=True, deterministic=True, allow_tf32=False):
+        killed_at_unet_step_three(run("moved", "--device", "cuda"))
     assert main(run("moved")) == 0
 
     def unet(name: str) -> torch.Tensor:
@@ -114,8 +117,12 @@ def test_a_run_started_on_the_gpu_resumes_on_the_cpu(tmp_path: Path) -> None:
         weights = load_file(path)
         return torch.cat([weights[key].flatten() for key in sorted(weights)])
 
-    moved = (unet("cpu") - unet("moved")).abs().max()
-    assert moved < 0.1 * (unet("cpu") - unet("other-data")).abs().max()
+    # Norms, not the largest difference: Adam's first steps move a weight whose gradient is
+    # near zero by a whole learning rate either way, so one rounding-flipped sign shows as big
+    # as other draws do; other draws move every weight, rounding a few.
+    moved = (unet("cpu") - unet("moved")).norm()
+    other_draws = (unet("cpu") - unet("other-data")).norm()
+    assert moved < 0.1 * other_draws, (moved, other_draws)
 
 
 def test_latents_left_behind_are_encoded_again_from_the_saved_vae(tmp_path: Path) -> None:
