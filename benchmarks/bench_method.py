@@ -15,9 +15,9 @@ row with the same budget and scored on held-out rendered scenes. Three seeds, me
 difference inside the noise is no difference. Rounds also report the filter's discard
 precision (true label IoU of kept minus discarded samples).
 
-Usage: ``python benchmarks/bench_method.py [--work DIR] [--seeds 0 1 2] [--quick]``; each
-seed's rows are kept in ``<work>/seed<N>/rows.json`` and reused (resumable). The last line is
-one JSON object; ``ratio`` keys compare with row (f), the ceiling.
+Usage: ``python benchmarks/bench_method.py [--work DIR] [--seeds 0 1 2] [--device D] [--quick]``;
+each seed's rows are kept in ``<work>/seed<N>/rows.json`` and reused (resumable). The last line
+is one JSON object; ``ratio`` keys compare with row (f), the ceiling.
 """
 
 from __future__ import annotations
@@ -36,13 +36,14 @@ from probe_segmenter import ProbeSettings, load_pairs, predict_probe, train_prob
 from freemask.active import run_active
 from freemask.compose import run_backgrounds, run_compose
 from freemask.config import RunConfig
+from freemask.devices import resolve_device
 from freemask.generate import run_generate
 from freemask.harmonize import run_harmonize
 from freemask.quality import LabelQuality, stage_quality
 from freemask.records import Sample, read_manifest
 from freemask.refine import run_refine
 from freemask.relate import run_relate
-from freemask.storage import LocalStorage, read_json
+from freemask.storage import LocalStorage, read_json, write_json
 from freemask.toyworld.dataset import write_toy_scenes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,6 +118,7 @@ def score_row(
     samples: list[Sample],
     test: tuple[np.ndarray, np.ndarray],
     settings: ProbeSettings,
+    device: str,
 ) -> dict:
     """Label quality of the row's samples and the probe's test mIoU after training on them."""
     quality = stage_quality(storage, samples, config.classes) if samples else None
@@ -124,7 +126,7 @@ def score_row(
     if not samples:
         return {**row, "downstream_miou": None, "per_class_iou": {}}
     images, labels = load_pairs(storage, samples)
-    probe = train_probe(images, labels, len(config.classes) + 1, config.seed, settings)
+    probe = train_probe(images, labels, len(config.classes) + 1, config.seed, settings, device)
     scores = LabelQuality(config.classes)
     for predicted, truth in zip(predict_probe(probe, test[0]), test[1], strict=True):
         scores.add(predicted, truth)
@@ -133,24 +135,29 @@ def score_row(
     return {**row, "downstream_miou": summary["miou"], "per_class_iou": per_class}
 
 
-def run_seed(work: Path, seed: int, test, quick: bool) -> dict[str, dict]:
-    """Every row of one seed (reused from ``rows.json`` when this seed has finished)."""
+def run_seed(work: Path, seed: int, test, quick: bool, device: str) -> dict[str, dict]:
+    """Every row of one seed (reused from ``rows.json`` when this seed has finished; rows
+    scored before an interruption are kept in ``rows.partial.json`` and not scored again)."""
     done = work / "rows.json"
     if done.exists():
         return json.loads(done.read_text())
     config = method_config(work, seed, quick)
     write_inputs(work, config.classes, seed, config.generate.height, quick)
     settings = ProbeSettings(steps=20) if quick else PROBE
-    results = {}
+    store = LocalStorage(work)  # atomic writes: a killed run leaves whole files
+    results = read_json(store, "rows.partial.json") if store.exists("rows.partial.json") else {}
     for row, (storage, samples) in run_rows(config, work).items():
-        results[row] = score_row(config, storage, samples, test, settings)
+        if row in results:
+            continue
+        results[row] = score_row(config, storage, samples, test, settings, device)
         if row.startswith("e"):
             summary = read_json(storage, f"rounds/{int(row[1:]):02d}/summary.json")
             precision = summary.get("discard_precision") or {}
             results[row]["discard_gap"] = precision.get("gap")
             results[row]["kept_true_iou"] = precision.get("kept_true_iou")
             results[row]["discarded_true_iou"] = precision.get("discarded_true_iou")
-    done.write_text(json.dumps(results, indent=1))
+        write_json(store, "rows.partial.json", results)
+    write_json(store, "rows.json", results)
     return results
 
 
@@ -166,9 +173,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=REPO / "build/bench_method")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--quick", action="store_true", help="tiny counts: check the code runs")
+    parser.add_argument(
+        "--device", default="auto", help="where the probe trains (the stages follow the config)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="CPU threads (1 on two busy cores: more is slower)"
+    )
     args = parser.parse_args(argv)
-    # One thread: two OpenMP threads on two busy cores are ten times slower than one.
-    torch.set_num_threads(1)
+    device = str(resolve_device(args.device))
+    torch.set_num_threads(args.threads)
     started = time.perf_counter()
     classes = method_config(args.work, 0, args.quick).classes
     test_uri = str(args.work / "test")
@@ -183,13 +196,14 @@ def main(argv: list[str] | None = None) -> None:
     test_store = LocalStorage(test_uri)
     test = load_pairs(test_store, read_manifest(test_store))
     results = {
-        seed: run_seed(args.work / f"seed{seed}", seed, test, args.quick) for seed in args.seeds
+        seed: run_seed(args.work / f"seed{seed}", seed, test, args.quick, device)
+        for seed in args.seeds
     }
 
     rows = sorted({row for seed_rows in results.values() for row in seed_rows})
     print(
         f"toy world, {len(test[0])} held-out rendered scenes, probe segmenter "
-        f"{PROBE.steps} steps per row, seeds {args.seeds} (mean +- sd)"
+        f"{PROBE.steps} steps per row on {device}, seeds {args.seeds} (mean +- sd)"
     )
     print(
         f"{'row':<40} {'samples':>8} {'label mIoU':>16} {'downstream mIoU':>16} {'discard gap':>16}"

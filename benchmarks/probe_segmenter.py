@@ -28,7 +28,8 @@ class ProbeSettings:
     steps: int = 1200
     batch_size: int = 16
     learning_rate: float = 3e-3
-    width: int = 16
+    width: int = 8
+    depth: int = 3
 
 
 def block(inputs: int, outputs: int) -> nn.Sequential:
@@ -43,23 +44,33 @@ def block(inputs: int, outputs: int) -> nn.Sequential:
 
 
 class ProbeNet(nn.Module):
-    """A three-level encoder-decoder with skip connections; logits at input resolution."""
+    """An encoder-decoder with ``depth`` poolings and skip connections; logits at input
+    resolution. Three poolings see 108 px around a pixel, a whole object of the 128-px world;
+    two see 52 px, and trained on exact labels they told cones and crosses apart so unreliably
+    (held-out mIoU 0.74, 0.82, 0.59 over three seeds) that they could not rank training sets."""
 
-    def __init__(self, num_labels: int, width: int = 16):
+    def __init__(self, num_labels: int, width: int = 16, depth: int = 3):
         super().__init__()
-        self.down1, self.down2 = block(3, width), block(width, 2 * width)
-        self.bottom = block(2 * width, 4 * width)
-        self.up2, self.up1 = block(6 * width, 2 * width), block(3 * width, width)
+        widths = [width * 2**level for level in range(depth + 1)]
+        self.down = nn.ModuleList(
+            block(inputs, outputs)
+            for inputs, outputs in zip([3, *widths[:-1]], widths, strict=True)
+        )
+        self.up = nn.ModuleList(
+            block(widths[level] + widths[level + 1], widths[level]) for level in range(depth)
+        )
         self.head = nn.Conv2d(width, num_labels, 1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        first = self.down1(images)
-        second = self.down2(F.max_pool2d(first, 2))
-        bottom = self.bottom(F.max_pool2d(second, 2))
-        up = F.interpolate(bottom, scale_factor=2.0, mode="bilinear", align_corners=False)
-        up = self.up2(torch.cat([up, second], 1))
-        up = F.interpolate(up, scale_factor=2.0, mode="bilinear", align_corners=False)
-        return self.head(self.up1(torch.cat([up, first], 1)))
+        skips = []
+        features = images
+        for level, encode in enumerate(self.down):
+            features = encode(F.max_pool2d(features, 2) if level else features)
+            skips.append(features)
+        for level in reversed(range(len(self.up))):
+            up = F.interpolate(features, size=skips[level].shape[-2:], mode="bilinear")
+            features = self.up[level](torch.cat([up, skips[level]], 1))
+        return self.head(features)
 
 
 def load_pairs(storage: Storage, samples: list[Sample]) -> tuple[np.ndarray, np.ndarray]:
@@ -109,12 +120,18 @@ def to_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, to
 
 
 def train_probe(
-    images: np.ndarray, labels: np.ndarray, num_labels: int, seed: int, settings: ProbeSettings
+    images: np.ndarray,
+    labels: np.ndarray,
+    num_labels: int,
+    seed: int,
+    settings: ProbeSettings,
+    device: str = "cpu",
 ) -> ProbeNet:
-    """A probe segmenter trained on ``images``/``labels`` (255 ignored), seeded."""
+    """A probe segmenter trained on ``images``/``labels`` (255 ignored), seeded; batches are
+    drawn and augmented on the CPU (the same draws on every device), trained on ``device``."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    model = ProbeNet(num_labels, settings.width)
+    model = ProbeNet(num_labels, settings.width, settings.depth).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, settings.learning_rate, total_steps=settings.steps, pct_start=0.1
@@ -124,7 +141,8 @@ def train_probe(
     for _ in range(settings.steps):
         pick = torch.randint(len(all_images), (settings.batch_size,), generator=generator)
         batch, target = augment(all_images[pick], all_labels[pick], generator)
-        loss = F.cross_entropy(model(batch), target, ignore_index=IGNORE_INDEX)
+        logits = model(batch.to(device))
+        loss = F.cross_entropy(logits, target.to(device), ignore_index=IGNORE_INDEX)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -134,11 +152,12 @@ def train_probe(
 
 @torch.no_grad()
 def predict_probe(model: ProbeNet, images: np.ndarray, batch: int = 64) -> np.ndarray:
-    """Per-pixel labels (uint8) for ``images``."""
+    """Per-pixel labels (uint8) for ``images``, predicted on the model's device."""
     tensors, _ = to_tensors(images, np.zeros(images.shape[:3], np.uint8))
+    device = next(model.parameters()).device
     return np.concatenate(
         [
-            model(tensors[i : i + batch]).argmax(1).byte().numpy()
+            model(tensors[i : i + batch].to(device)).argmax(1).byte().cpu().numpy()
             for i in range(0, len(tensors), batch)
         ]
     )
