@@ -26,6 +26,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -135,16 +136,31 @@ def score_row(
     return {**row, "downstream_miou": summary["miou"], "per_class_iou": per_class}
 
 
+def check_scored_with(store: LocalStorage, scoring: dict) -> None:
+    """Record how a seed's rows are scored (``scoring.json``), or refuse rows scored otherwise:
+    one table never mixes probes, devices or quick rows."""
+    if not store.exists("scoring.json"):
+        write_json(store, "scoring.json", scoring)
+        return
+    before = read_json(store, "scoring.json")
+    if before != scoring:
+        changed = sorted(k for k in {*before, *scoring} if before.get(k) != scoring.get(k))
+        raise SystemExit(
+            f"{store.root / 'scoring.json'}: this seed's rows were scored with other "
+            f"{', '.join(changed)}; use another --work or remove {store.root}"
+        )
+
+
 def run_seed(work: Path, seed: int, test, quick: bool, device: str) -> dict[str, dict]:
     """Every row of one seed (reused from ``rows.json`` when this seed has finished; rows
     scored before an interruption are kept in ``rows.partial.json`` and not scored again)."""
-    done = work / "rows.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    config = method_config(work, seed, quick)
-    write_inputs(work, config.classes, seed, config.generate.height, quick)
     settings = ProbeSettings(steps=20) if quick else PROBE
     store = LocalStorage(work)  # atomic writes: a killed run leaves whole files
+    check_scored_with(store, {"quick": quick, "probe": asdict(settings), "device": device})
+    if store.exists("rows.json"):
+        return read_json(store, "rows.json")
+    config = method_config(work, seed, quick)
+    write_inputs(work, config.classes, seed, config.generate.height, quick)
     results = read_json(store, "rows.partial.json") if store.exists("rows.partial.json") else {}
     for row, (storage, samples) in run_rows(config, work).items():
         if row in results:

@@ -100,9 +100,8 @@ class ShapeClassifier(nn.Module):
 
 def as_classifier_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 or [0, 1] float NHWC images -> normalised NCHW at the classifier's side."""
-    tensor = torch.as_tensor(images).float()
-    if tensor.max() > 1.5:
-        tensor = tensor / 255
+    tensor = torch.as_tensor(images)
+    tensor = tensor.float() / 255 if tensor.dtype == torch.uint8 else tensor.float()
     tensor = tensor.permute(0, 3, 1, 2)
     tensor = F.interpolate(tensor, size=(CLASSIFIER_SIDE, CLASSIFIER_SIDE), mode="area")
     return tensor * 2 - 1

@@ -82,8 +82,8 @@ what the toy model draws: the independent judge of the active loop's first round
 
 - Command: `python -m freemask.toyworld.labeller {" ".join(argv or sys.argv[1:])}`, i.e.
   `freemask toyworld scenes -c {args.config} --out {data} --count {args.scenes} --objects 1,3
-  --anywhere --domain shifted --seed {args.seed}`, then `freemask --set
-  segment.train_steps={args.steps} train -c {args.config} --in {data} --out {work / "model"}`
+  --anywhere --domain shifted --seed {args.seed}`, then `freemask {" ".join(settings)} train
+  -c {args.config} --in {data} --out {work / "model"}`
 - Time: {time.perf_counter() - started:.0f} s on {torch.get_num_threads()} CPU thread(s)
   ({platform.processor() or platform.machine()}), torch {torch.__version__}
 - Weights: safetensors only. Licence: Apache-2.0, as the project.

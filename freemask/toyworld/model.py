@@ -31,9 +31,10 @@ def build_toy_pipeline(seed: int = 0) -> Any:
     """An untrained toy StableDiffusionPipeline, seeded.
 
     The VAE maps a 128-px image to a 32x32x4 latent (factor 4, where Stable Diffusion has 8),
-    so the UNet's cross-attention sits on the 16x16 and 8x8 grids (a cell is 6% and 12.5% of
-    the image side, as SD's 32x32 and 16x16 grids are at 512 px) and its self-attention on
-    16x16, the grid the generate stage refines masks with. The text encoder is a 2-layer CLIP
+    so the UNet's cross-attention sits on the 16x16 and 8x8 grids, half and a quarter of the
+    latent side as SD's 32x32 and 16x16 are (relative to the image, a cell is 6.25% and 12.5% of
+    its side, twice SD's 3.1% and 6.25% at 512 px), and its self-attention on 16x16, the grid
+    the generate stage refines masks with. The text encoder is a 2-layer CLIP
     over the toy vocabulary, trained with the UNet.
     """
     from diffusers import (

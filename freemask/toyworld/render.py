@@ -278,17 +278,15 @@ def random_scene(
     size: int = 128,
     objects: tuple[int, int] = (1, 2),
     classes: tuple[str, ...] = OBJECTS,
-    lit: bool = True,
     domain: str = "toy",
 ) -> ToyScene:
-    """A scene drawn from ``seed``: a random background, ``objects[0]..objects[1]`` shapes and,
-    when ``lit``, a random light."""
+    """A scene drawn from ``seed``: a random background, ``objects[0]..objects[1]`` shapes and
+    a random light."""
     rng = np.random.default_rng([seed, 7])
     scene = str(rng.choice(list(SCENES)))
     count = int(rng.integers(objects[0], objects[1] + 1))
     placed = random_objects(rng, count, classes)
-    light = random_light(rng, domain) if lit else NEUTRAL_LIGHT
-    return render(scene, placed, size, seed, light, domain)
+    return render(scene, placed, size, seed, random_light(rng, domain), domain)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ import platform
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -92,11 +93,10 @@ def scenes_of(count: int, seed: int) -> list:
     ]
 
 
-def render_dataset(count: int, seed: int) -> tuple[torch.Tensor, list[str]]:
-    """``count`` lit scenes with 0-2 objects: uint8 images [N, 3, H, W] and their captions."""
-    scenes = scenes_of(count, seed)
+def images_of(scenes: list) -> torch.Tensor:
+    """The scenes' images as one uint8 tensor [N, 3, H, W]."""
     images = np.stack([scene.image for scene in scenes]).transpose(0, 3, 1, 2)
-    return torch.from_numpy(np.ascontiguousarray(images)), [scene.caption for scene in scenes]
+    return torch.from_numpy(np.ascontiguousarray(images))
 
 
 def grounding_of(scenes: list, tokens: torch.Tensor, tokenizer: Any) -> Grounding:
@@ -209,7 +209,8 @@ def check_work_folder(work: Path, settings: TrainSettings) -> None:
     }
     recorded = work / "settings.json"
     if not recorded.exists():
-        recorded.write_text(json.dumps(fingerprint, indent=2) + "\n")
+        recorded.with_suffix(".partial").write_text(json.dumps(fingerprint, indent=2) + "\n")
+        os.replace(recorded.with_suffix(".partial"), recorded)
         return
     before = json.loads(recorded.read_text())
     changed = sorted(k for k in {*before, *fingerprint} if before.get(k) != fingerprint.get(k))
@@ -243,6 +244,14 @@ def load_state(path: Path) -> dict[str, Any] | None:
     return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
 
 
+def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor, losses: list[float]) -> None:
+    """One optimiser step down ``loss``; the loss is appended to ``losses``."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    losses.append(loss.item())
+
+
 def train_vae(vae: Any, images: torch.Tensor, settings: TrainSettings) -> list[float]:
     """Fit the VAE to reconstruct random crops (L1 plus a light KL term); returns the losses."""
     generator = torch.Generator().manual_seed(settings.seed)
@@ -258,10 +267,7 @@ def train_vae(vae: Any, images: torch.Tensor, settings: TrainSettings) -> list[f
         posterior = vae.encode(batch).latent_dist
         reconstruction = vae.decode(posterior.sample(generator=generator)).sample
         loss = F.l1_loss(reconstruction, batch) + 1e-6 * posterior.kl().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+        descend(optimizer, loss, losses)
         log_progress("vae", step, settings.vae_steps, losses)
     vae.eval()
     return losses
@@ -332,19 +338,16 @@ def finetune_decoder(vae: Any, images: torch.Tensor, settings: TrainSettings, wo
             latents = vae.encode(batch).latent_dist.mean
         reconstruction = vae.decode(latents).sample
         loss = F.l1_loss(reconstruction, batch) + F.mse_loss(reconstruction, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+        descend(optimizer, loss, losses)
         log_progress("decoder", step, settings.decoder_steps, losses)
     vae.eval()
     info = {
         "decoder_seconds": time.perf_counter() - started,
         "decoder_loss": float(np.mean(losses[-100:])) if losses else float("nan"),
     }
-    save_file(vae.decoder.state_dict(), weights.with_suffix(".partial"))
-    os.replace(weights.with_suffix(".partial"), weights)
     (work / "decoder.json").write_text(json.dumps(info))
+    save_file(vae.decoder.state_dict(), weights.with_suffix(".partial"))
+    os.replace(weights.with_suffix(".partial"), weights)  # last: the decoder's "done"
     return info
 
 
@@ -355,17 +358,23 @@ def averaged_parameters(pipe: Any) -> list[torch.Tensor]:
     return [*pipe.unet.parameters(), *pipe.text_encoder.parameters()]
 
 
+def replace_folder(folder: Path, write: Callable[[Path], None]) -> None:
+    """Write ``folder`` whole: ``write`` fills a sibling ``.partial`` folder, which then takes
+    its place (a killed save leaves the old folder or the new one, never a mix)."""
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    write(partial)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(partial, folder)
+
+
 def snapshot(pipe: Any, ema: list[torch.Tensor], folder: Path) -> None:
     """Save the pipeline with the EMA weights to ``folder`` (replaced whole)."""
     parameters = averaged_parameters(pipe)
     live = [parameter.detach().clone() for parameter in parameters]
     with torch.no_grad():
         torch._foreach_copy_(parameters, ema)
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    pipe.save_pretrained(partial, safe_serialization=True)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(partial, folder)
+    replace_folder(folder, lambda partial: pipe.save_pretrained(partial, safe_serialization=True))
     with torch.no_grad():
         torch._foreach_copy_(parameters, live)
 
@@ -543,9 +552,7 @@ def train(settings: TrainSettings, argv: list[str] | None = None) -> Path:
     pipe = build_toy_pipeline(settings.seed).to(settings.device)
     # 1. Data.
     scenes = scenes_of(settings.images, settings.seed)
-    images = torch.from_numpy(
-        np.ascontiguousarray(np.stack([scene.image for scene in scenes]).transpose(0, 3, 1, 2))
-    )
+    images = images_of(scenes)
     # 2-3. VAE, then latents.
     latents, facts = vae_and_latents(pipe, images, settings, work)
     # 4. UNet and text encoder; the decoder sharpened on the frozen encoder's latents.
@@ -553,10 +560,13 @@ def train(settings: TrainSettings, argv: list[str] | None = None) -> Path:
     facts |= finetune_decoder(pipe.vae, images, settings, work)
     # 5. Save.
     out = Path(settings.out)
-    pipe.to("cpu").save_pretrained(out, safe_serialization=True)
-    (out / "MODEL_CARD.md").write_text(
-        model_card(settings, argv if argv is not None else [], facts)
-    )
+    card = model_card(settings, argv if argv is not None else [], facts)
+
+    def write_model(folder: Path) -> None:
+        pipe.to("cpu").save_pretrained(folder, safe_serialization=True)
+        (folder / "MODEL_CARD.md").write_text(card)
+
+    replace_folder(out, write_model)
     return out
 
 

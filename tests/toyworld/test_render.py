@@ -107,8 +107,10 @@ def test_the_same_object_under_the_scene_light_is_the_harmonization_target() -> 
 def test_shapes_have_their_holes_and_thin_arms_at_128_px() -> None:
     ring = shape_mask(ToyObject("ring", "red", (0.5, 0.5), 0.4), 128)
     assert not ring[64, 64] and ring[64, 64 + 20]
-    hole = 2 * round(0.4 * 128 / 2 * RING_HOLE)
+    row = ring[64]  # the hole's width: the run of background through the centre
+    hole = int(np.argmax(row[64:]) + np.argmax(row[64::-1]) - 1)
     assert hole >= 16  # wider than two cells of a 16x16 attention grid at 128 px
+    assert abs(hole - 0.4 * 128 * RING_HOLE) <= 2
     cross = shape_mask(ToyObject("cross", "red", (0.5, 0.5), 0.4), 128)
     arm = cross[:, 64 + 20].sum()  # a column through one horizontal arm
     assert abs(arm - 2 * CROSS_ARM * 0.4 * 128 / 2) <= 2

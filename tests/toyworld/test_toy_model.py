@@ -14,7 +14,7 @@ from freemask.models import load_sd_pipeline
 from freemask.toyworld.gate import gate_settings, run_gate, shares_read_as
 from freemask.toyworld.model import IMAGE_SIDE, build_toy_pipeline, toy_model_path
 from freemask.toyworld.render import OBJECTS
-from freemask.toyworld.train import TrainSettings, main, render_dataset, train_vae
+from freemask.toyworld.train import TrainSettings, images_of, main, scenes_of, train_vae
 
 TINY_RUN = [
     "--images",
@@ -46,7 +46,7 @@ def killed_at_unet_step_three(argv: list[str]) -> None:
 
 
 def test_vae_training_lowers_the_reconstruction_loss() -> None:
-    images, _ = render_dataset(64, seed=0)
+    images = images_of(scenes_of(64, seed=0))
     pipe = build_toy_pipeline(seed=0)
     losses = train_vae(pipe.vae, images, TrainSettings(vae_steps=40, vae_crop=32))
     assert np.mean(losses[-5:]) < 0.75 * np.mean(losses[:5])
