@@ -15,9 +15,9 @@ row with the same budget and scored on held-out rendered scenes. Three seeds, me
 difference inside the noise is no difference. Rounds also report the filter's discard
 precision (true label IoU of kept minus discarded samples).
 
-Usage: ``python benchmarks/bench_method.py [--work DIR] [--seeds 0 1 2] [--device D] [--quick]``;
-each seed's rows are kept in ``<work>/seed<N>/rows.json`` and reused (resumable). The last line
-is one JSON object; ``ratio`` keys compare with row (f), the ceiling.
+Usage: ``python benchmarks/bench_method.py [--work DIR] [--seeds 0 1 2] [--device D]
+[--threads N] [--quick]``; each seed's rows are kept in ``<work>/seed<N>/rows.json`` and reused
+(resumable). The last line is one JSON object; ``ratio`` keys compare with row (f), the ceiling.
 """
 
 from __future__ import annotations
