@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from freemask.storage import LocalStorage, write_json
 from freemask.toyworld.model import IMAGE_SIDE, build_toy_pipeline, toy_model_path
 from freemask.toyworld.render import OBJECTS, VOCABULARY, random_scene
 
@@ -209,8 +210,7 @@ def check_work_folder(work: Path, settings: TrainSettings) -> None:
     }
     recorded = work / "settings.json"
     if not recorded.exists():
-        recorded.with_suffix(".partial").write_text(json.dumps(fingerprint, indent=2) + "\n")
-        os.replace(recorded.with_suffix(".partial"), recorded)
+        write_json(LocalStorage(work), recorded.name, fingerprint)
         return
     before = json.loads(recorded.read_text())
     changed = sorted(k for k in {*before, *fingerprint} if before.get(k) != fingerprint.get(k))
@@ -303,7 +303,7 @@ def vae_and_latents(
             "vae_seconds": time.perf_counter() - started,
             "vae_loss": float(np.mean(losses[-100:])),
         }
-        (work / "vae.json").write_text(json.dumps(info))
+        write_json(LocalStorage(work), "vae.json", info)
         save_file(pipe.vae.state_dict(), weights.with_suffix(".partial"))
         os.replace(weights.with_suffix(".partial"), weights)  # last: the VAE's "done"
     if cached.exists():
@@ -345,7 +345,7 @@ def finetune_decoder(vae: Any, images: torch.Tensor, settings: TrainSettings, wo
         "decoder_seconds": time.perf_counter() - started,
         "decoder_loss": float(np.mean(losses[-100:])) if losses else float("nan"),
     }
-    (work / "decoder.json").write_text(json.dumps(info))
+    write_json(LocalStorage(work), "decoder.json", info)
     save_file(vae.decoder.state_dict(), weights.with_suffix(".partial"))
     os.replace(weights.with_suffix(".partial"), weights)  # last: the decoder's "done"
     return info
