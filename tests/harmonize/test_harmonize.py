@@ -187,6 +187,7 @@ def write_samples(root, bad_size=False):
 
 
 def run_stage(tmp_path, **harmonize):
+    harmonize = {"method": "color_transfer", **harmonize}
     write_samples(tmp_path / "in")
     config = RunConfig.model_validate(
         {"classes": ["cat"], "workdir": str(tmp_path), "harmonize": harmonize}
@@ -208,6 +209,18 @@ def test_stage_changes_images_never_masks(tmp_path) -> None:
         assert after.scores["harmonize_mean_change"] > 0
 
 
+def test_off_by_default_copies_samples_through(tmp_path) -> None:
+    write_samples(tmp_path / "in")
+    config = RunConfig.model_validate({"classes": ["cat"], "workdir": str(tmp_path)})
+    result = run_harmonize(config, str(tmp_path / "in"), str(tmp_path / "out"))
+    source, target = LocalStorage(tmp_path / "in"), LocalStorage(tmp_path / "out")
+    assert config.harmonize.method == "none" and result.written == 3
+    for before, after in zip(read_manifest(source), read_manifest(target), strict=True):
+        for path in before.files():
+            assert target.read_bytes(path) == source.read_bytes(path)
+        assert "harmonize_mean_change" not in after.scores
+
+
 def test_background_inside_the_instance_box_stays_byte_identical(tmp_path) -> None:
     _, source, target = run_stage(tmp_path, keep_hue=False, white_balance=1.0)
     for before, after in zip(read_manifest(source), read_manifest(target), strict=True):
@@ -223,7 +236,9 @@ def test_background_inside_the_instance_box_stays_byte_identical(tmp_path) -> No
 
 def test_stage_rejects_masks_of_another_size(tmp_path) -> None:
     write_samples(tmp_path / "in", bad_size=True)
-    config = RunConfig.model_validate({"classes": ["cat"], "workdir": str(tmp_path)})
+    config = RunConfig.model_validate(
+        {"classes": ["cat"], "workdir": str(tmp_path), "harmonize": {"method": "color_transfer"}}
+    )
     result = run_harmonize(config, str(tmp_path / "in"), str(tmp_path / "out"))
     (entry,) = read_rejected(LocalStorage(tmp_path / "out"))
     assert result.dropped == 1 and entry["id"] == "s1" and "32x64" in entry["reason"]

@@ -73,7 +73,7 @@ def test_every_stage_runs_in_its_own_image(compiled) -> None:
     assert all(e["container"]["command"] == ["freemask"] for e in executors)
 
 
-# With the default methods (guided filter, colour transfer) refine and harmonize run no network.
+# With the default methods (guided filter, no harmonization) refine and harmonize run no network.
 DEFAULT_GPU_TASKS = {"generate", "backgrounds", "bootstrap", "pseudo-label", "train", "close"}
 
 
