@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.stats import spearmanr
 
 from freemask.records import IGNORE_INDEX, Sample
 from freemask.storage import Storage, read_image
@@ -124,28 +125,54 @@ def stage_quality(
 
 
 def discard_precision(
-    storage: Storage, kept: list[Sample], discarded: list[Sample], num_labels: int
+    storage: Storage,
+    kept: list[Sample],
+    discarded: list[Sample],
+    num_labels: int,
+    score_key: str | None = None,
 ) -> dict[str, float | None] | None:
-    """Mean true label IoU of kept and of discarded samples and their gap (kept minus
-    discarded: positive when the filter throws out the worse labels); None without truth."""
+    """How well a filter told good labels from bad, against truth; None without truth.
+
+    ``gap`` is the kept samples' mean true label IoU minus the discarded ones' (positive when
+    the filter throws out the worse labels). ``oracle_gap`` is the gap a filter that knew the
+    truth would reach discarding as many samples: the most any filter can show on this pool
+    (a pool of uniformly good labels has nothing to find). ``judge_rank_correlation`` is the
+    Spearman correlation of the samples' ``score_key`` score with their true IoU."""
     if not has_truth([*kept, *discarded]):
         return None
 
-    def mean_iou(samples: list[Sample]) -> float | None:
-        scores = [
-            label_iou(
-                read_image(storage, s.semantic_mask),
-                read_image(storage, s.truth_mask),
-                num_labels,
-            )
-            for s in samples
-        ]
-        return round(float(np.mean(scores)), 6) if scores else None
+    def true_iou(sample: Sample) -> float:
+        return label_iou(
+            read_image(storage, sample.semantic_mask),
+            read_image(storage, sample.truth_mask),
+            num_labels,
+        )
 
-    kept_iou, discarded_iou = mean_iou(kept), mean_iou(discarded)
-    gap = (
-        round(kept_iou - discarded_iou, 6)
-        if kept_iou is not None and discarded_iou is not None
-        else None
-    )
-    return {"kept_true_iou": kept_iou, "discarded_true_iou": discarded_iou, "gap": gap}
+    kept_scores = [true_iou(s) for s in kept]
+    discarded_scores = [true_iou(s) for s in discarded]
+    ranked = sorted([*kept_scores, *discarded_scores])
+    worst, best = ranked[: len(discarded)], ranked[len(discarded) :]
+    result = {
+        "kept_true_iou": _mean(kept_scores),
+        "discarded_true_iou": _mean(discarded_scores),
+        "gap": _difference(kept_scores, discarded_scores),
+        "oracle_gap": _difference(best, worst),
+        "judge_rank_correlation": None,
+    }
+    samples = [*kept, *discarded]
+    if score_key and len(samples) > 2 and all(score_key in s.scores for s in samples):
+        judged = [s.scores[score_key] for s in samples]
+        truth = [*kept_scores, *discarded_scores]
+        if len(set(judged)) > 1 and len(set(truth)) > 1:
+            result["judge_rank_correlation"] = _round(spearmanr(judged, truth).statistic)
+    return result
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(float(np.mean(values)), 6) if values else None
+
+
+def _difference(first: list[float], second: list[float]) -> float | None:
+    if not first or not second:
+        return None
+    return round(float(np.mean(first) - np.mean(second)), 6)

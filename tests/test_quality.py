@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from freemask.quality import LabelQuality, label_iou
+from freemask.quality import LabelQuality, discard_precision, label_iou
+from freemask.records import Sample
+from freemask.storage import LocalStorage, encode_image
 
 IGNORE = 255
 
@@ -58,3 +60,49 @@ def test_a_label_that_ignores_everything_scores_nothing() -> None:
     truth = np.zeros((4, 4), np.uint8)
     truth[1:3, 1:3] = 1
     assert label_iou(np.full((4, 4), IGNORE, np.uint8), truth, 2) == 0.0
+
+
+def pool_with_truth(tmp_path, errors: list[int], scores: list[float]):
+    """Samples of one 10x10 square whose labels miss ``errors[i]`` of its rows; each carries
+    the judge score ``scores[i]``."""
+    storage = LocalStorage(tmp_path)
+    truth = np.zeros((16, 16), np.uint8)
+    truth[3:13, 3:13] = 1
+    storage.write_bytes("truth.png", encode_image(truth, "truth.png"))
+    samples = []
+    for index, (missing, score) in enumerate(zip(errors, scores, strict=True)):
+        label = truth.copy()
+        label[3 : 3 + missing] = 0
+        path = f"label{index}.png"
+        storage.write_bytes(path, encode_image(label, path))
+        samples.append(
+            Sample(
+                id=f"s{index}",
+                image=path,
+                width=16,
+                height=16,
+                semantic_mask=path,
+                truth_mask="truth.png",
+                scores={"judge": score},
+            )
+        )
+    return storage, samples
+
+
+def test_discard_precision_compares_the_filter_with_one_that_knows_the_truth(tmp_path) -> None:
+    storage, samples = pool_with_truth(tmp_path, [0, 1, 2, 6, 8], [0.9, 0.8, 0.7, 0.2, 0.1])
+    perfect = discard_precision(storage, samples[:3], samples[3:], 2, score_key="judge")
+    assert perfect["gap"] == perfect["oracle_gap"] > 0.3
+    assert perfect["judge_rank_correlation"] == pytest.approx(1.0)
+    backwards = discard_precision(storage, samples[2:], samples[:2], 2, score_key="judge")
+    assert backwards["gap"] < 0 < backwards["oracle_gap"]
+    assert backwards["oracle_gap"] == perfect["oracle_gap"]  # as many discarded: same oracle
+    assert backwards["judge_rank_correlation"] == pytest.approx(1.0)  # the rule, not the judge
+
+
+def test_a_pool_of_equally_good_labels_has_nothing_to_find(tmp_path) -> None:
+    storage, samples = pool_with_truth(tmp_path, [1, 1, 1, 1], [0.9, 0.5, 0.4, 0.1])
+    result = discard_precision(storage, samples[:2], samples[2:], 2, score_key="judge")
+    assert result["gap"] == result["oracle_gap"] == 0.0
+    assert result["judge_rank_correlation"] is None  # the truth does not vary: nothing to rank
+    assert discard_precision(storage, samples, [], 2)["oracle_gap"] is None

@@ -21,7 +21,13 @@ import numpy as np
 
 from freemask.active.relabel import relabel_samples
 from freemask.active.report import log_pictures
-from freemask.active.rounds import filter_samples, pseudo_label, split_validation, train_round
+from freemask.active.rounds import (
+    SCORE,
+    filter_samples,
+    pseudo_label,
+    split_validation,
+    train_round,
+)
 from freemask.config import RunConfig
 from freemask.errors import FreemaskError, WriteConflictError
 from freemask.quality import discard_precision
@@ -166,7 +172,9 @@ def select(config: RunConfig, out: Storage, round_index: int) -> tuple[int, int]
     labels = len(config.classes) + 1
     report: dict[str, Any] = {
         "keep_rule_used": selection.rule,
-        "discard_precision": discard_precision(out, selection.kept, selection.discarded, labels),
+        "discard_precision": discard_precision(
+            out, selection.kept, selection.discarded, labels, score_key=SCORE
+        ),
         "relabelled": 0,
     }
     kept = selection.kept

@@ -159,7 +159,10 @@ def test_round_summary_reports_discard_precision_and_judge(tmp_path, config_for,
     assert summary["discarded"] == 2 and summary["kept"] == 6
     precision = summary["discard_precision"]
     assert precision["kept_true_iou"] == 1.0 and precision["gap"] > 0.5
+    assert precision["gap"] == precision["oracle_gap"]  # the truth as judge: a perfect filter
+    assert precision["judge_rank_correlation"] > 0.5
     assert run.metrics["discard_precision.gap"] == precision["gap"]
+    assert run.metrics["discard_precision.oracle_gap"] == precision["oracle_gap"]
     assert summary["judge"].startswith("bootstrap") and summary["keep_rule_used"] == "any_class"
     assert summary["trained_from"] == "fresh builtin:tiny-mask2former"
     assert summary["validation"] == str(tmp_path / "pool") and summary["warnings"] == []
