@@ -5,15 +5,18 @@ Per seed, the stages run on rendered single objects redrawn image-to-image by th
 truth) and on rendered backgrounds; rows are the training sets the method makes:
 
   (a) single objects with attention masks   (b) + composition   (c) + refinement (on the
-  single objects, before composing)   (d) + harmonization   (e) each active-learning round's
-  kept set   (f) the ceiling: as many rendered scenes with exact labels
+  single objects, before composing)   (d) + harmonization (opt-in ``color_transfer``)
+  (e) each active-learning round's kept set, filtering (c) as the default pipeline does
+  (harmonization is off by default)   (f) the ceiling: as many rendered scenes with exact labels
 
 Each row gets its label mIoU against exact truth (``freemask.quality``) and a downstream
 mIoU: a probe segmenter (``probe_segmenter.py``, a small conv net that generalises on this
 world; Mask2Former here memorises its training scenes and cannot rank rows) trained on the
 row with the same budget and scored on held-out rendered scenes. Three seeds, mean +- sd: a
 difference inside the noise is no difference. Rounds also report the filter's discard
-precision (true label IoU of kept minus discarded samples).
+precision (true label IoU of kept minus discarded samples), the gap a filter that knew the truth
+would reach discarding as many (what the pool allows) and the judge's rank correlation with the
+truth.
 
 Usage: ``python benchmarks/bench_method.py [--work DIR] [--seeds 0 1 2] [--device D]
 [--threads N] [--quick]``; each seed's rows are kept in ``<work>/seed<N>/rows.json`` and reused
@@ -35,12 +38,13 @@ from bench_quality import THESAURUS, bench_config, write_inputs
 from probe_segmenter import ProbeSettings, load_pairs, predict_probe, train_probe
 
 from freemask.active import run_active
+from freemask.active.rounds import SCORE
 from freemask.compose import run_backgrounds, run_compose
 from freemask.config import RunConfig
 from freemask.devices import resolve_device
 from freemask.generate import run_generate
 from freemask.harmonize import run_harmonize
-from freemask.quality import LabelQuality, stage_quality
+from freemask.quality import LabelQuality, discard_precision, stage_quality
 from freemask.records import Sample, read_manifest
 from freemask.refine import run_refine
 from freemask.relate import run_relate
@@ -57,15 +61,15 @@ NAMES = {
     "a": "(a) attention masks (single objects)",
     "b": "(b) + composition",
     "c": "(c) + refinement",
-    "d": "(d) + harmonization",
+    "d": "(d) + harmonization (opt-in)",
     "f": "(f) exact labels (ceiling)",
 }
 
 
 def method_config(work: Path, seed: int, quick: bool) -> RunConfig:
-    """bench_quality's configuration (demo settings on rendered inputs), with the demo's
-    active loop; quick: tiny counts to check the code runs."""
-    config = bench_config(work, seed, {}, quick)
+    """bench_quality's configuration (demo settings on rendered inputs, harmonization on for
+    row d), with the demo's active loop; quick: tiny counts to check the code runs."""
+    config = bench_config(work, seed, {"harmonize": {"method": "color_transfer"}}, quick)
     if quick:
         segment = config.segment.model_copy(update={"train_steps": 4, "checkpoint_every": 2})
         config = config.model_copy(
@@ -88,7 +92,7 @@ def run_rows(config: RunConfig, work: Path) -> dict[str, tuple[LocalStorage, lis
     run_refine(config, str(root / "generate"), str(root / "refine"))
     run_compose(config, str(root / "refine"), str(root / "compose"), **scenes)
     run_harmonize(config, str(root / "compose"), str(root / "harmonize"))
-    run_active(config, str(root / "harmonize"), str(root / "active"))
+    run_active(config, str(root / "compose"), str(root / "active"))
     prefixes = {"a": "generate", "b": "compose-unrefined", "c": "compose", "d": "harmonize"}
     rows = {}
     for row, prefix in prefixes.items():
@@ -162,16 +166,23 @@ def run_seed(work: Path, seed: int, test, quick: bool, device: str) -> dict[str,
     config = method_config(work, seed, quick)
     write_inputs(work, config.classes, seed, config.generate.height, quick)
     results = read_json(store, "rows.partial.json") if store.exists("rows.partial.json") else {}
+    trained_on: dict[tuple[str, ...], str] = {}  # a round that kept everything: same probe
     for row, (storage, samples) in run_rows(config, work).items():
+        ids = (str(storage.root), *(sample.id for sample in samples))
         if row in results:
+            trained_on.setdefault(ids, row)
             continue
-        results[row] = score_row(config, storage, samples, test, settings, device)
+        if ids in trained_on:
+            results[row] = {**results[trained_on[ids]]}
+        else:
+            results[row] = score_row(config, storage, samples, test, settings, device)
+            trained_on[ids] = row
         if row.startswith("e"):
-            summary = read_json(storage, f"rounds/{int(row[1:]):02d}/summary.json")
-            precision = summary.get("discard_precision") or {}
-            results[row]["discard_gap"] = precision.get("gap")
-            results[row]["kept_true_iou"] = precision.get("kept_true_iou")
-            results[row]["discarded_true_iou"] = precision.get("discarded_true_iou")
+            folder = f"rounds/{int(row[1:]):02d}"
+            discarded = read_manifest(storage, f"{folder}/discarded.jsonl")
+            labels = len(config.classes) + 1
+            precision = discard_precision(storage, samples, discarded, labels, score_key=SCORE)
+            results[row].update({f"discard_{key}": value for key, value in precision.items()})
         write_json(store, "rows.partial.json", results)
     write_json(store, "rows.json", results)
     return results
@@ -221,19 +232,22 @@ def main(argv: list[str] | None = None) -> None:
         f"toy world, {len(test[0])} held-out rendered scenes, probe segmenter "
         f"{PROBE.steps} steps per row on {device}, seeds {args.seeds} (mean +- sd)"
     )
-    print(
-        f"{'row':<40} {'samples':>8} {'label mIoU':>16} {'downstream mIoU':>16} {'discard gap':>16}"
-    )
+    columns = {
+        "label_miou": "label mIoU",
+        "downstream_miou": "downstream mIoU",
+        "discard_gap": "discard gap",
+        "discard_oracle_gap": "oracle gap",
+        "discard_judge_rank_correlation": "judge rank corr",
+    }
+    print(f"{'row':<40} {'samples':>8}" + "".join(f" {name:>16}" for name in columns.values()))
     figures: dict[str, float] = {}
     for row in rows:
         values = [results[seed][row] for seed in args.seeds if row in results[seed]]
         name = NAMES.get(row, f"(e) + active round {row[1:]}")
         samples = int(np.mean([v["samples"] for v in values]))
-        label = mean_sd([v["label_miou"] for v in values])
-        downstream = mean_sd([v["downstream_miou"] for v in values])
-        gap = mean_sd([v.get("discard_gap") for v in values])
-        print(f"{name:<40} {samples:>8} {label:>16} {downstream:>16} {gap:>16}")
-        for key in ("label_miou", "downstream_miou", "discard_gap"):
+        cells = "".join(f" {mean_sd([v.get(key) for v in values]):>16}" for key in columns)
+        print(f"{name:<40} {samples:>8}{cells}")
+        for key in columns:
             known = [v.get(key) for v in values if v.get(key) is not None]
             if known:
                 figures[f"{row}.{key}"] = round(float(np.mean(known)), 4)

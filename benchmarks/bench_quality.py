@@ -57,7 +57,7 @@ def bench_config(work: Path, seed: int, variant: dict, quick: bool) -> RunConfig
     raw["compose"].update(backgrounds=str(work / "backgrounds"), images=12 if quick else 200)
     raw["segment"]["validation"] = str(work / "validation")
     for section, values in variant.items():
-        raw[section].update(values)
+        raw.setdefault(section, {}).update(values)
     return RunConfig.model_validate(raw)
 
 

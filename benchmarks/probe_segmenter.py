@@ -5,7 +5,9 @@ on each row must generalise rather than memorise (the small Mask2Former reaches 
 its training scenes and 0.38 on held-out ones). This is a plain encoder-decoder (about 0.1 M
 parameters) trained with pixel cross-entropy (255 ignored) and augmentation (flip, scale and
 crop, colour jitter), seeded. It is the probe, not the product: the pipeline's segmenter is
-Mask2Former.
+Mask2Former. The loss weighs classes by the square root of their rarity: with plain
+cross-entropy a class could die early in training (the ring of one seed's row c scored 0.00,
+84% of its pixels called background; weighted, 0.61, as in the other seeds).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class ProbeSettings:
     learning_rate: float = 3e-3
     width: int = 8
     depth: int = 3
+    class_balanced: bool = True  # see class_weights
 
 
 def block(inputs: int, outputs: int) -> nn.Sequential:
@@ -119,6 +122,20 @@ def to_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, to
     )
 
 
+def class_weights(labels: np.ndarray, num_labels: int) -> torch.Tensor:
+    """Per-class loss weights, the square root of median frequency over frequency (labels
+    absent from ``labels`` get the largest weight present): a class covering a tenth of the
+    background's pixels is not left to die early in training."""
+    counts = np.bincount(labels[labels != IGNORE_INDEX].ravel(), minlength=num_labels)[
+        :num_labels
+    ].astype(np.float64)
+    present = counts > 0
+    weights = np.ones(num_labels)
+    weights[present] = np.sqrt(np.median(counts[present]) / counts[present])
+    weights[~present] = weights[present].max(initial=1.0)
+    return torch.tensor(weights / weights[present].mean(), dtype=torch.float32)
+
+
 def train_probe(
     images: np.ndarray,
     labels: np.ndarray,
@@ -137,12 +154,13 @@ def train_probe(
         optimizer, settings.learning_rate, total_steps=settings.steps, pct_start=0.1
     )
     all_images, all_labels = to_tensors(images, labels)
+    weights = class_weights(labels, num_labels).to(device) if settings.class_balanced else None
     model.train()
     for _ in range(settings.steps):
         pick = torch.randint(len(all_images), (settings.batch_size,), generator=generator)
         batch, target = augment(all_images[pick], all_labels[pick], generator)
         logits = model(batch.to(device))
-        loss = F.cross_entropy(logits, target.to(device), ignore_index=IGNORE_INDEX)
+        loss = F.cross_entropy(logits, target.to(device), weight=weights, ignore_index=IGNORE_INDEX)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
