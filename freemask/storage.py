@@ -13,8 +13,9 @@ import fcntl
 import io
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Protocol
 
@@ -208,6 +209,22 @@ class LocalStorage:
     def local_path(self, path: str) -> Path:
         """The file system path of an object (for tools that need a real file)."""
         return self._target(path)
+
+
+def replace_folder(folder: Path, write: Callable[[Path], None]) -> None:
+    """Replace a local ``folder`` whole: ``write`` fills a sibling ``.partial`` folder; the old
+    folder is renamed aside (``.old``), the new one renamed in, then the old one deleted. A kill
+    never leaves a mix of old and new files under ``folder``; between the two renames the
+    folder is briefly absent, both versions whole beside it."""
+    partial = folder.with_name(folder.name + ".partial")
+    retired = folder.with_name(folder.name + ".old")
+    shutil.rmtree(partial, ignore_errors=True)
+    write(partial)
+    shutil.rmtree(retired, ignore_errors=True)
+    if folder.exists():
+        os.replace(folder, retired)
+    os.replace(partial, folder)
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def open_storage(uri: str | Path, *, gcs_client: Any | None = None) -> Storage:

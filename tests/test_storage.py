@@ -14,6 +14,7 @@ from freemask.storage import (
     read_array,
     read_image,
     read_json,
+    replace_folder,
     write_array,
     write_image,
     write_json,
@@ -148,3 +149,29 @@ def test_child_storage_is_rooted_below(storage) -> None:
     child.write_bytes("images/a.png", b"x")
     assert storage.list() == ["generate/images/a.png"]
     assert child.list() == ["images/a.png"]
+
+
+def test_replace_folder_swaps_whole_folders_and_keeps_the_old_one_on_failure(tmp_path) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "weights").write_text("old")
+    (folder / "stale").write_text("old")
+
+    def fail(partial: Path) -> None:
+        partial.mkdir()
+        (partial / "weights").write_text("new")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        replace_folder(folder, fail)
+    assert sorted(p.name for p in folder.iterdir()) == ["stale", "weights"]
+    assert (folder / "weights").read_text() == "old"
+
+    def write(partial: Path) -> None:
+        partial.mkdir()
+        (partial / "weights").write_text("new")
+
+    replace_folder(folder, write)
+    assert [p.name for p in folder.iterdir()] == ["weights"]
+    assert (folder / "weights").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no .partial, no .old

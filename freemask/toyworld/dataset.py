@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 
 from freemask.errors import FreemaskError
-from freemask.records import Instance, Sample, StageStamp
+from freemask.records import MANIFEST, Instance, Sample, StageStamp, read_manifest
 from freemask.stage_output import StageOutput, StageResult
-from freemask.storage import encode_image, open_storage
+from freemask.storage import Storage, encode_image, open_storage
 from freemask.toyworld.model import IMAGE_SIDE
 from freemask.toyworld.render import OBJECTS, SCENES, SceneRelations, random_scene, related_scene
 
@@ -52,6 +52,25 @@ def scene_relations(thesaurus: str, classes: list[str]) -> SceneRelations:
     return SceneRelations(weights=weights, heights=heights)
 
 
+def check_renderer_version(storage: Storage) -> None:
+    """Refuse an output holding scenes of another renderer ``VERSION`` (resuming it would mix
+    two renderers' scenes under the same settings)."""
+    if not storage.exists(MANIFEST):
+        return
+    versions = {
+        stamp.version
+        for sample in read_manifest(storage)
+        for stamp in sample.source
+        if stamp.stage == STAGE
+    }
+    if versions - {VERSION}:
+        raise FreemaskError(
+            f"{storage.uri}: holds toyworld scenes of renderer version(s) "
+            f"{', '.join(sorted(versions - {VERSION}))}, now {VERSION}; write to a new --out "
+            "or remove the old output"
+        )
+
+
 def write_toy_scenes(
     outputs: str,
     classes: list[str],
@@ -70,12 +89,17 @@ def write_toy_scenes(
     "shifted" draws other textures, tints and lights (a labeller's training data).
     Semantic masks use the run's class ids (1-based in ``classes`` order); instances are exact
     and occlusion-aware. Resumable: scenes already recorded are not drawn again.
+
+    Raises FreemaskError when ``outputs`` holds scenes made with other settings or another
+    renderer ``VERSION``.
     """
     check_toy_classes(classes)
     relations = scene_relations(thesaurus, classes) if thesaurus else None
     settings = f"{seed}|{size}|{objects}|{sorted(classes)}|{relations}|{domain}"
     digest = hashlib.sha256(settings.encode()).hexdigest()[:12]
-    output = StageOutput(open_storage(outputs), STAGE, settings_hash=digest)
+    storage = open_storage(outputs)
+    output = StageOutput(storage, STAGE, settings_hash=digest)
+    check_renderer_version(storage)
     ids = [f"toy-{digest}-{index:06d}" for index in range(count)]
     todo = output.pending(ids)
     stamp = StageStamp(stage=STAGE, version=VERSION, config_hash=digest)

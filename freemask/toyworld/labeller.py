@@ -8,8 +8,8 @@ model draws, any class in any scene), so it has never seen the data it judges:
 
 runs the product's own commands (``freemask toyworld scenes --domain shifted``, then
 ``freemask train``) with ``configs/demo.yaml``'s classes and segmenter, keeps the trained
-folder's final files and writes a model card. Shipped as ``builtin:toy-labeller``
-(``segment.labeller``).
+folder's final files and writes a model card, and replaces ``--out`` with them whole. Shipped
+as ``builtin:toy-labeller`` (``segment.labeller``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from freemask.cli import main as freemask
+from freemask.storage import replace_folder
 
 SHIPPED = ("config.json", "model.safetensors", "labels.json")
 
@@ -32,6 +33,28 @@ SHIPPED = ("config.json", "model.safetensors", "labels.json")
 def toy_labeller_path() -> Path:
     """The folder of the trained labeller shipped with the package."""
     return Path(__file__).parent / "labeller"
+
+
+def model_card(
+    command: str, runs: list[list[str]], labels: list[str], scenes: int, seconds: float
+) -> str:
+    """The shipped folder's MODEL_CARD.md: what was trained on what, by which ``freemask`` runs."""
+    render, train = (" ".join(run) for run in runs)
+    machine = platform.processor() or platform.machine()
+    return f"""# freemask toy-world labeller
+
+A small Mask2Former (`builtin:small-mask2former`, trained from scratch) that segments the toy
+world's labels ({", ".join(labels)}). It was trained on {scenes} renders of a *shifted* domain (other
+textures and tints, a wider range of lights, any class in any scene, 1-3 objects), never on
+what the toy model draws: the independent judge of the active loop's first round
+(`segment.labeller: builtin:toy-labeller`).
+
+- Command: `python -m freemask.toyworld.labeller {command}`, i.e.
+  `freemask {render}`, then `freemask {train}`
+- Time: {seconds:.0f} s on {torch.get_num_threads()} CPU thread(s)
+  ({machine}), torch {torch.__version__}
+- Weights: safetensors only. Licence: Apache-2.0, as the project.
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,50 +68,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenes", type=int, default=4000)
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--seed", type=int, default=3)
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     work, out = Path(args.work), Path(args.out)
     started = time.perf_counter()
-    data = str(work / "scenes")
-    scenes = ["toyworld", "scenes", "-c", args.config, "--out", data, "--count", str(args.scenes)]
-    status = freemask(
-        [*scenes, "--objects", "1,3", "--anywhere", "--domain", "shifted", "--seed", str(args.seed)]
-    )
-    if status:
-        return status
-    settings = [
-        "--set",
-        f"segment.train_steps={args.steps}",
-        "--set",
-        "segment.checkpoint_every=500",
-    ]
-    status = freemask(
-        [*settings, "train", "-c", args.config, "--in", data, "--out", str(work / "model")]
-    )
-    if status:
-        return status
-    out.mkdir(parents=True, exist_ok=True)
-    for name in SHIPPED:
-        shutil.copyfile(work / "model" / name, out / name)
-    id2label = json.loads((out / "config.json").read_text())["id2label"]
-    labels = [id2label[key] for key in sorted(id2label, key=int)]
-    (out / "MODEL_CARD.md").write_text(
-        f"""# freemask toy-world labeller
+    # 1. Render the shifted domain, then train on it, with the product's own commands.
+    data, trained = str(work / "scenes"), work / "model"
+    render = ["toyworld", "scenes", "-c", args.config, "--out", data, "--count", str(args.scenes)]
+    render += ["--objects", "1,3", "--anywhere", "--domain", "shifted", "--seed", str(args.seed)]
+    train = ["--set", f"segment.train_steps={args.steps}", "--set", "segment.checkpoint_every=500"]
+    train += ["train", "-c", args.config, "--in", data, "--out", str(trained)]
+    for run in (render, train):
+        status = freemask(run)
+        if status:
+            return status
+    seconds = time.perf_counter() - started
 
-A small Mask2Former (`builtin:small-mask2former`, trained from scratch) that segments the toy
-world's labels ({", ".join(labels)}). It was trained on {args.scenes} renders of a *shifted* domain (other
-textures and tints, a wider range of lights, any class in any scene, 1-3 objects), never on
-what the toy model draws: the independent judge of the active loop's first round
-(`segment.labeller: builtin:toy-labeller`).
+    # 2. Ship: the whole folder is built beside ``out`` before it replaces ``out``, so a killed
+    # run never leaves new weights under an old card or config.
+    def write_labeller(folder: Path) -> None:
+        folder.mkdir()
+        for name in SHIPPED:
+            shutil.copyfile(trained / name, folder / name)
+        id2label = json.loads((folder / "config.json").read_text())["id2label"]
+        labels = [id2label[key] for key in sorted(id2label, key=int)]
+        card = model_card(" ".join(argv), [render, train], labels, args.scenes, seconds)
+        (folder / "MODEL_CARD.md").write_text(card)
 
-- Command: `python -m freemask.toyworld.labeller {" ".join(argv or sys.argv[1:])}`, i.e.
-  `freemask toyworld scenes -c {args.config} --out {data} --count {args.scenes} --objects 1,3
-  --anywhere --domain shifted --seed {args.seed}`, then `freemask {" ".join(settings)} train
-  -c {args.config} --in {data} --out {work / "model"}`
-- Time: {time.perf_counter() - started:.0f} s on {torch.get_num_threads()} CPU thread(s)
-  ({platform.processor() or platform.machine()}), torch {torch.__version__}
-- Weights: safetensors only. Licence: Apache-2.0, as the project.
-"""
-    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    replace_folder(out, write_labeller)
     print(f"saved the toy labeller to {out}")
     return 0
 

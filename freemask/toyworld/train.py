@@ -25,10 +25,8 @@ import json
 import math
 import os
 import platform
-import shutil
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from freemask.storage import LocalStorage, write_json
+from freemask.storage import LocalStorage, replace_folder, write_json
 from freemask.toyworld.model import IMAGE_SIDE, build_toy_pipeline, toy_model_path
 from freemask.toyworld.render import OBJECTS, VOCABULARY, random_scene
 
@@ -356,16 +354,6 @@ def averaged_parameters(pipe: Any) -> list[torch.Tensor]:
     encoder's (an averaged UNet beside the latest text encoder would read embeddings that its
     cross-attention was not averaged against)."""
     return [*pipe.unet.parameters(), *pipe.text_encoder.parameters()]
-
-
-def replace_folder(folder: Path, write: Callable[[Path], None]) -> None:
-    """Write ``folder`` whole: ``write`` fills a sibling ``.partial`` folder, which then takes
-    its place (a killed save leaves the old folder or the new one, never a mix)."""
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    write(partial)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(partial, folder)
 
 
 def snapshot(pipe: Any, ema: list[torch.Tensor], folder: Path) -> None:

@@ -8,6 +8,7 @@ import yaml
 from freemask.cli import main
 from freemask.records import read_manifest
 from freemask.storage import LocalStorage, read_image
+from freemask.toyworld import dataset
 
 
 def write_config(tmp_path: Path, classes: list[str]) -> str:
@@ -82,3 +83,24 @@ def test_scenes_follow_the_run_relation_table(tmp_path: Path) -> None:
     argv = ["toyworld", "scenes", "-c", str(path), "--out", anywhere, "--count", "4"]
     assert main([*argv, "--anywhere", "--domain", "shifted"]) == 0
     assert main([*argv, "--domain", "cartoon"]) == 2
+
+
+def test_scenes_from_another_renderer_version_are_refused_not_resumed(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    config = write_config(tmp_path, ["ball"])
+    out = str(tmp_path / "scenes")
+    argv = ["toyworld", "scenes", "-c", config, "--out", out, "--count", "2"]
+    assert main(argv) == 0
+    before = read_manifest(LocalStorage(out))
+    capsys.readouterr()
+    monkeypatch.setattr(dataset, "VERSION", "next")
+    assert main([*argv[:-1], "3"]) == 2
+    assert f"{out}: holds toyworld scenes of renderer version(s) 2, now next" in (
+        capsys.readouterr().err
+    )
+    assert read_manifest(LocalStorage(out)) == before
+    fresh = str(tmp_path / "fresh")
+    assert main([*argv[:5], fresh, "--count", "2"]) == 0
+    samples = read_manifest(LocalStorage(fresh))
+    assert {stamp.version for sample in samples for stamp in sample.source} == {"next"}

@@ -1,16 +1,19 @@
 """The shipped toy labeller: small, safetensors only, and a useful judge of a world it never saw."""
 
+import json
 from pathlib import Path
 
+import pytest
 import yaml
 
+import freemask.toyworld.labeller as labeller_script
 from freemask.config import RunConfig
 from freemask.records import read_manifest
 from freemask.segment.evaluate import evaluate
 from freemask.segment.labeller import load_labeller
 from freemask.storage import LocalStorage
 from freemask.toyworld.dataset import write_toy_scenes
-from freemask.toyworld.labeller import toy_labeller_path
+from freemask.toyworld.labeller import SHIPPED, toy_labeller_path
 
 REPO = Path(__file__).resolve().parents[2]
 # Measured on the shipped labeller: mIoU 0.566 on these 40 held-out toy-domain scenes (it was
@@ -39,3 +42,50 @@ def test_the_demo_labeller_judges_the_toy_world_it_never_saw(tmp_path: Path) -> 
     storage = LocalStorage(scenes)
     scores = evaluate(labeller, read_manifest(storage), storage, config.classes)
     assert scores["miou"] >= LABELLER_MIOU_BAR, scores
+
+
+def fake_freemask(argv: list[str]) -> int:
+    """Stands in for the CLI: ``train`` leaves a small trained folder at its ``--out``."""
+    if "train" in argv:
+        model = Path(argv[argv.index("--out") + 1])
+        model.mkdir(parents=True)
+        (model / "config.json").write_text(json.dumps({"id2label": {"1": "ball", "0": "bg"}}))
+        (model / "model.safetensors").write_bytes(b"new weights")
+        (model / "labels.json").write_text('["bg", "ball"]')
+        (model / "checkpoint-500").mkdir()  # training state that is not shipped
+    return 0
+
+
+def ship_old_labeller(out: Path) -> dict[str, bytes]:
+    out.mkdir()
+    for name in [*SHIPPED, "MODEL_CARD.md", "stale.txt"]:
+        (out / name).write_bytes(f"old {name}".encode())
+    return {path.name: path.read_bytes() for path in out.iterdir()}
+
+
+def test_labeller_script_replaces_the_shipped_folder_whole(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(labeller_script, "freemask", fake_freemask)
+    out = tmp_path / "shipped"
+    ship_old_labeller(out)
+    argv = ["--out", str(out), "--work", str(tmp_path / "work"), "--scenes", "5"]
+    assert labeller_script.main(argv) == 0
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["shipped", "work"]
+    assert sorted(path.name for path in out.iterdir()) == sorted([*SHIPPED, "MODEL_CARD.md"])
+    assert (out / "model.safetensors").read_bytes() == b"new weights"
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "labels (bg, ball)" in card and "trained on 5 renders" in card
+    assert f"python -m freemask.toyworld.labeller {' '.join(argv)}" in card
+    assert "--domain shifted --seed 3`, then `freemask --set segment.train_steps=6000" in card
+
+
+def test_a_failed_card_leaves_the_shipped_labeller_untouched(tmp_path: Path, monkeypatch) -> None:
+    def fail(*args: object) -> str:
+        raise OSError("killed while writing the card")
+
+    monkeypatch.setattr(labeller_script, "freemask", fake_freemask)
+    monkeypatch.setattr(labeller_script, "model_card", fail)
+    out = tmp_path / "shipped"
+    old = ship_old_labeller(out)
+    with pytest.raises(OSError, match="killed while writing the card"):
+        labeller_script.main(["--out", str(out), "--work", str(tmp_path / "work")])
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == old
