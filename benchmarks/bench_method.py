@@ -81,8 +81,9 @@ def method_config(work: Path, seed: int, quick: bool) -> RunConfig:
     return config
 
 
-def run_rows(config: RunConfig, work: Path) -> dict[str, tuple[LocalStorage, list[Sample]]]:
-    """Run the stages; return each row's training set (storage and samples)."""
+def run_composed(config: RunConfig) -> Path:
+    """Run generate, relate, backgrounds, compose (row b), refine and compose again (row c);
+    finished stages are reused. Return the run's folder."""
     root = Path(config.workdir)
     run_generate(config, None, str(root / "generate"))
     run_relate(config, None, str(root / "relate"))
@@ -91,6 +92,12 @@ def run_rows(config: RunConfig, work: Path) -> dict[str, tuple[LocalStorage, lis
     run_compose(config, str(root / "generate"), str(root / "compose-unrefined"), **scenes)
     run_refine(config, str(root / "generate"), str(root / "refine"))
     run_compose(config, str(root / "refine"), str(root / "compose"), **scenes)
+    return root
+
+
+def run_rows(config: RunConfig, work: Path) -> dict[str, tuple[LocalStorage, list[Sample]]]:
+    """Run the stages; return each row's training set (storage and samples)."""
+    root = run_composed(config)
     run_harmonize(config, str(root / "compose"), str(root / "harmonize"))
     run_active(config, str(root / "compose"), str(root / "active"))
     prefixes = {"a": "generate", "b": "compose-unrefined", "c": "compose", "d": "harmonize"}
