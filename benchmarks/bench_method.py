@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_quality import THESAURUS, bench_config, write_inputs
+from bench_quality import HARMONIZED, THESAURUS, bench_config, write_inputs
 from probe_segmenter import ProbeSettings, load_pairs, predict_probe, train_probe
 
 from freemask.active import run_active
@@ -69,7 +69,7 @@ NAMES = {
 def method_config(work: Path, seed: int, quick: bool) -> RunConfig:
     """bench_quality's configuration (demo settings on rendered inputs, harmonization on for
     row d), with the demo's active loop; quick: tiny counts to check the code runs."""
-    config = bench_config(work, seed, {"harmonize": {"method": "color_transfer"}}, quick)
+    config = bench_config(work, seed, HARMONIZED, quick)
     if quick:
         segment = config.segment.model_copy(update={"train_steps": 4, "checkpoint_every": 2})
         config = config.model_copy(
