@@ -147,6 +147,11 @@ def score_row(
     return {**row, "downstream_miou": summary["miou"], "per_class_iou": per_class}
 
 
+def probe_settings(quick: bool) -> ProbeSettings:
+    """The probe's budget: ``PROBE``, or 20 steps for a quick run."""
+    return ProbeSettings(steps=20) if quick else PROBE
+
+
 def check_scored_with(store: LocalStorage, scoring: dict) -> None:
     """Record how a seed's rows are scored (``scoring.json``), or refuse rows scored otherwise:
     one table never mixes probes, devices or quick rows."""
@@ -165,7 +170,7 @@ def check_scored_with(store: LocalStorage, scoring: dict) -> None:
 def run_seed(work: Path, seed: int, test, quick: bool, device: str) -> dict[str, dict]:
     """Every row of one seed (reused from ``rows.json`` when this seed has finished; rows
     scored before an interruption are kept in ``rows.partial.json`` and not scored again)."""
-    settings = ProbeSettings(steps=20) if quick else PROBE
+    settings = probe_settings(quick)
     store = LocalStorage(work)  # atomic writes: a killed run leaves whole files
     check_scored_with(store, {"quick": quick, "probe": asdict(settings), "device": device})
     if store.exists("rows.json"):
@@ -237,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = sorted({row for seed_rows in results.values() for row in seed_rows})
     print(
         f"toy world, {len(test[0])} held-out rendered scenes, probe segmenter "
-        f"{PROBE.steps} steps per row on {device}, seeds {args.seeds} (mean +- sd)"
+        f"{probe_settings(args.quick).steps} steps per row on {device}, seeds {args.seeds} (mean +- sd)"
     )
     columns = {
         "label_miou": "label mIoU",
