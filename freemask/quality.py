@@ -150,7 +150,8 @@ def discard_precision(
 
     kept_scores = [true_iou(s) for s in kept]
     discarded_scores = [true_iou(s) for s in discarded]
-    ranked = sorted([*kept_scores, *discarded_scores])
+    samples, truth = [*kept, *discarded], [*kept_scores, *discarded_scores]
+    ranked = sorted(truth)
     worst, best = ranked[: len(discarded)], ranked[len(discarded) :]
     result = {
         "kept_true_iou": _mean(kept_scores),
@@ -159,10 +160,8 @@ def discard_precision(
         "oracle_gap": _difference(best, worst),
         "judge_rank_correlation": None,
     }
-    samples = [*kept, *discarded]
     if score_key and len(samples) > 2 and all(score_key in s.scores for s in samples):
         judged = [s.scores[score_key] for s in samples]
-        truth = [*kept_scores, *discarded_scores]
         if len(set(judged)) > 1 and len(set(truth)) > 1:
             result["judge_rank_correlation"] = _round(spearmanr(judged, truth).statistic)
     return result
