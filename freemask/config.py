@@ -260,6 +260,14 @@ class SegmentConfig(StrictModel):
     precision: Precision = "auto"
     learning_rate: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-4
     train_steps: PositiveInt = 2000
+    # Training augmentation (freemask.segment.augment): each image is scaled by a log-uniform
+    # factor from train_scale, cropped or padded back to image_size, flipped half the time, and
+    # its brightness, contrast and saturation scaled by 1 +- train_colour_jitter. [1, 1] and 0
+    # train on the images as they are (flips only).
+    train_scale: tuple[
+        Annotated[float, Field(gt=0.0, le=4.0)], Annotated[float, Field(gt=0.0, le=4.0)]
+    ] = (0.75, 1.5)
+    train_colour_jitter: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2
     checkpoint_every: PositiveInt = 500
     label_map: dict[str, str] = Field(default_factory=dict)
     # A truly labelled prefix (manifest + files) the rounds are scored on; unset: a 1-in-10
@@ -269,6 +277,13 @@ class SegmentConfig(StrictModel):
     # unset: round 0 trains one on the whole pool (a bootstrap judge, not independent).
     labeller: str | None = None
     labeller_revision: str | None = None
+
+    @model_validator(mode="after")
+    def _check_train_scale(self) -> Self:
+        low, high = self.train_scale
+        if low > high:
+            raise ValueError(f"train_scale must be (min, max) with min <= max, got {low}, {high}")
+        return self
 
 
 class ActiveConfig(StrictModel):

@@ -27,8 +27,10 @@ from freemask.relate.thesaurus import normalise
 
 TINY_MASK2FORMER_ID = "builtin:tiny-mask2former"
 SMALL_MASK2FORMER_ID = "builtin:small-mask2former"
-# Built offline with random weights (ids above): Swin patch size, width, depths and heads, then
-# the pixel decoder / transformer decoder width, queries, (encoder, decoder) layers and heads.
+SMALL_CONV_MASK2FORMER_ID = "builtin:small-mask2former-conv"
+# Built offline with random weights (ids above): the backbone (Swin: patch size, width, depths
+# and heads; ResNet: stage widths and depths), then the pixel decoder / transformer decoder
+# width, queries, (encoder, decoder) layers and heads.
 BUILTIN_SIZES: dict[str, dict[str, Any]] = {
     "tiny": {
         "patch_size": 4,
@@ -50,8 +52,21 @@ BUILTIN_SIZES: dict[str, dict[str, Any]] = {
         "layers": (2, 3),
         "attention_heads": 4,
     },
+    "small-conv": {
+        "backbone": "resnet",
+        "hidden_sizes": [32, 64, 128, 256],
+        "depths": [2, 2, 2, 2],
+        "hidden_dim": 64,
+        "num_queries": 16,
+        "layers": (2, 3),
+        "attention_heads": 4,
+    },
 }
-BUILTIN_IDS = {TINY_MASK2FORMER_ID: "tiny", SMALL_MASK2FORMER_ID: "small"}
+BUILTIN_IDS = {
+    TINY_MASK2FORMER_ID: "tiny",
+    SMALL_MASK2FORMER_ID: "small",
+    SMALL_CONV_MASK2FORMER_ID: "small-conv",
+}
 BACKGROUND = "background"
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
@@ -101,27 +116,21 @@ def run_labels(classes: list[str]) -> list[str]:
 
 
 def build_tiny_mask2former(labels: list[str], seed: int = 0, size: str = "tiny") -> Any:
-    """A small Mask2Former (Swin backbone) with random, seeded weights, built offline.
+    """A small Mask2Former with random, seeded weights, built offline.
 
-    ``size`` is a key of ``BUILTIN_SIZES``: "tiny" (0.4 M parameters) for tests and smoke runs,
-    "small" (2.5 M) for the toy world, where it learns the shapes in a few CPU minutes.
+    ``size`` is a key of ``BUILTIN_SIZES``: "tiny" (Swin, 0.4 M parameters) for tests and smoke
+    runs, "small" (Swin, 2.5 M) for the toy world, where it learns the shapes in a few CPU
+    minutes, "small-conv" (ResNet, 3.1 M), whose convolutions need less data than windows of
+    attention. transformers warns that only Swin backbones are supported; the ResNet backbone's
+    four stages at strides 4-32 are what the pixel decoder takes (tests train and reload it).
     """
-    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
+    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation
 
     shape = BUILTIN_SIZES[size]
     hidden = shape["hidden_dim"]
     torch.manual_seed(seed)
-    backbone = SwinConfig(
-        image_size=64,
-        patch_size=shape["patch_size"],
-        embed_dim=shape["embed_dim"],
-        depths=shape["depths"],
-        num_heads=shape["num_heads"],
-        window_size=4,
-        out_features=["stage1", "stage2", "stage3", "stage4"],
-    )
     config = Mask2FormerConfig(
-        backbone_config=backbone,
+        backbone_config=_backbone_config(shape),
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={label: index for index, label in enumerate(labels)},
@@ -138,6 +147,29 @@ def build_tiny_mask2former(labels: list[str], seed: int = 0, size: str = "tiny")
         train_num_points=1024,
     )
     return Mask2FormerForUniversalSegmentation(config)
+
+
+def _backbone_config(shape: dict[str, Any]) -> Any:
+    from transformers import ResNetConfig, SwinConfig
+
+    stages = ["stage1", "stage2", "stage3", "stage4"]
+    if shape.get("backbone") == "resnet":
+        return ResNetConfig(
+            embedding_size=shape["hidden_sizes"][0],
+            hidden_sizes=shape["hidden_sizes"],
+            depths=shape["depths"],
+            layer_type="basic",
+            out_features=stages,
+        )
+    return SwinConfig(
+        image_size=64,
+        patch_size=shape["patch_size"],
+        embed_dim=shape["embed_dim"],
+        depths=shape["depths"],
+        num_heads=shape["num_heads"],
+        window_size=4,
+        out_features=stages,
+    )
 
 
 def label_mapping(

@@ -27,6 +27,7 @@ from safetensors.torch import save as save_safetensors
 from freemask.config import SegmentConfig
 from freemask.errors import FreemaskError
 from freemask.records import IGNORE_INDEX, Sample
+from freemask.segment.augment import Augmentation, augment_example
 from freemask.segment.model import Segmenter, configure_segmenter, preprocess
 from freemask.storage import Storage, read_image, read_json_object, write_json
 from freemask.tracking import NullRun, Run
@@ -56,18 +57,30 @@ def targets(semantic: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(masks, dtype=torch.float32), torch.tensor(labels, dtype=torch.long)
 
 
-def load_example(storage: Storage, sample: Sample, size: int, flip: bool):
-    """(image tensor [3, size, size], mask labels, class labels) for one sample."""
-    import cv2
+def augmentation_of(settings: SegmentConfig) -> Augmentation:
+    """The training augmentation ``settings`` ask for."""
+    return Augmentation(scale=settings.train_scale, colour=settings.train_colour_jitter)
 
+
+def load_example(
+    storage: Storage,
+    sample: Sample,
+    size: int,
+    rng: np.random.Generator,
+    augmentation: Augmentation,
+):
+    """(image tensor [3, size, size], mask labels, class labels) for one sample, augmented
+    with draws from ``rng``."""
     image = read_image(storage, sample.image, mode="RGB")
     semantic = read_image(storage, sample.semantic_mask)
-    semantic = cv2.resize(semantic, (size, size), interpolation=cv2.INTER_NEAREST)
-    pixels = preprocess([image], size)[0]
-    if flip:
-        pixels, semantic = pixels.flip(-1), semantic[:, ::-1]
-    masks, labels = targets(np.ascontiguousarray(semantic))
-    return pixels, masks, labels
+    if image.shape[:2] != semantic.shape[:2]:
+        raise FreemaskError(
+            f"{storage.uri}/{sample.semantic_mask}: label map is {semantic.shape[1]}x"
+            f"{semantic.shape[0]}, its image {sample.image} is {image.shape[1]}x{image.shape[0]}"
+        )
+    image, semantic = augment_example(image, semantic, size, rng, augmentation)
+    masks, labels = targets(semantic)
+    return preprocess([image], size)[0], masks, labels
 
 
 def lr_factor(step: int, total: int) -> float:
@@ -107,6 +120,7 @@ def train_segmenter(
     optimiser = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.05)
     total = settings.train_steps
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: lr_factor(step, total))
+    augmentation = augmentation_of(settings)
     start = _resume(model, optimiser, schedule, model_storage)
     result = TrainingResult(steps=start, resumed_from=start)
     for step in range(start, total):
@@ -114,8 +128,7 @@ def train_segmenter(
         torch.manual_seed(seed * 1_000_003 + step)  # the loss samples points at random
         picks = rng.choice(len(usable), size=min(settings.batch_size, len(usable)), replace=False)
         batch = [
-            load_example(data, usable[i], segmenter.image_size, bool(rng.random() < 0.5))
-            for i in picks
+            load_example(data, usable[i], segmenter.image_size, rng, augmentation) for i in picks
         ]
         with placement.autocast():
             outputs = model(

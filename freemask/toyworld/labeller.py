@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 
 from freemask.cli import main as freemask
+from freemask.cli.main import runtime_overrides
+from freemask.config import load_config
 from freemask.storage import replace_folder
 
 SHIPPED = ("config.json", "model.safetensors", "labels.json")
@@ -35,15 +37,27 @@ def toy_labeller_path() -> Path:
     return Path(__file__).parent / "labeller"
 
 
+def hardware() -> str:
+    """Where training ran: the GPU that ``segment.device: auto`` picks, else the CPU threads."""
+    if torch.cuda.is_available():
+        return f"one {torch.cuda.get_device_name(0)} GPU"
+    machine = platform.processor() or platform.machine()
+    return f"{torch.get_num_threads()} CPU thread(s) ({machine})"
+
+
 def model_card(
-    command: str, runs: list[list[str]], labels: list[str], scenes: int, seconds: float
+    command: str,
+    runs: list[list[str]],
+    labels: list[str],
+    scenes: int,
+    seconds: float,
+    model_id: str,
 ) -> str:
     """The shipped folder's MODEL_CARD.md: what was trained on what, by which ``freemask`` runs."""
     render, train = (" ".join(run) for run in runs)
-    machine = platform.processor() or platform.machine()
     return f"""# freemask toy-world labeller
 
-A small Mask2Former (`builtin:small-mask2former`, trained from scratch) that segments the toy
+A small Mask2Former (`{model_id}`, trained from scratch) that segments the toy
 world's labels ({", ".join(labels)}). It was trained on {scenes} renders of a *shifted* domain (other
 textures and tints, a wider range of lights, any class in any scene, 1-3 objects), never on
 what the toy model draws: the independent judge of the active loop's first round
@@ -51,10 +65,16 @@ what the toy model draws: the independent judge of the active loop's first round
 
 - Command: `python -m freemask.toyworld.labeller {command}`, i.e.
   `freemask {render}`, then `freemask {train}`
-- Time: {seconds:.0f} s on {torch.get_num_threads()} CPU thread(s)
-  ({machine}), torch {torch.__version__}
+- Time: {seconds:.0f} s on {hardware()}, torch {torch.__version__}
 - Weights: safetensors only. Licence: Apache-2.0, as the project.
 """
+
+
+def trained_model_id(config: str, overrides: list[str]) -> str:
+    """The ``segment.model_id`` the training run started from: the config's, with the
+    ``--set`` overrides applied as the CLI applies them."""
+    with runtime_overrides([token for pair in overrides for token in ("--set", pair)]):
+        return load_config(config).segment.model_id
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,6 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenes", type=int, default=4000)
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a training setting over the config's (e.g. segment.image_size=128); repeatable",
+    )
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     work, out = Path(args.work), Path(args.out)
@@ -77,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     render = ["toyworld", "scenes", "-c", args.config, "--out", data, "--count", str(args.scenes)]
     render += ["--objects", "1,3", "--anywhere", "--domain", "shifted", "--seed", str(args.seed)]
     train = ["--set", f"segment.train_steps={args.steps}", "--set", "segment.checkpoint_every=500"]
+    for override in args.overrides:
+        train += ["--set", override]
     train += ["train", "-c", args.config, "--in", data, "--out", str(trained)]
     for run in (render, train):
         status = freemask(run)
@@ -92,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copyfile(trained / name, folder / name)
         id2label = json.loads((folder / "config.json").read_text())["id2label"]
         labels = [id2label[key] for key in sorted(id2label, key=int)]
-        card = model_card(" ".join(argv), [render, train], labels, args.scenes, seconds)
+        model_id = trained_model_id(args.config, args.overrides)
+        card = model_card(" ".join(argv), [render, train], labels, args.scenes, seconds, model_id)
         (folder / "MODEL_CARD.md").write_text(card)
 
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -7,15 +7,22 @@ import pytest
 import yaml
 
 import freemask.toyworld.labeller as labeller_script
-from freemask.config import RunConfig
+from freemask.config import RunConfig, load_config
 from freemask.records import read_manifest
 from freemask.segment.evaluate import evaluate
 from freemask.segment.labeller import load_labeller
 from freemask.storage import LocalStorage
 from freemask.toyworld.dataset import write_toy_scenes
-from freemask.toyworld.labeller import SHIPPED, toy_labeller_path
+from freemask.toyworld.labeller import (
+    SHIPPED,
+    hardware,
+    model_card,
+    toy_labeller_path,
+    trained_model_id,
+)
 
 REPO = Path(__file__).resolve().parents[2]
+DEMO = str(REPO / "configs/demo.yaml")  # the script reads its config: pass it, from any cwd
 # Measured on the shipped labeller: mIoU 0.566 on these 40 held-out toy-domain scenes (it was
 # trained on the shifted domain only; 0.554 on its own domain). A labeller that predicts
 # background everywhere scores about 0.16 (background IoU ~0.97 over six labels).
@@ -67,13 +74,14 @@ def test_labeller_script_replaces_the_shipped_folder_whole(tmp_path: Path, monke
     monkeypatch.setattr(labeller_script, "freemask", fake_freemask)
     out = tmp_path / "shipped"
     ship_old_labeller(out)
-    argv = ["--out", str(out), "--work", str(tmp_path / "work"), "--scenes", "5"]
+    argv = ["--config", DEMO, "--out", str(out), "--work", str(tmp_path / "work"), "--scenes", "5"]
     assert labeller_script.main(argv) == 0
     assert sorted(path.name for path in tmp_path.iterdir()) == ["shipped", "work"]
     assert sorted(path.name for path in out.iterdir()) == sorted([*SHIPPED, "MODEL_CARD.md"])
     assert (out / "model.safetensors").read_bytes() == b"new weights"
     card = (out / "MODEL_CARD.md").read_text()
     assert "labels (bg, ball)" in card and "trained on 5 renders" in card
+    assert f"`{load_config(DEMO).segment.model_id}`" in card
     assert f"python -m freemask.toyworld.labeller {' '.join(argv)}" in card
     assert "--domain shifted --seed 3`, then `freemask --set segment.train_steps=6000" in card
 
@@ -87,5 +95,97 @@ def test_a_failed_card_leaves_the_shipped_labeller_untouched(tmp_path: Path, mon
     out = tmp_path / "shipped"
     old = ship_old_labeller(out)
     with pytest.raises(OSError, match="killed while writing the card"):
-        labeller_script.main(["--out", str(out), "--work", str(tmp_path / "work")])
+        labeller_script.main(
+            ["--config", DEMO, "--out", str(out), "--work", str(tmp_path / "work")]
+        )
     assert {path.name: path.read_bytes() for path in out.iterdir()} == old
+
+
+def write_config(tmp_path: Path, model_id: str | None) -> str:
+    segment = f"segment:\n  model_id: {model_id}\n" if model_id else ""
+    path = tmp_path / "labeller.yaml"
+    path.write_text(f"classes: [ball, box]\n{segment}")
+    return str(path)
+
+
+def test_trained_model_id_is_the_configs_unless_overridden(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "builtin:tiny-mask2former")
+    assert trained_model_id(config, []) == "builtin:tiny-mask2former"
+    others = ["segment.image_size=128", "segment.labeller=x"]
+    assert trained_model_id(config, others) == "builtin:tiny-mask2former"
+    # As the CLI reads --set: an empty value sets nothing, YAML quotes are not part of the id.
+    assert trained_model_id(config, ["segment.model_id="]) == "builtin:tiny-mask2former"
+    quoted = ['segment.model_id="builtin:small-mask2former"']
+    assert trained_model_id(config, quoted) == "builtin:small-mask2former"
+    overrides = [
+        "segment.model_id=builtin:small-mask2former",
+        "segment.image_size=128",
+        "segment.model_id=builtin:small-mask2former-conv",
+    ]
+    assert trained_model_id(config, overrides) == "builtin:small-mask2former-conv"
+    assert trained_model_id(config, overrides[:2]) == "builtin:small-mask2former"
+    default = write_config(tmp_path, None)
+    assert (
+        trained_model_id(default, [])
+        == RunConfig.model_fields["segment"].default_factory().model_id
+    )
+
+
+def test_model_card_names_the_model_id_and_the_hardware() -> None:
+    runs = [["toyworld", "scenes", "--count", "7"], ["train", "--in", "scenes"]]
+    card = model_card("--scenes 7", runs, ["bg", "ball"], 7, 12.0, "builtin:some-model")
+    assert "`builtin:some-model`" in card
+    assert hardware() in card
+    assert "labels (bg, ball)" in card and "trained on 7 renders" in card
+    assert "`freemask toyworld scenes --count 7`, then `freemask train --in scenes`" in card
+    other = model_card("--scenes 7", runs, ["bg", "ball"], 7, 12.0, "builtin:other-model")
+    assert "`builtin:other-model`" in other and "builtin:some-model" not in other
+
+
+def test_hardware_names_the_gpu_or_the_cpu_threads(monkeypatch) -> None:
+    monkeypatch.setattr(labeller_script.torch.cuda, "is_available", lambda: False)
+    assert hardware().startswith(f"{labeller_script.torch.get_num_threads()} CPU thread(s)")
+    monkeypatch.setattr(labeller_script.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(labeller_script.torch.cuda, "get_device_name", lambda index: "Test X1")
+    assert hardware() == "one Test X1 GPU"
+
+
+def test_labeller_script_passes_settings_to_training_and_names_the_model(
+    tmp_path: Path, monkeypatch
+) -> None:
+    calls: list[list[str]] = []
+
+    def recording_freemask(argv: list[str]) -> int:
+        calls.append(list(argv))
+        return fake_freemask(argv)
+
+    monkeypatch.setattr(labeller_script, "freemask", recording_freemask)
+    config = write_config(tmp_path, "builtin:tiny-mask2former")
+    out = tmp_path / "shipped"
+    argv = ["--config", config, "--out", str(out), "--work", str(tmp_path / "work")]
+    argv += ["--set", "segment.model_id=builtin:small-mask2former-conv"]
+    argv += ["--set", "segment.image_size=128"]
+    assert labeller_script.main(argv) == 0
+    render, train = calls
+    assert "--set" not in render
+    position = train.index("train")
+    settings = [train[i + 1] for i in range(position) if train[i] == "--set"]
+    assert settings[-2:] == [
+        "segment.model_id=builtin:small-mask2former-conv",
+        "segment.image_size=128",
+    ]
+    assert train[position:] == [
+        "train",
+        "-c",
+        config,
+        "--in",
+        str(tmp_path / "work/scenes"),
+        "--out",
+        str(tmp_path / "work/model"),
+    ]
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "`builtin:small-mask2former-conv`" in card and "builtin:tiny-mask2former" not in card
+    assert (
+        "--set segment.model_id=builtin:small-mask2former-conv --set segment.image_size=128 train"
+        in card
+    )
