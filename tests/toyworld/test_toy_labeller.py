@@ -23,10 +23,11 @@ from freemask.toyworld.labeller import (
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = str(REPO / "configs/demo.yaml")  # the script reads its config: pass it, from any cwd
-# Measured on the shipped labeller: mIoU 0.566 on these 40 held-out toy-domain scenes (it was
-# trained on the shifted domain only; 0.554 on its own domain). A labeller that predicts
-# background everywhere scores about 0.16 (background IoU ~0.97 over six labels).
-LABELLER_MIOU_BAR = 0.5
+# Measured on the shipped labeller: mIoU 0.713 on these 40 held-out toy-domain scenes (it was
+# trained on the shifted domain only; the 64-px Swin labeller before it scored 0.566). A
+# labeller that predicts background everywhere scores about 0.16 (background IoU ~0.97 over six
+# labels).
+LABELLER_MIOU_BAR = 0.6
 
 
 def test_shipped_labeller_is_small_and_safetensors_only() -> None:
