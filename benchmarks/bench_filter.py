@@ -19,10 +19,12 @@ discards, per failure. Judges: ``labeller``, the shipped toy labeller (the demo'
 method table's held-out scenes); ``probe``, the
 benchmarks' probe segmenter trained on 1,000 renders of the labeller's shifted domain at full
 size: not a product component, it shows what a stronger independent judge makes of the same
-rule. Three seeds, mean +- sd.
+rule. Three seeds, mean +- sd. With ``--downstream``, what filtering is for: bench_method's
+probe is trained on the broken pool as it is and on each rule's kept set (the labeller
+judging) and scored on bench_method's held-out scenes.
 
 Usage: ``python benchmarks/bench_filter.py [--work DIR] [--seeds 0 1 2] [--share 0.3]
-[--threads N] [--quick]``. The last line is one JSON object.
+[--threads N] [--quick] [--downstream]``. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -35,12 +37,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_method import REPO, method_config, run_composed
+from bench_method import REPO, method_config, probe_settings, run_composed, score_row
 from bench_quality import write_inputs
 from probe_segmenter import ProbeNet, ProbeSettings, load_pairs, predict_probe, train_probe
 
 from freemask.active import steps
 from freemask.config import RunConfig
+from freemask.devices import resolve_device
 from freemask.records import Instance, Sample, read_manifest, serialize_samples
 from freemask.storage import LocalStorage, encode_image, read_image, read_json, write_json
 from freemask.toyworld.dataset import write_toy_scenes
@@ -192,6 +195,27 @@ def filter_round(
     return result
 
 
+def downstream_of_filter(
+    config: RunConfig, folder: Path, test: tuple[np.ndarray, np.ndarray], quick: bool
+) -> dict[str, dict]:
+    """Label mIoU and bench_method's downstream mIoU of the broken pool as it is and of what
+    each keep rule kept with the labeller as judge (kept in ``downstream.json``, resumable)."""
+    store = LocalStorage(folder)
+    results = read_json(store, "downstream.json") if store.exists("downstream.json") else {}
+    pool = LocalStorage(folder / "pool")
+    sets = {"unfiltered": (pool, read_manifest(pool))}
+    for rule in RULES:
+        out = LocalStorage(folder / f"labeller-{rule}")
+        sets[rule] = (out, read_manifest(out, "rounds/01/kept.jsonl"))
+    device = str(resolve_device("auto"))
+    for name, (storage, samples) in sets.items():
+        if name not in results:
+            settings = probe_settings(quick)
+            results[name] = score_row(config, storage, samples, test, settings, device)
+            write_json(store, "downstream.json", results)
+    return results
+
+
 def run_seed(work: Path, seed: int, share: float, quick: bool) -> dict[str, dict]:
     config = method_config(work, seed, quick)
     write_inputs(work, config.classes, seed, config.generate.height, quick)
@@ -220,6 +244,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--share", type=float, default=0.3, help="share of scenes broken")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="tiny counts: check the code runs")
+    parser.add_argument(
+        "--downstream",
+        action="store_true",
+        help="also train bench_method's probe on the broken pool and on each rule's kept set "
+        "(the labeller judging) and score it on bench_method's held-out scenes",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -254,8 +284,42 @@ def main(argv: list[str] | None = None) -> None:
             figures[f"{column}.{key}_sd"] = round(sd, 4)
             cells.append(f"{mean:.3f} +- {sd:.3f}")
         print(f"{key:<24}" + "".join(f"{cell:>28}" for cell in cells))
+    if args.downstream:
+        figures.update(downstream_table(args, results))
     figures["seconds"] = round(time.perf_counter() - started, 1)
     sys.stdout.write(json.dumps(figures) + "\n")
+
+
+def downstream_table(args: argparse.Namespace, results: dict) -> dict[str, float]:
+    """Print and return label and downstream mIoU of the unfiltered pool and each kept set."""
+    test_store = LocalStorage(args.work / "test")
+    if not test_store.exists("manifest.jsonl"):
+        raise SystemExit(f"{test_store.root}: no held-out scenes; run bench_method.py first")
+    test = load_pairs(test_store, read_manifest(test_store))
+    scored = {
+        seed: downstream_of_filter(
+            method_config(args.work / f"seed{seed}", seed, args.quick),
+            args.work / f"seed{seed}" / f"failures-{args.share:g}",
+            test,
+            args.quick,
+        )
+        for seed in args.seeds
+    }
+    print(f"training on the broken pool, the labeller judging; {len(test[0])} held-out scenes")
+    print(f"{'set':<20}{'samples':>9}{'label mIoU':>18}{'downstream mIoU':>18}  by seed")
+    figures: dict[str, float] = {}
+    for name in ("unfiltered", *RULES):
+        rows = [scored[seed][name] for seed in args.seeds]
+        cells = []
+        for key in ("label_miou", "downstream_miou"):
+            values = [row[key] for row in rows]
+            figures[f"downstream.{name}.{key}"] = round(float(np.mean(values)), 4)
+            figures[f"downstream.{name}.{key}_sd"] = round(float(np.std(values)), 4)
+            cells.append(f"{np.mean(values):.3f} +- {np.std(values):.3f}")
+        samples = int(np.mean([row["samples"] for row in rows]))
+        by_seed = " / ".join(f"{row['downstream_miou']:.3f}" for row in rows)
+        print(f"{name:<20}{samples:>9}{cells[0]:>18}{cells[1]:>18}  {by_seed}")
+    return figures
 
 
 if __name__ == "__main__":
