@@ -11,16 +11,17 @@ labels break, the truth left as it is:
   missed: the object is labelled background (drawn, not found).
 
 Round 1 then filters the pool as the active loop does (``prepare``, ``pseudo``, ``select``),
-once per keep rule and judge, and is scored with
+once per judge and setting (each keep rule, and ``any_class`` with ``active.ignore_disputed``:
+the contradicted classes of a kept scene become ignore), and is scored with
 ``freemask.quality.discard_precision`` (kept minus discarded true label IoU, the oracle's gap,
-the judge's rank correlation with the truth) and by the share of broken and of clean scenes it
-discards, per failure. Judges: ``labeller``, the shipped toy labeller (the demo's
+the judge's rank correlation with the truth), by the share of broken and of clean scenes it
+discards, per failure, and by the share it keeps with a class ignored. Judges: ``labeller``, the shipped toy labeller (the demo's
 ``segment.labeller``: a small Mask2Former with a ResNet backbone at 128 px, mIoU 0.67 on the
 method table's held-out scenes); ``probe``, the
 benchmarks' probe segmenter trained on 1,000 renders of the labeller's shifted domain at full
 size: not a product component, it shows what a stronger independent judge makes of the same
 rule. Three seeds, mean +- sd. With ``--downstream``, what filtering is for: bench_method's
-probe is trained on the broken pool as it is and on each rule's kept set (the labeller
+probe is trained on the broken pool as it is and on each setting's kept set (the labeller
 judging) and scored on bench_method's held-out scenes.
 
 Usage: ``python benchmarks/bench_filter.py [--work DIR] [--seeds 0 1 2] [--share 0.3]
@@ -49,7 +50,13 @@ from freemask.storage import LocalStorage, encode_image, read_image, read_json, 
 from freemask.toyworld.dataset import write_toy_scenes
 
 FAILURES = ("wrong_class", "off_object", "missed")
-RULES = ("any_class", "mean_over_classes")
+# Filter settings per column: the keep rules, and the default rule with the disputed classes
+# of the kept scenes ignored (``active.ignore_disputed``).
+VARIANTS = {
+    "any_class": {"keep_rule": "any_class"},
+    "mean_over_classes": {"keep_rule": "mean_over_classes"},
+    "any_class+ignore_disputed": {"keep_rule": "any_class", "ignore_disputed": True},
+}
 JUDGES = ("labeller", "probe")
 JUDGE_SCENES = 1000
 JUDGE_SEED = 4000
@@ -189,6 +196,11 @@ def filter_round(
     result = {**report["discard_precision"], "kept_fraction": 1 - len(discarded) / len(pool_ids)}
     result["clean_discarded"] = float(np.mean([i in discarded for i in clean]))
     result["broken_discarded"] = float(np.mean([i in discarded for i in broken]))
+    disputed = {
+        s.id for s in read_manifest(store, "rounds/01/kept.jsonl") if "disputed_classes" in s.scores
+    }
+    result["clean_disputed"] = float(np.mean([i in disputed for i in clean]))
+    result["broken_disputed"] = float(np.mean([i in disputed for i in broken]))
     for failure in FAILURES:
         ids = [i for i, kind in broken.items() if kind == failure]
         result[f"{failure}_discarded"] = float(np.mean([i in discarded for i in ids]))
@@ -204,9 +216,9 @@ def downstream_of_filter(
     results = read_json(store, "downstream.json") if store.exists("downstream.json") else {}
     pool = LocalStorage(folder / "pool")
     sets = {"unfiltered": (pool, read_manifest(pool))}
-    for rule in RULES:
-        out = LocalStorage(folder / f"labeller-{rule}")
-        sets[rule] = (out, read_manifest(out, "rounds/01/kept.jsonl"))
+    for variant in VARIANTS:
+        out = LocalStorage(folder / f"labeller-{variant}")
+        sets[variant] = (out, read_manifest(out, "rounds/01/kept.jsonl"))
     device = str(resolve_device("auto"))
     for name, (storage, samples) in sets.items():
         if name not in results:
@@ -227,11 +239,11 @@ def run_seed(work: Path, seed: int, share: float, quick: bool) -> dict[str, dict
     probe = probe_judge(work, config, seed, quick)
     results = {}
     for judge in JUDGES:
-        for rule in RULES:
-            rules = config.active.model_copy(update={"keep_rule": rule})
+        for variant, settings in VARIANTS.items():
+            rules = config.active.model_copy(update=settings)
             ruled = config.model_copy(update={"active": rules})
-            out = folder / f"{judge}-{rule}"
-            results[f"{judge}.{rule}"] = filter_round(
+            out = folder / f"{judge}-{variant}"
+            results[f"{judge}.{variant}"] = filter_round(
                 ruled, folder / "pool", out, broken, probe if judge == "probe" else None
             )
     return results
@@ -265,10 +277,12 @@ def main(argv: list[str] | None = None) -> None:
         "broken_discarded",
         "clean_discarded",
         *(f"{failure}_discarded" for failure in FAILURES),
+        "broken_disputed",
+        "clean_disputed",
     ]
     print(f"{args.share:.0%} of row (c)'s scenes broken; seeds {args.seeds} (mean +- sd)")
-    columns = [f"{judge}.{rule}" for judge in JUDGES for rule in RULES]
-    print(f"{'figure':<24}" + "".join(f"{column:>28}" for column in columns))
+    columns = [f"{judge}.{variant}" for judge in JUDGES for variant in VARIANTS]
+    print(f"{'figure':<24}" + "".join(f"{column:>30}" for column in columns))
     figures: dict[str, float | None] = {}
     for key in keys:
         cells = []
@@ -283,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
             figures[f"{column}.{key}"] = round(mean, 4)
             figures[f"{column}.{key}_sd"] = round(sd, 4)
             cells.append(f"{mean:.3f} +- {sd:.3f}")
-        print(f"{key:<24}" + "".join(f"{cell:>28}" for cell in cells))
+        print(f"{key:<24}" + "".join(f"{cell:>30}" for cell in cells))
     if args.downstream:
         figures.update(downstream_table(args, results))
     figures["seconds"] = round(time.perf_counter() - started, 1)
@@ -306,9 +320,9 @@ def downstream_table(args: argparse.Namespace, results: dict) -> dict[str, float
         for seed in args.seeds
     }
     print(f"training on the broken pool, the labeller judging; {len(test[0])} held-out scenes")
-    print(f"{'set':<20}{'samples':>9}{'label mIoU':>18}{'downstream mIoU':>18}  by seed")
+    print(f"{'set':<28}{'samples':>9}{'label mIoU':>18}{'downstream mIoU':>18}  by seed")
     figures: dict[str, float] = {}
-    for name in ("unfiltered", *RULES):
+    for name in ("unfiltered", *VARIANTS):
         rows = [scored[seed][name] for seed in args.seeds]
         cells = []
         for key in ("label_miou", "downstream_miou"):
@@ -318,7 +332,7 @@ def downstream_table(args: argparse.Namespace, results: dict) -> dict[str, float
             cells.append(f"{np.mean(values):.3f} +- {np.std(values):.3f}")
         samples = int(np.mean([row["samples"] for row in rows]))
         by_seed = " / ".join(f"{row['downstream_miou']:.3f}" for row in rows)
-        print(f"{name:<20}{samples:>9}{cells[0]:>18}{cells[1]:>18}  {by_seed}")
+        print(f"{name:<28}{samples:>9}{cells[0]:>18}{cells[1]:>18}  {by_seed}")
     return figures
 
 

@@ -7,7 +7,9 @@ truth) and on rendered backgrounds; rows are the training sets the method makes:
   (a) single objects with attention masks   (b) + composition   (c) + refinement (on the
   single objects, before composing)   (d) + harmonization (opt-in ``color_transfer``)
   (e) each active-learning round's kept set, filtering (c) as the default pipeline does
-  (harmonization is off by default)   (f) the ceiling: as many rendered scenes with exact labels
+  (harmonization is off by default)   (i) the same rounds with ``active.ignore_disputed``
+  (a kept scene's contradicted classes become ignore)   (f) the ceiling: as many rendered
+  scenes with exact labels
 
 Each row gets its label mIoU against exact truth (``freemask.quality``) and a downstream
 mIoU: a probe segmenter (``probe_segmenter.py``, a small conv net that generalises on this
@@ -64,6 +66,7 @@ NAMES = {
     "d": "(d) + harmonization (opt-in)",
     "f": "(f) exact labels (ceiling)",
 }
+ACTIVE_ROWS = {"e": "(e) + active round", "i": "(i) + active round, disputed ignored,"}
 
 
 def method_config(work: Path, seed: int, quick: bool) -> RunConfig:
@@ -100,16 +103,21 @@ def run_rows(config: RunConfig, work: Path) -> dict[str, tuple[LocalStorage, lis
     root = run_composed(config)
     run_harmonize(config, str(root / "compose"), str(root / "harmonize"))
     run_active(config, str(root / "compose"), str(root / "active"))
+    ignoring = config.active.model_copy(update={"ignore_disputed": True})
+    disputed_config = config.model_copy(update={"active": ignoring})
+    run_active(disputed_config, str(root / "compose"), str(root / "active-disputed"))
     prefixes = {"a": "generate", "b": "compose-unrefined", "c": "compose", "d": "harmonize"}
     rows = {}
     for row, prefix in prefixes.items():
         storage = LocalStorage(root / prefix)
         rows[row] = (storage, read_manifest(storage))
-    active = LocalStorage(root / "active")
-    number = 1
-    while active.exists(f"rounds/{number:02d}/summary.json"):
-        rows[f"e{number}"] = (active, read_manifest(active, f"rounds/{number:02d}/kept.jsonl"))
-        number += 1
+    for letter, prefix in (("e", "active"), ("i", "active-disputed")):
+        active = LocalStorage(root / prefix)
+        number = 1
+        while active.exists(f"rounds/{number:02d}/summary.json"):
+            kept = read_manifest(active, f"rounds/{number:02d}/kept.jsonl")
+            rows[f"{letter}{number}"] = (active, kept)
+            number += 1
     count = len(rows["c"][1])
     ceiling = str(work / "ceiling")
     write_toy_scenes(
@@ -180,7 +188,7 @@ def run_seed(work: Path, seed: int, test, quick: bool, device: str) -> dict[str,
     results = read_json(store, "rows.partial.json") if store.exists("rows.partial.json") else {}
     trained_on: dict[tuple[str, ...], str] = {}  # a round that kept everything: same probe
     for row, (storage, samples) in run_rows(config, work).items():
-        ids = (str(storage.root), *(sample.id for sample in samples))
+        ids = (str(storage.root), *(f"{s.id}:{s.semantic_mask}" for s in samples))
         if row in results:
             trained_on.setdefault(ids, row)
             continue
@@ -189,7 +197,7 @@ def run_seed(work: Path, seed: int, test, quick: bool, device: str) -> dict[str,
         else:
             results[row] = score_row(config, storage, samples, test, settings, device)
             trained_on[ids] = row
-        if row.startswith("e"):
+        if row[0] in ACTIVE_ROWS:
             folder = f"rounds/{int(row[1:]):02d}"
             discarded = read_manifest(storage, f"{folder}/discarded.jsonl")
             labels = len(config.classes) + 1
@@ -239,7 +247,10 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds
     }
 
-    rows = sorted({row for seed_rows in results.values() for row in seed_rows})
+    rows = sorted(
+        {row for seed_rows in results.values() for row in seed_rows},
+        key=lambda row: (row == "f", row),  # the ceiling last
+    )
     print(
         f"toy world, {len(test[0])} held-out rendered scenes, probe segmenter "
         f"{probe_settings(args.quick).steps} steps per row on {device}, seeds {args.seeds} (mean +- sd)"
@@ -255,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     figures: dict[str, float] = {}
     for row in rows:
         values = [results[seed][row] for seed in args.seeds if row in results[seed]]
-        name = NAMES.get(row, f"(e) + active round {row[1:]}")
+        name = NAMES.get(row) or f"{ACTIVE_ROWS[row[0]]} {row[1:]}"
         samples = int(np.mean([v["samples"] for v in values]))
         cells = "".join(f" {mean_sd([v.get(key) for v in values]):>16}" for key in columns)
         print(f"{name:<40} {samples:>8}{cells}")

@@ -299,6 +299,9 @@ class ActiveConfig(StrictModel):
     # class of the sample agrees with the prediction at IoU >= relabel_iou.
     relabel: bool = False
     relabel_iou: Probability = 0.8
+    # In a kept sample where some class agrees, the classes below iou_threshold become ignore
+    # (their instances ``disputed``) instead of being trained on as they are.
+    ignore_disputed: bool = False
 
 
 class Toleration(StrictModel):

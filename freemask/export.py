@@ -70,7 +70,7 @@ def export_coco(
                     },
                     "area": float(instance.area),
                     "bbox": list(instance.bbox),
-                    "iscrowd": 0,
+                    "iscrowd": int(instance.disputed),
                 }
             )
     categories = [
@@ -152,7 +152,8 @@ def _voc_masks(
     else:
         semantic = np.zeros(shape, dtype=np.uint8)
         for instance in sample.instances:
-            semantic[instance.mask()] = _lookup(class_ids, instance.class_name, sample)
+            class_index = _lookup(class_ids, instance.class_name, sample)
+            semantic[instance.mask()] = IGNORE_INDEX if instance.disputed else class_index
     if len(sample.instances) >= IGNORE_INDEX:
         raise ExportError(
             f"sample {sample.id}: {len(sample.instances)} instances; VOC object masks hold 254"

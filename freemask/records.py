@@ -34,7 +34,9 @@ class RLE(BaseModel):
 
 
 class Instance(BaseModel):
-    """One object in a sample: its class, box (x, y, w, h in pixels) and mask."""
+    """One object in a sample: its class, box (x, y, w, h in pixels) and mask. A ``disputed``
+    object's label was contradicted by the active filter's judge: its pixels are ignore (255)
+    in the semantic mask and COCO exports it with ``iscrowd: 1`` (a region to ignore)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -42,6 +44,7 @@ class Instance(BaseModel):
     class_id: Annotated[int, Field(ge=1, lt=IGNORE_INDEX)]
     bbox: tuple[float, float, float, float]
     rle: RLE
+    disputed: bool = False
 
     @classmethod
     def from_mask(cls, class_name: str, class_id: int, mask: np.ndarray) -> Instance:

@@ -88,3 +88,25 @@ def test_unknown_class_and_format_are_explained(dataset, tmp_path: Path) -> None
     write_manifest(source, [first.model_copy(update={"instances": cats})])
     with pytest.raises(ExportError, match="semantic mask holds class index 2, but only 1 classes"):
         export_dataset(source, LocalStorage(tmp_path / "y"), ["cat"], "voc")
+
+
+def test_a_disputed_object_is_a_crowd_region_in_coco_and_ignore_in_voc(dataset, tmp_path) -> None:
+    source, written = dataset
+    sample, masks = written[0]
+    disputed = sample.instances[1].model_copy(update={"disputed": True})
+    marked = sample.model_copy(
+        update={"instances": [sample.instances[0], disputed], "semantic_mask": None}
+    )
+    write_manifest(source, [marked, *(s for s, _ in written[1:])])
+    export_dataset(source, LocalStorage(tmp_path / "coco"), CLASSES, "coco")
+    coco = COCO(str(tmp_path / "coco" / "annotations" / "instances.json"))
+    crowd = coco.loadAnns(coco.getAnnIds(imgIds=1, iscrowd=None))
+    assert [a["iscrowd"] for a in crowd] == [0, 1]
+    assert len(coco.getAnnIds(imgIds=1, iscrowd=False)) == 1
+    export_dataset(source, LocalStorage(tmp_path / "voc"), CLASSES, "voc")
+    with Image.open(tmp_path / "voc" / "SegmentationClass" / f"{sample.id}.png") as png:
+        semantic = np.asarray(png)
+    assert (semantic[masks[1]] == IGNORE_INDEX).all()
+    assert (
+        semantic[masks[0] & ~masks[1]] == CLASSES.index(sample.instances[0].class_name) + 1
+    ).all()

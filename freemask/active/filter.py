@@ -31,10 +31,10 @@ class Verdict:
 
 
 def sample_classes(sample: Sample, generated: np.ndarray) -> list[int]:
-    """The class ids a sample claims: its instances', else those in its label map."""
-    ids = sorted({instance.class_id for instance in sample.instances})
-    if ids:
-        return ids
+    """The class ids a sample claims: its undisputed instances', else (no instances) those in
+    its label map."""
+    if sample.instances:
+        return sorted({i.class_id for i in sample.instances if not i.disputed})
     present = np.unique(generated)
     return [int(value) for value in present if value not in (0, IGNORE_INDEX)]
 

@@ -1,7 +1,8 @@
 """The active-learning loop: pseudo-label, filter, retrain, evaluate, until the stop rule says stop.
 
 Round k: a judge pseudo-labels round k-1's kept set (round 1: the pool); samples whose
-generated mask disagrees with it are discarded (kept for inspection, never deleted), and with
+generated mask disagrees with it are discarded (kept for inspection, never deleted); with
+``active.ignore_disputed`` a kept sample's contradicted classes become ignore, and with
 ``active.relabel`` the kept samples that agree closely take the prediction as their mask; the
 judge's successor is fine-tuned on the kept ones and evaluated on the validation set; round k
 is logged to MLflow as a nested run. ``should_continue`` decides whether round k+1 runs; the
@@ -10,9 +11,9 @@ Kubeflow pipeline calls the same function. Round 1's judge is the independent ch
 trained on the whole pool first (round 0); round k's judge is round k-1's segmenter.
 
 Under the output prefix: ``images/`` and ``masks/`` (the pool's files), ``pool.jsonl`` and
-``validation.jsonl``, per round ``rounds/NN/{pseudo/, relabel/, filter.json, kept.jsonl,
-discarded.jsonl, trained_from.json, model/, summary.json}`` (the summary last: a finished round
-is not run again), then ``manifest.jsonl`` (the best round's kept samples) and ``_SUCCESS``.
+``validation.jsonl``, per round ``rounds/NN/{pseudo/, disputed/, relabel/, filter.json,
+kept.jsonl, discarded.jsonl, trained_from.json, model/, summary.json}`` (the summary last: a
+finished round is not run again), then ``manifest.jsonl`` (the best round's kept samples) and ``_SUCCESS``.
 This module drives the steps (``freemask.active.steps``) in one process; the stop rule is
 ``freemask.active.stop_rule``.
 """

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from freemask.active.disputed import ignore_disputed
 from freemask.active.relabel import relabel_samples
 from freemask.active.report import log_pictures
 from freemask.active.rounds import (
@@ -161,9 +162,9 @@ def pseudo(config: RunConfig, out: Storage, round_index: int) -> None:
 
 
 def select(config: RunConfig, out: Storage, round_index: int) -> tuple[int, int]:
-    """Filter the round's candidates against their pseudo-labels (relabelling the kept ones
-    where ``active.relabel``); write ``filter.json``, then the discarded and kept manifests;
-    return (kept, discarded)."""
+    """Filter the round's candidates against their pseudo-labels (ignoring the kept ones'
+    disputed classes where ``active.ignore_disputed``, relabelling where ``active.relabel``);
+    write ``filter.json``, then the discarded and kept manifests; return (kept, discarded)."""
     folder = round_folder(round_index)
     pseudo_store = out.child(f"{folder}/pseudo")
     selection = filter_samples(
@@ -175,24 +176,41 @@ def select(config: RunConfig, out: Storage, round_index: int) -> tuple[int, int]
         "discard_precision": discard_precision(
             out, selection.kept, selection.discarded, labels, score_key=SCORE
         ),
+        "disputed_ignored": 0,
         "relabelled": 0,
     }
     kept = selection.kept
+    if config.active.ignore_disputed:
+        before_ignoring = {sample.id: sample for sample in kept}
+        kept, changed = ignore_disputed(kept, out, folder, config.active)
+        report["disputed_ignored"] = len(changed)
+        report.update(
+            true_iou_change(
+                out, [before_ignoring[s.id] for s in changed], changed, "disputed", labels
+            )
+        )
     if config.active.relabel:
         kept, relabelled = relabel_samples(kept, out, pseudo_store, folder, config.active)
         report["relabelled"] = len(relabelled)
         changed = {sample.id for sample in relabelled}
-        before = discard_precision(out, [s for s in selection.kept if s.id in changed], [], labels)
-        after = discard_precision(out, relabelled, [], labels)
-        if before and after:
-            report["relabel_true_iou"] = {
-                "before": before["kept_true_iou"],
-                "after": after["kept_true_iou"],
-            }
+        before_relabel = [s for s in selection.kept if s.id in changed]
+        report.update(true_iou_change(out, before_relabel, relabelled, "relabel", labels))
     write_json(out, f"{folder}/filter.json", report)
     out.write_bytes(f"{folder}/discarded.jsonl", serialize_samples(selection.discarded))
     out.write_bytes(f"{folder}/kept.jsonl", serialize_samples(kept))  # last: the round is filtered
     return len(kept), len(selection.discarded)
+
+
+def true_iou_change(
+    out: Storage, before: list[Sample], after: list[Sample], step: str, labels: int
+) -> dict[str, dict[str, float | None]]:
+    """``{<step>_true_iou: {before, after}}``: the changed samples' mean true label IoU before
+    and after a step changed their masks (nothing without truth or without changes)."""
+    then = discard_precision(out, before, [], labels)
+    now = discard_precision(out, after, [], labels)
+    if not (then and now):
+        return {}
+    return {f"{step}_true_iou": {"before": then["kept_true_iou"], "after": now["kept_true_iou"]}}
 
 
 def starting_point(
@@ -321,6 +339,7 @@ def round_metrics(summary: dict[str, Any]) -> dict[str, float]:
         "pool_fraction": summary["pool_fraction"],
         "mean_iou_vs_pseudo": summary["mean_iou_vs_pseudo"],
         "relabelled": summary["relabelled"],
+        "disputed_ignored": summary.get("disputed_ignored", 0),
         "val_miou": summary["val_miou"],
         **{f"val_iou.{name}": value for name, value in summary["per_class_iou"].items()},
     }
