@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     print(f"{args.share:.0%} of row (c)'s scenes broken; seeds {args.seeds} (mean +- sd)")
     columns = [f"{judge}.{variant}" for judge in JUDGES for variant in VARIANTS]
-    print(f"{'figure':<24}" + "".join(f"{column:>30}" for column in columns))
+    print(f"{'figure':<24}" + "".join(f"{column:>36}" for column in columns))
     figures: dict[str, float | None] = {}
     for key in keys:
         cells = []
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
             figures[f"{column}.{key}"] = round(mean, 4)
             figures[f"{column}.{key}_sd"] = round(sd, 4)
             cells.append(f"{mean:.3f} +- {sd:.3f}")
-        print(f"{key:<24}" + "".join(f"{cell:>30}" for cell in cells))
+        print(f"{key:<24}" + "".join(f"{cell:>36}" for cell in cells))
     if args.downstream:
         figures.update(downstream_table(args, results))
     figures["seconds"] = round(time.perf_counter() - started, 1)
