@@ -167,6 +167,42 @@ def discard_precision(
     return result
 
 
+def class_ious(label: np.ndarray, truth: np.ndarray, class_ids: Iterable[int]) -> dict[int, float]:
+    """Per class id: the IoU of its labelled and its true pixels (ignore counts as a miss)."""
+    known = truth != IGNORE_INDEX
+    scores = {}
+    for class_id in class_ids:
+        labelled, true = (label == class_id) & known, truth == class_id
+        union = np.logical_or(labelled, true).sum()
+        scores[class_id] = float(np.logical_and(labelled, true).sum() / union) if union else 1.0
+    return scores
+
+
+def dispute_precision(
+    storage: Storage, before: list[Sample], disputed: list[list[int]]
+) -> dict[str, float | None] | None:
+    """Whether a judge disputed the worse labels, against truth; None without truth.
+
+    ``before`` holds samples as they were, ``disputed`` the class ids disputed in each. Every
+    class of those samples is scored by its true IoU in the original label: ``gap`` is the
+    undisputed classes' mean minus the disputed ones' (positive: the disputes hit worse
+    labels)."""
+    if not has_truth(before):
+        return None
+    hit, spared = [], []
+    for sample, classes in zip(before, disputed, strict=True):
+        label = read_image(storage, sample.semantic_mask)
+        ids = {instance.class_id for instance in sample.instances if not instance.disputed}
+        scores = class_ious(label, read_image(storage, sample.truth_mask), ids)
+        hit += [scores[c] for c in classes if c in scores]
+        spared += [v for c, v in scores.items() if c not in classes]
+    return {
+        "disputed_true_iou": _mean(hit),
+        "undisputed_true_iou": _mean(spared),
+        "gap": _difference(spared, hit),
+    }
+
+
 def _mean(values: list[float]) -> float | None:
     return round(float(np.mean(values)), 6) if values else None
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from freemask.quality import LabelQuality, discard_precision, label_iou
-from freemask.records import Sample
+from freemask.quality import LabelQuality, discard_precision, dispute_precision, label_iou
+from freemask.records import Instance, Sample
 from freemask.storage import LocalStorage, encode_image
 
 IGNORE = 255
@@ -106,3 +106,30 @@ def test_a_pool_of_equally_good_labels_has_nothing_to_find(tmp_path) -> None:
     assert result["gap"] == result["oracle_gap"] == 0.0
     assert result["judge_rank_correlation"] is None  # the truth does not vary: nothing to rank
     assert discard_precision(storage, samples, [], 2)["oracle_gap"] is None
+
+
+def test_dispute_precision_compares_disputed_with_undisputed_labels_against_truth(tmp_path):
+    storage = LocalStorage(tmp_path)
+    truth = np.array([[1, 1, 2, 2, 0, 0]], np.uint8)
+    label = np.array([[1, 1, 0, 2, 2, 2]], np.uint8)  # class 1 exact, class 2 at IoU 0.25
+    storage.write_bytes("truth.png", encode_image(truth, "truth.png"))
+    storage.write_bytes("label.png", encode_image(label, "label.png"))
+    instances = [Instance.from_mask("a", 1, label == 1), Instance.from_mask("b", 2, label == 2)]
+    sample = Sample(
+        id="s",
+        image="i.png",
+        semantic_mask="label.png",
+        truth_mask="truth.png",
+        width=6,
+        height=1,
+        instances=instances,
+    )
+    assert dispute_precision(storage, [sample], [[2]]) == {
+        "disputed_true_iou": 0.25,
+        "undisputed_true_iou": 1.0,
+        "gap": 0.75,
+    }
+    assert dispute_precision(storage, [sample], [[1]])["gap"] == -0.75  # disputed the good one
+    assert (
+        dispute_precision(storage, [sample.model_copy(update={"truth_mask": None})], [[2]]) is None
+    )

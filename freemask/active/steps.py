@@ -31,7 +31,7 @@ from freemask.active.rounds import (
 )
 from freemask.config import RunConfig
 from freemask.errors import FreemaskError, WriteConflictError
-from freemask.quality import discard_precision
+from freemask.quality import discard_precision, dispute_precision
 from freemask.records import Sample, read_manifest, serialize_samples, write_manifest
 from freemask.segment import (
     MODEL_MARKER,
@@ -184,10 +184,10 @@ def select(config: RunConfig, out: Storage, round_index: int) -> tuple[int, int]
         before_ignoring = {sample.id: sample for sample in kept}
         kept, changed = ignore_disputed(kept, out, folder, config.active)
         report["disputed_ignored"] = len(changed)
-        report.update(
-            true_iou_change(
-                out, [before_ignoring[s.id] for s in changed], changed, "disputed", labels
-            )
+        report["dispute_precision"] = dispute_precision(
+            out,
+            [before_ignoring[sample.id] for sample in changed],
+            [[i.class_id for i in sample.instances if i.disputed] for sample in changed],
         )
     if config.active.relabel:
         kept, relabelled = relabel_samples(kept, out, pseudo_store, folder, config.active)
@@ -333,7 +333,8 @@ def close(config: RunConfig, out: Storage, round_index: int, parent: Run) -> dic
 
 
 def round_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """A round summary's numbers as MLflow metrics (discard precision only where truth is)."""
+    """A round summary's numbers as MLflow metrics (discard and dispute precision only where
+    truth is)."""
     metrics = {
         "kept_fraction": summary["kept_fraction"],
         "pool_fraction": summary["pool_fraction"],
@@ -343,9 +344,10 @@ def round_metrics(summary: dict[str, Any]) -> dict[str, float]:
         "val_miou": summary["val_miou"],
         **{f"val_iou.{name}": value for name, value in summary["per_class_iou"].items()},
     }
-    for key, value in (summary["discard_precision"] or {}).items():
-        if value is not None:
-            metrics[f"discard_precision.{key}"] = value
+    for name in ("discard_precision", "dispute_precision"):
+        for key, value in (summary.get(name) or {}).items():
+            if value is not None:
+                metrics[f"{name}.{key}"] = value
     return metrics
 
 

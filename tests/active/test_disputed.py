@@ -79,7 +79,11 @@ def test_a_kept_scenes_contradicted_class_becomes_ignore_under_the_round(
     assert sample_classes(broken, after) == [1]  # the next round judges the box alone
     report = steps.read_json(out, "rounds/01/filter.json")
     assert report["disputed_ignored"] == 1
-    assert set(report["disputed_true_iou"]) == {"before", "after"}
+    assert report["dispute_precision"] == {  # the ball's label missed it; the box's is exact
+        "disputed_true_iou": 0.0,
+        "undisputed_true_iou": 1.0,
+        "gap": 1.0,
+    }
 
 
 def test_ignore_disputed_is_off_by_default(tmp_path, config_for, prepared):
