@@ -38,7 +38,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_method import REPO, method_config, probe_settings, run_composed, score_row
+from bench_method import (
+    REPO,
+    dispute_of,
+    method_config,
+    probe_settings,
+    run_composed,
+    score_row,
+)
 from bench_quality import write_inputs
 from probe_segmenter import ProbeNet, ProbeSettings, load_pairs, predict_probe, train_probe
 
@@ -201,6 +208,8 @@ def filter_round(
     }
     result["clean_disputed"] = float(np.mean([i in disputed for i in clean]))
     result["broken_disputed"] = float(np.mean([i in disputed for i in broken]))
+    dispute = dispute_of(store, 1) or {}
+    result.update({f"dispute_{key}": value for key, value in dispute.items()})
     for failure in FAILURES:
         ids = [i for i, kind in broken.items() if kind == failure]
         result[f"{failure}_discarded"] = float(np.mean([i in discarded for i in ids]))
@@ -279,6 +288,9 @@ def main(argv: list[str] | None = None) -> None:
         *(f"{failure}_discarded" for failure in FAILURES),
         "broken_disputed",
         "clean_disputed",
+        "dispute_disputed_true_iou",
+        "dispute_undisputed_true_iou",
+        "dispute_gap",
     ]
     print(f"{args.share:.0%} of row (c)'s scenes broken; seeds {args.seeds} (mean +- sd)")
     columns = [f"{judge}.{variant}" for judge in JUDGES for variant in VARIANTS]
@@ -287,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
     for key in keys:
         cells = []
         for column in columns:
-            values = [results[seed][column][key] for seed in args.seeds]
+            values = [results[seed][column].get(key) for seed in args.seeds]
             known = [v for v in values if v is not None]
             if not known:  # e.g. a judge that discarded everything: no kept mean
                 figures[f"{column}.{key}"] = figures[f"{column}.{key}_sd"] = None

@@ -18,7 +18,8 @@ row with the same budget and scored on held-out rendered scenes. Three seeds, me
 difference inside the noise is no difference. Rounds also report the filter's discard
 precision (true label IoU of kept minus discarded samples), the gap a filter that knew the truth
 would reach discarding as many (what the pool allows) and the judge's rank correlation with the
-truth.
+truth; rows (i) also the dispute gap (true label IoU of the undisputed minus the disputed
+classes of the samples a round disputed).
 
 Usage: ``python benchmarks/bench_method.py [--work DIR] [--seeds 0 1 2] [--device D]
 [--threads N] [--quick]``; each seed's rows are kept in ``<work>/seed<N>/rows.json`` and reused
@@ -40,13 +41,12 @@ from bench_quality import HARMONIZED, THESAURUS, bench_config, write_inputs
 from probe_segmenter import ProbeSettings, load_pairs, predict_probe, train_probe
 
 from freemask.active import run_active
-from freemask.active.rounds import SCORE
 from freemask.compose import run_backgrounds, run_compose
 from freemask.config import RunConfig
 from freemask.devices import resolve_device
 from freemask.generate import run_generate
 from freemask.harmonize import run_harmonize
-from freemask.quality import LabelQuality, discard_precision, stage_quality
+from freemask.quality import LabelQuality, dispute_precision, stage_quality
 from freemask.records import Sample, read_manifest
 from freemask.refine import run_refine
 from freemask.relate import run_relate
@@ -66,7 +66,10 @@ NAMES = {
     "d": "(d) + harmonization (opt-in)",
     "f": "(f) exact labels (ceiling)",
 }
-ACTIVE_ROWS = {"e": "(e) + active round", "i": "(i) + active round, disputed ignored,"}
+ACTIVE_ROWS = {  # letter: (name, folder of its active run)
+    "e": ("(e) + active round", "active"),
+    "i": ("(i) + active round, disputed ignored,", "active-disputed"),
+}
 
 
 def method_config(work: Path, seed: int, quick: bool) -> RunConfig:
@@ -111,7 +114,7 @@ def run_rows(config: RunConfig, work: Path) -> dict[str, tuple[LocalStorage, lis
     for row, prefix in prefixes.items():
         storage = LocalStorage(root / prefix)
         rows[row] = (storage, read_manifest(storage))
-    for letter, prefix in (("e", "active"), ("i", "active-disputed")):
+    for letter, (_, prefix) in ACTIVE_ROWS.items():
         active = LocalStorage(root / prefix)
         number = 1
         while active.exists(f"rounds/{number:02d}/summary.json"):
@@ -153,6 +156,23 @@ def score_row(
     summary = scores.summary()
     per_class = {name: values["iou"] for name, values in summary["per_class"].items()}
     return {**row, "downstream_miou": summary["miou"], "per_class_iou": per_class}
+
+
+def dispute_of(active: LocalStorage, round_index: int) -> dict[str, float | None] | None:
+    """``dispute_precision`` of round ``round_index`` under ``active``: the samples it disputed
+    a class of, scored as they were among its candidates (None when it disputed none)."""
+    source = "pool.jsonl" if round_index == 1 else f"rounds/{round_index - 1:02d}/kept.jsonl"
+    candidates = {sample.id: sample for sample in read_manifest(active, source)}
+    before, disputed = [], []
+    for sample in read_manifest(active, f"rounds/{round_index:02d}/kept.jsonl"):
+        if sample.semantic_mask.startswith(f"rounds/{round_index:02d}/disputed/"):
+            was = candidates[sample.id]
+            already = {i.class_id for i in was.instances if i.disputed}
+            before.append(was)
+            disputed.append(
+                [i.class_id for i in sample.instances if i.disputed and i.class_id not in already]
+            )
+    return dispute_precision(active, before, disputed) if before else None
 
 
 def probe_settings(quick: bool) -> ProbeSettings:
@@ -197,12 +217,6 @@ def run_seed(work: Path, seed: int, test, quick: bool, device: str) -> dict[str,
         else:
             results[row] = score_row(config, storage, samples, test, settings, device)
             trained_on[ids] = row
-        if row[0] in ACTIVE_ROWS:
-            folder = f"rounds/{int(row[1:]):02d}"
-            discarded = read_manifest(storage, f"{folder}/discarded.jsonl")
-            labels = len(config.classes) + 1
-            precision = discard_precision(storage, samples, discarded, labels, score_key=SCORE)
-            results[row].update({f"discard_{key}": value for key, value in precision.items()})
         write_json(store, "rows.partial.json", results)
     write_json(store, "rows.json", results)
     return results
@@ -247,6 +261,15 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds
     }
 
+    for seed in args.seeds:  # the filters' precision, read from the finished runs
+        root = Path(method_config(args.work / f"seed{seed}", seed, args.quick).workdir)
+        for row in [row for row in results[seed] if row[0] in ACTIVE_ROWS]:
+            active = LocalStorage(root / ACTIVE_ROWS[row[0]][1])
+            filtered = read_json(active, f"rounds/{int(row[1:]):02d}/filter.json")
+            precision = filtered["discard_precision"] or {}  # as judged, before any ignoring
+            dispute = dispute_of(active, int(row[1:])) or {}
+            results[seed][row].update({f"discard_{k}": v for k, v in precision.items()})
+            results[seed][row].update({f"dispute_{k}": v for k, v in dispute.items()})
     rows = sorted(
         {row for seed_rows in results.values() for row in seed_rows},
         key=lambda row: (row == "f", row),  # the ceiling last
@@ -261,12 +284,13 @@ def main(argv: list[str] | None = None) -> None:
         "discard_gap": "discard gap",
         "discard_oracle_gap": "oracle gap",
         "discard_judge_rank_correlation": "judge rank corr",
+        "dispute_gap": "dispute gap",
     }
     print(f"{'row':<40} {'samples':>8}" + "".join(f" {name:>16}" for name in columns.values()))
     figures: dict[str, float] = {}
     for row in rows:
         values = [results[seed][row] for seed in args.seeds if row in results[seed]]
-        name = NAMES.get(row) or f"{ACTIVE_ROWS[row[0]]} {row[1:]}"
+        name = NAMES.get(row) or f"{ACTIVE_ROWS[row[0]][0]} {row[1:]}"
         samples = int(np.mean([v["samples"] for v in values]))
         cells = "".join(f" {mean_sd([v.get(key) for v in values]):>16}" for key in columns)
         print(f"{name:<40} {samples:>8}{cells}")
