@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-from active_helpers import write_truth_pool
+from active_helpers import select_with_truth_as_judge, write_truth_pool
 
 from freemask.active import steps
 from freemask.active.disputed import disputed_classes, ignore_classes
 from freemask.active.filter import sample_classes
 from freemask.config import ActiveConfig
 from freemask.records import IGNORE_INDEX, Sample, read_manifest
-from freemask.storage import LocalStorage, encode_image, read_image
+from freemask.storage import read_image
 
 
 def scored(per_class: dict[int, float]) -> Sample:
@@ -39,16 +39,6 @@ def ball_moved_off(index: int, semantic: np.ndarray) -> np.ndarray:
     moved[semantic == 2] = 0
     moved[np.roll(semantic == 2, -30, axis=1) & (semantic == 0)] = 2
     return moved
-
-
-def select_with_truth_as_judge(tmp_path, config, prepared) -> LocalStorage:
-    config.segment.validation = str(tmp_path / "pool")  # the whole pool is filtered
-    out = prepared(config, tmp_path / "pool")
-    for sample in steps.pool_of(out):
-        truth = read_image(out, sample.truth_mask)
-        out.write_bytes(f"rounds/01/pseudo/{sample.id}.png", encode_image(truth, "x.png"))
-    steps.select(config, out, 1)
-    return out
 
 
 def test_a_kept_scenes_contradicted_class_becomes_ignore_under_the_round(

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-from active_helpers import write_truth_pool
+from active_helpers import select_with_truth_as_judge, write_truth_pool
 from helpers import disc
 
 from freemask.active import relabel_mask, steps
 from freemask.active.relabel import relabel_instances
 from freemask.records import IGNORE_INDEX, Instance, read_manifest
-from freemask.storage import LocalStorage, encode_image, read_image
+from freemask.storage import read_image
 
 
 def test_relabel_mask_keeps_the_samples_classes_and_its_ignore_pixels() -> None:
@@ -34,16 +34,6 @@ def nudge(index: int, semantic: np.ndarray) -> np.ndarray:
     moved = np.roll(semantic, {0: 1, 1: 4}.get(index, 0), axis=1)
     moved[0, :] = IGNORE_INDEX
     return moved
-
-
-def select_with_truth_as_judge(tmp_path, config, prepared) -> LocalStorage:
-    config.segment.validation = str(tmp_path / "pool")  # the whole pool is filtered
-    out = prepared(config, tmp_path / "pool")
-    for sample in steps.pool_of(out):
-        truth = read_image(out, sample.truth_mask)
-        out.write_bytes(f"rounds/01/pseudo/{sample.id}.png", encode_image(truth, "x.png"))
-    steps.select(config, out, 1)
-    return out
 
 
 def test_relabel_replaces_only_closely_agreeing_masks_under_the_round(
