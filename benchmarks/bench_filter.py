@@ -15,7 +15,8 @@ once per judge and setting (each keep rule, and ``any_class`` with ``active.igno
 the contradicted classes of a kept scene become ignore), and is scored with
 ``freemask.quality.discard_precision`` (kept minus discarded true label IoU, the oracle's gap,
 the judge's rank correlation with the truth), by the share of broken and of clean scenes it
-discards, per failure, and by the share it keeps with a class ignored. Judges: ``labeller``, the shipped toy labeller (the demo's
+discards, per failure, by the share it keeps with a class ignored, and by the dispute gap
+(true label IoU of the classes it spared minus those it ignored). Judges: ``labeller``, the shipped toy labeller (the demo's
 ``segment.labeller``: a small Mask2Former with a ResNet backbone at 128 px, mIoU 0.67 on the
 method table's held-out scenes); ``probe``, the
 benchmarks' probe segmenter trained on 1,000 renders of the labeller's shifted domain at full
