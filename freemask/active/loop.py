@@ -13,9 +13,9 @@ trained on the whole pool first (round 0); round k's judge is round k-1's segmen
 Under the output prefix: ``images/`` and ``masks/`` (the pool's files), ``pool.jsonl`` and
 ``validation.jsonl``, per round ``rounds/NN/{pseudo/, disputed/, relabel/, filter.json,
 kept.jsonl, discarded.jsonl, trained_from.json, model/, summary.json}`` (the summary last: a
-finished round is not run again), then ``manifest.jsonl`` (the best round's kept samples) and ``_SUCCESS``.
-This module drives the steps (``freemask.active.steps``) in one process; the stop rule is
-``freemask.active.stop_rule``.
+finished round is not run again), then ``manifest.jsonl`` (the best round's kept samples) and
+``_SUCCESS``. This module drives the steps (``freemask.active.steps``) in one process; the stop
+rule is ``freemask.active.stop_rule``.
 """
 
 from __future__ import annotations
