@@ -41,7 +41,6 @@ import numpy as np
 import torch
 from bench_method import (
     REPO,
-    dispute_of,
     method_config,
     probe_settings,
     run_composed,
@@ -209,7 +208,7 @@ def filter_round(
     }
     result["clean_disputed"] = float(np.mean([i in disputed for i in clean]))
     result["broken_disputed"] = float(np.mean([i in disputed for i in broken]))
-    dispute = dispute_of(store, 1) or {}
+    dispute = report.get("dispute_precision") or {}
     result.update({f"dispute_{key}": value for key, value in dispute.items()})
     for failure in FAILURES:
         ids = [i for i, kind in broken.items() if kind == failure]

@@ -46,7 +46,7 @@ from freemask.config import RunConfig
 from freemask.devices import resolve_device
 from freemask.generate import run_generate
 from freemask.harmonize import run_harmonize
-from freemask.quality import LabelQuality, dispute_precision, stage_quality
+from freemask.quality import LabelQuality, stage_quality
 from freemask.records import Sample, read_manifest
 from freemask.refine import run_refine
 from freemask.relate import run_relate
@@ -158,23 +158,6 @@ def score_row(
     return {**row, "downstream_miou": summary["miou"], "per_class_iou": per_class}
 
 
-def dispute_of(active: LocalStorage, round_index: int) -> dict[str, float | None] | None:
-    """``dispute_precision`` of round ``round_index`` under ``active``: the samples it disputed
-    a class of, scored as they were among its candidates (None when it disputed none)."""
-    source = "pool.jsonl" if round_index == 1 else f"rounds/{round_index - 1:02d}/kept.jsonl"
-    candidates = {sample.id: sample for sample in read_manifest(active, source)}
-    before, disputed = [], []
-    for sample in read_manifest(active, f"rounds/{round_index:02d}/kept.jsonl"):
-        if sample.semantic_mask.startswith(f"rounds/{round_index:02d}/disputed/"):
-            was = candidates[sample.id]
-            already = {i.class_id for i in was.instances if i.disputed}
-            before.append(was)
-            disputed.append(
-                [i.class_id for i in sample.instances if i.disputed and i.class_id not in already]
-            )
-    return dispute_precision(active, before, disputed) if before else None
-
-
 def probe_settings(quick: bool) -> ProbeSettings:
     """The probe's budget: ``PROBE``, or 20 steps for a quick run."""
     return ProbeSettings(steps=20) if quick else PROBE
@@ -267,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
             active = LocalStorage(root / ACTIVE_ROWS[row[0]][1])
             filtered = read_json(active, f"rounds/{int(row[1:]):02d}/filter.json")
             precision = filtered["discard_precision"] or {}  # as judged, before any ignoring
-            dispute = dispute_of(active, int(row[1:])) or {}
+            dispute = filtered.get("dispute_precision") or {}
             results[seed][row].update({f"discard_{k}": v for k, v in precision.items()})
             results[seed][row].update({f"dispute_{k}": v for k, v in dispute.items()})
     rows = sorted(
