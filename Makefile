@@ -8,10 +8,10 @@ CONFIG ?= configs/demo.yaml
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test lint format run bench compile images lock scan clean
+.PHONY: help install test lint format run bench compile images images-check lock scan clean
 
 help:  ## List the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 install: $(STAMP)  ## Create .venv and install freemask with its dev tools (idempotent)
 
@@ -31,8 +31,8 @@ format: $(STAMP)  ## Apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint  ## Lint, then every test except those that need a GPU
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -m "not gpu"
+test: lint  ## Lint, then every test except those that need a GPU or the built images
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -m "not gpu and not containers"
 
 run: $(STAMP)  ## The whole pipeline on one machine (CONFIG=configs/demo.yaml by default)
 	@# The demo's validation set: held-out rendered scenes with exact labels (idempotent).
@@ -46,13 +46,24 @@ compile: $(STAMP)  ## Compile the Kubeflow pipeline to build/freemask_pipeline.y
 	@test -f pipelines/freemask_pipeline.py || { echo "pipelines/freemask_pipeline.py does not exist yet"; exit 2; }
 	$(BIN)/freemask compile --config configs/default.yaml --out build/freemask_pipeline.yaml
 
-images: $(STAMP)  ## Build one image per family, once each (needs Docker); PUSH=1 pushes and writes images/images.lock.json
-	$(BIN)/python images/build.py $(if $(PUSH),--push)
+# Starts what it needs when nothing runs (images/engine.sh: a Docker engine, the debian base made
+# with debootstrap, a registry on 127.0.0.1:5000 for REGISTRY=127.0.0.1:5000/...).
+REGISTRY ?=
+images: $(STAMP)  ## Build one image per family (FAMILIES=... for some); PUSH=1 REGISTRY=... pushes and writes images/images.lock.json
+	images/engine.sh docker base $(if $(filter 127.0.0.1:5000/%,$(REGISTRY)),registry)
+	$(BIN)/python images/build.py --network host $(if $(REGISTRY),--registry $(REGISTRY)) $(if $(PUSH),--push) $(FAMILIES)
 
-# Hash-locked requirements of every image family, for Linux x86_64 and Python 3.12 (the images'),
+# The compiled pipeline run in the built images by kfp.local's DockerRunner
+# (tests/kubeflow/test_container_run.py), on CHECK_CONFIG, pinned by images/images.lock.json.
+CHECK_CONFIG ?= configs/demo.yaml
+images-check: $(STAMP)  ## Run the compiled pipeline (CHECK_CONFIG) in the images that make images built
+	images/engine.sh docker
+	FREEMASK_CHECK_CONFIG=$(CHECK_CONFIG) HF_HUB_OFFLINE=1 $(BIN)/pytest -m containers tests/kubeflow/test_container_run.py
+
+# Hash-locked requirements of every image family, for Linux x86_64 and Python 3.11 (the images': Debian bookworm's python3),
 # resolved on PyPI by uv. The torch layer is locked first and constrains the GPU families, so they
 # share it. Run again after changing pyproject.toml's dependencies or requirements/*.in.
-LOCK := $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.12 \
+LOCK := $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 \
 	--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock"
 lock: $(STAMP)  ## Regenerate requirements/*.lock (the images' pinned, hashed dependencies)
 	$(LOCK) requirements/torch.in -o requirements/torch.lock

@@ -10,18 +10,29 @@ digest lock written (images/images.lock.json: family -> ``registry/name@sha256:.
 The client image is built after the pipeline images and, when pushing, carries their digest
 lock (build argument ``IMAGES_LOCK``), so the runs it submits (the refresh CronJob's) are pinned
 too. Run by ``make images`` (``make images PUSH=1`` pushes).
+
+``--network host`` builds on the host's network (an engine started by images/engine.sh has no
+bridge); then ``--ca-bundle`` (default: $PIP_CERT) is served on 127.0.0.1 while building, and pip
+trusts it inside each install step only (images/with-build-ca), for a TLS-intercepting proxy.
+Each family's build time goes to build/images-build.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
+import http.server
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +42,10 @@ IMAGES_FILE = ROOT / "components" / "images.json"
 CLIENT = "client"  # the family that submits runs; it carries the pipeline images' digest lock
 LOCK_FILE = ROOT / "images" / "images.lock.json"
 DIGEST = re.compile(r"@(sha256:[0-9a-f]{64})\b")
+TIMINGS_FILE = ROOT / "build" / "images-build.json"
+# A fixed port, so that the build argument naming the CA bundle, and so the layer cache, stays
+# the same from one build to the next.
+CA_PORT = 47801
 
 # The seam to Docker: runs a docker command line, returns its standard output (raises
 # subprocess.CalledProcessError on failure). Tests pass a fake.
@@ -58,13 +73,15 @@ def targets(dockerfile: Path = DOCKERFILE) -> list[str]:
 def plan(
     images: Mapping, registry: str, tag: str, order: Sequence[str], only: Sequence[str] = ()
 ) -> list[Build]:
-    """One build per family of ``images`` (images.json), in the Dockerfile's ``order``; ``only``
-    keeps those families. Raises ValueError for a family that is not a Dockerfile target."""
+    """One build per family of ``images`` (images.json), in the Dockerfile's ``order`` but the
+    client last; ``only`` keeps those families. Raises ValueError for a family that is not a Dockerfile target."""
     families = dict(images["families"])
     unknown = [family for family in [*families, *only] if family not in order]
     if unknown:
         raise ValueError(f"no Dockerfile target for {', '.join(unknown)}")
     chosen = [family for family in order if family in families and (not only or family in only)]
+    # The client carries the pipeline images' digests: it comes after them.
+    chosen.sort(key=lambda family: family == CLIENT)
     return [Build(family, f"{registry.rstrip('/')}/{families[family]}:{tag}") for family in chosen]
 
 
@@ -73,11 +90,13 @@ def build_command(
     dockerfile: Path = DOCKERFILE,
     context: Path = ROOT,
     build_args: Mapping[str, str] | None = None,
+    network: str = "",
 ) -> list[str]:
     arguments = [f"--build-arg={name}={value}" for name, value in (build_args or {}).items()]
     return [
         "docker",
         "build",
+        *(["--network", network] if network else []),
         "--target",
         build.family,
         *arguments,
@@ -129,16 +148,25 @@ def run_builds(
     push: bool,
     pinned: Mapping[str, str],
     client_lock: Callable[[Mapping[str, str]], str],
+    build_args: Mapping[str, str] | None = None,
+    network: str = "",
+    seconds: dict[str, float] | None = None,
 ) -> dict[str, str]:
     """Build every image once (and push it), starting from the digests already ``pinned``;
     returns family -> digest reference of every pushed image. When pushing, the client is
-    built with ``client_lock`` of the digests known by then."""
+    built with ``client_lock`` of the digests known by then. ``seconds`` receives each
+    family's build time."""
     pinned = dict(pinned)
     for build in builds:
-        build_args = {"IMAGES_LOCK": client_lock(pinned)} if push and build.family == CLIENT else {}
-        command = build_command(build, build_args=build_args)
+        arguments = dict(build_args or {})
+        if push and build.family == CLIENT:
+            arguments["IMAGES_LOCK"] = client_lock(pinned)
+        command = build_command(build, build_args=arguments, network=network)
         print(" ".join(command), flush=True)
+        started = time.monotonic()
         docker(command[1:])
+        if seconds is not None:
+            seconds[build.family] = round(time.monotonic() - started, 1)
         if push:
             print(f"docker push {build.reference}", flush=True)
             docker(["push", build.reference])
@@ -148,7 +176,45 @@ def run_builds(
 
 
 def _docker(args: Sequence[str]) -> str:
-    return subprocess.run(["docker", *args], check=True, stdout=subprocess.PIPE, text=True).stdout
+    """``docker ARGS``; a build's or push's output streams to the terminal, the rest is returned."""
+    environment = {**os.environ, "DOCKER_BUILDKIT": os.environ.get("DOCKER_BUILDKIT", "0")}
+    streamed = args[0] in {"build", "push"}
+    return (
+        subprocess.run(
+            ["docker", *args],
+            check=True,
+            stdout=None if streamed else subprocess.PIPE,
+            text=True,
+            env=environment,
+        ).stdout
+        or ""
+    )
+
+
+@contextlib.contextmanager
+def served_ca_bundle(bundle: Path | None, port: int | None = None) -> Iterator[dict[str, str]]:
+    """While open, ``bundle`` is served on 127.0.0.1:``port`` (default CA_PORT); yields the
+    build arguments that name it (none without a bundle)."""
+    port = CA_PORT if port is None else port
+    if bundle is None:
+        yield {}
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        shutil.copyfile(bundle, Path(folder) / "ca.pem")
+        handler = functools.partial(_QuietHandler, directory=folder)
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield {"BUILD_CA_URL": f"http://127.0.0.1:{port}/ca.pem"}
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """Requests are not logged: the build's own output says what it fetched."""
 
 
 def docker_available() -> bool:
@@ -166,6 +232,17 @@ def main(argv: Sequence[str] | None = None, docker: Docker | None = None) -> int
     parser.add_argument("--tag", default=os.environ.get("FREEMASK_TAG") or images["tag"])
     parser.add_argument("--push", action="store_true", help="push, then write the digest lock")
     parser.add_argument("--lock", type=Path, default=LOCK_FILE, help="where the digest lock goes")
+    parser.add_argument(
+        "--network",
+        default=os.environ.get("FREEMASK_BUILD_NETWORK", ""),
+        help="the build containers' network (host for an engine with no bridge)",
+    )
+    parser.add_argument(
+        "--ca-bundle",
+        type=Path,
+        default=Path(os.environ["PIP_CERT"]) if os.environ.get("PIP_CERT") else None,
+        help="a CA bundle pip trusts while installing, with --network host (default: $PIP_CERT)",
+    )
     parser.add_argument("families", nargs="*", help="only these families [default: all]")
     args = parser.parse_args(argv)
     try:
@@ -200,7 +277,15 @@ def main(argv: Sequence[str] | None = None, docker: Docker | None = None) -> int
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    pinned = run_builds(builds, docker, args.push, previous, client_lock)
+    seconds: dict[str, float] = {}
+    # The build containers reach a bundle served on 127.0.0.1 only on the host's network.
+    bundle = args.ca_bundle if args.network == "host" else None
+    with served_ca_bundle(bundle) as ca_args:
+        pinned = run_builds(
+            builds, docker, args.push, previous, client_lock, ca_args, args.network, seconds
+        )
+    TIMINGS_FILE.parent.mkdir(exist_ok=True)
+    TIMINGS_FILE.write_text(json.dumps({"seconds": seconds}, indent=2) + "\n")
     if args.push:
         print(f"wrote {write_lock(args.lock, args.registry, args.tag, pinned)}")
     return 0

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 import yaml
+from services import free_port
 
 from components._spec import digest_images
 from freemask.cli import main as cli_main
@@ -42,10 +44,11 @@ class FakeDocker:
         return ""
 
 
-def test_the_plan_builds_every_family_once_in_dockerfile_order() -> None:
+def test_the_plan_builds_every_family_once_in_dockerfile_order_and_the_client_last() -> None:
     order = build.targets()
     builds = build.plan(IMAGES, "reg.example/team", "1.2.3", order)
-    assert [b.family for b in builds] == [t for t in order if t in IMAGES["families"]]
+    in_order = [t for t in order if t in IMAGES["families"] and t != build.CLIENT]
+    assert [b.family for b in builds] == [*in_order, build.CLIENT]
     assert len({b.family for b in builds}) == len(builds) == len(IMAGES["families"])
     assert builds[0].reference == f"reg.example/team/{IMAGES['families'][builds[0].family]}:1.2.3"
     assert [b.family for b in build.plan(IMAGES, "r", "t", order, ["cpu"])] == ["cpu"]
@@ -224,3 +227,35 @@ def test_compile_takes_the_lock_from_the_environment(tmp_path, monkeypatch, caps
     monkeypatch.setenv("FREEMASK_IMAGES_LOCK", str(tmp_path / "absent.json"))
     assert cli_main(["compile", "--config", str(config), "--out", str(out)]) == 2
     assert "absent.json: not a digest lock" in capsys.readouterr().err
+
+
+def test_a_ca_bundle_is_served_to_host_network_builds_only(tmp_path, monkeypatch) -> None:
+    """With --network host each build names the bundle's URL, which serves the bundle while the
+    build runs and not after; without the host network no bundle is offered."""
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\nfreemask test\n-----END CERTIFICATE-----\n")
+    monkeypatch.setattr(build, "CA_PORT", free_port())
+    fetched: list[bytes] = []
+
+    class FetchingDocker(FakeDocker):
+        def __call__(self, args: Sequence[str]) -> str:
+            urls = [a.split("=", 2)[2] for a in args if a.startswith("--build-arg=BUILD_CA_URL=")]
+            for url in urls:
+                with urllib.request.urlopen(url, timeout=5) as answer:
+                    fetched.append(answer.read())
+            return super().__call__(args)
+
+    docker = FetchingDocker()
+    argv = ["--network", "host", "--ca-bundle", str(bundle), "cpu"]
+    assert build.main(argv, docker=docker) == 0
+    (call,) = docker.calls
+    assert call[call.index("--network") + 1] == "host"
+    assert fetched == [bundle.read_bytes()]
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{build.CA_PORT}/ca.pem", timeout=5)
+
+    docker = FetchingDocker()
+    assert build.main(["--ca-bundle", str(bundle), "cpu"], docker=docker) == 0
+    (call,) = docker.calls
+    assert "--network" not in call
+    assert not any("BUILD_CA_URL" in argument for argument in call)
