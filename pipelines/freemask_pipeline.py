@@ -1,8 +1,8 @@
 """The freemask Kubeflow pipeline: every stage a task, active-learning rounds as sub-pipelines.
 
-``build_pipeline(tasks, settings)`` wires the tasks; the production pipeline uses the container
-components in ``components/``, the tests use host-run components with the same command lines
-(both from ``freemask.commands.task_argv``). The data flows generate -> refine -> compose (with
+``build_pipeline(tasks, settings)`` wires the tasks, the container components in
+``components/`` (their command lines from ``freemask.commands.task_argv``); the tests run the
+compiled pipeline in the built images (tests/kubeflow/test_container_run.py). The data flows generate -> refine -> compose (with
 relate's backgrounds) -> harmonize -> the active-learning rounds.
 KFP v2 cannot call a pipeline from itself at run time, so rounds are unrolled at compile time:
 the sub-pipeline of round k runs the round and, under ``dsl.If`` on its close step's decision,
@@ -107,13 +107,12 @@ class Scheduling(KubeflowConfig):
         return cls(**dict(settings), gpu_tasks=gpu_tasks(config))
 
 
-def configure(task: Any, name: str, settings: Scheduling | None) -> Any:
+def configure(task: Any, name: str, settings: Scheduling) -> Any:
     """Caching off, and for the cluster: retries, resource requests and limits, secrets and,
     for GPU tasks, the accelerator, node pool and /dev/shm."""
-    task.set_caching_options(False)
-    if settings is None:  # host-run tests: no cluster to schedule on
-        return task
     from kfp import kubernetes
+
+    task.set_caching_options(False)
 
     task.set_retry(num_retries=settings.retries, backoff_duration="30s", backoff_factor=2.0)
     task.set_cpu_request(settings.cpu_request).set_cpu_limit(settings.cpu_limit)
@@ -149,14 +148,7 @@ def configure(task: Any, name: str, settings: Scheduling | None) -> Any:
     return task
 
 
-def decision_of(closed: Any) -> Any:
-    """A close task's decision: the container's ``decision`` output file, or a host twin's
-    return value (kfp.local evaluates a condition only on a plain return value)."""
-    outputs = closed.outputs
-    return outputs["decision"] if "decision" in outputs else outputs["Output"]
-
-
-def build_rounds(tasks: Tasks, depth: int, settings: KubeflowConfig | None) -> Any:
+def build_rounds(tasks: Tasks, depth: int, settings: Scheduling) -> Any:
     """The sub-pipeline of round 1; round k calls round k+1 under a condition on its close
     step's decision, down to ``depth`` (built deepest first: a pipeline is defined before the
     one that calls it)."""
@@ -167,7 +159,7 @@ def build_rounds(tasks: Tasks, depth: int, settings: KubeflowConfig | None) -> A
 
 
 def _round_pipeline(
-    tasks: Tasks, round_index: int, settings: KubeflowConfig | None, depth: int, next_round: Any
+    tasks: Tasks, round_index: int, settings: Scheduling, depth: int, next_round: Any
 ) -> Any:
     @dsl.pipeline(name=f"active-round-{round_index}")
     def active_round(
@@ -198,17 +190,19 @@ def _round_pipeline(
         trained = configure(tasks.train(**common).after(selected), "train", settings)
         closed = configure(tasks.close(**common, depth=depth).after(trained), "close", settings)
         if next_round is not None:
-            with dsl.If(decision_of(closed) == "true", name=f"continue-after-round-{round_index}"):
+            with dsl.If(
+                closed.outputs["decision"] == "true", name=f"continue-after-round-{round_index}"
+            ):
                 next_round(**overrides, parent_run_id=parent_run_id).set_caching_options(False)
 
     return active_round
 
 
-def build_pipeline(tasks: Tasks, config: RunConfig, kubernetes: bool = True):
+def build_pipeline(tasks: Tasks, config: RunConfig):
     """The whole pipeline for ``config``'s compile-time settings (shards, parallelism, rounds,
     Kubernetes scheduling); the runtime parameters other than ``config_uri`` default to ""
     (the file at ``config_uri`` decides) and override it when set."""
-    settings = Scheduling.of(config, task_settings(config)) if kubernetes else None
+    settings = Scheduling.of(config, task_settings(config))
     shards = list(range(config.kubeflow.shards))
     depth = config.active.max_rounds
     first_round = build_rounds(tasks, depth, settings)
