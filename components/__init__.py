@@ -6,6 +6,7 @@ from components.end_run import end_run
 from components.generate import generate
 from components.harmonize import harmonize
 from components.join import join
+from components.publish import publish
 from components.refine import refine
 from components.refine_train import refine_train
 from components.relate import relate
@@ -24,6 +25,7 @@ __all__ = [
     "join",
     "prepare",
     "pseudo_label",
+    "publish",
     "refine",
     "refine_train",
     "relate",

@@ -39,7 +39,9 @@ OVERRIDES = {
 RUNTIME = ("config", *OVERRIDES, "dataset_version")
 SHARDED = ("generate", "refine", "backgrounds", "compose", "harmonize")
 ROUND_STEPS = ("prepare", "bootstrap", "pseudo-label", "filter", "train", "close")
-TASKS = ("start-run", *SHARDED, "relate", "refine-train", "join", *ROUND_STEPS, "end-run")
+TASKS = (
+    "start-run", *SHARDED, "relate", "refine-train", "join", *ROUND_STEPS, "publish", "end-run",
+)  # fmt: skip
 # The launcher's placeholder for the whole executor input JSON (launcher_v2.go compileCmdAndArgs).
 EXECUTOR_INPUT = "{{$}}"
 # Task -> its KFP output artifacts: output name -> (artifact kind, what it describes).
@@ -51,6 +53,7 @@ ARTIFACTS: dict[str, dict[str, tuple[str, str]]] = {
     "filter": {"kept": ("dataset", "active/rounds/{round:02d}/kept.jsonl")},
     "train": {"segmenter": ("model", "active/rounds/{round:02d}/model/model.safetensors")},
     "close": {"round_metrics": ("metrics", "active/rounds/{round:02d}/summary.json")},
+    "publish": {"dataset": ("dataset", "export/coco/annotations/instances.json")},
 }
 
 
@@ -90,7 +93,7 @@ def task_argv(task: str, values: Mapping[str, Argument]) -> list[str]:
 
     ``values`` holds ``RUNTIME`` plus the task's own inputs (``shard``/``shards``, ``stage``,
     ``round_index``, ``parent_run_id``, ``depth``, ``status``, the output files ``run_id`` or
-    ``decision``, the Markdown path ``mlflow_run``, and ``executor_input`` for the tasks in
+    ``decision``, the Markdown paths ``mlflow_run`` and ``report``, and ``executor_input`` for the tasks in
     ``ARTIFACTS``). Raises ValueError for an unknown task.
     """
     if task not in TASKS:
@@ -110,6 +113,9 @@ def task_argv(task: str, values: Mapping[str, Argument]) -> list[str]:
         command += ["--depth", f"{values['depth']}", "--mlflow-link", f"{values['mlflow_run']}"]
     elif task == "end-run":
         command = ["end-run", *config, "--status", f"{values['status']}"]
+    elif task == "publish":
+        command = ["publish", *config, "--parent-run-id", f"{values['parent_run_id']}"]
+        command += ["--report-markdown", f"{values['report']}"]
     else:
         round_index = values["round_index"] if task not in ("prepare", "bootstrap") else 0
         command = ["round", task, *config, "--round", f"{round_index}"]

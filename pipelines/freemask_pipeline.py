@@ -3,7 +3,8 @@
 ``build_pipeline(tasks, settings)`` wires the tasks, the container components in
 ``components/`` (their command lines from ``freemask.commands.task_argv``); the tests run the
 compiled pipeline in the built images (tests/kubeflow/test_container_run.py). The data flows generate -> refine -> compose (with
-relate's backgrounds) -> harmonize -> the active-learning rounds.
+relate's backgrounds) -> harmonize -> the active-learning rounds -> publish (the COCO and VOC
+exports and the run report, as ``freemask run`` ends).
 KFP v2 cannot call a pipeline from itself at run time, so rounds are unrolled at compile time:
 the sub-pipeline of round k runs the round and, under ``dsl.If`` on its close step's decision,
 calls the sub-pipeline of round k+1, down to ``active.max_rounds`` from the compile-time config
@@ -76,6 +77,7 @@ class Tasks:
     filter_round: Any
     train: Any
     close: Any
+    publish: Any
     end_run: Any
 
 
@@ -237,7 +239,9 @@ def build_pipeline(tasks: Tasks, config: RunConfig):
         booted = configure(
             tasks.bootstrap(**runtime, parent_run_id=run_id).after(prepared), "bootstrap", settings
         )
-        first_round(**overrides, parent_run_id=run_id).after(booted).set_caching_options(False)
+        rounds = first_round(**overrides, parent_run_id=run_id).after(booted)
+        rounds.set_caching_options(False)
+        configure(tasks.publish(**runtime, parent_run_id=run_id).after(rounds), "publish", settings)
 
     @dsl.pipeline(name="freemask", description="Synthetic segmentation data with no manual labels.")
     def freemask(

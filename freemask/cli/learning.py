@@ -39,6 +39,7 @@ def register(app: typer.Typer) -> None:
     app.command("compare")(compare)
     app.command("start-run")(start_run)
     app.command("end-run")(end_run)
+    app.command("publish")(publish)
     app.command("round")(round_step)
 
 
@@ -358,6 +359,37 @@ def end_run(
         tracker.client.set_tag(parent.info.run_id, "kfp.final_status", mlflow_status)
         tracker.client.set_terminated(parent.info.run_id, status=mlflow_status)
     out.print(f"KFP run {version}: {len(parents)} MLflow run(s) ended {mlflow_status}")
+
+
+def publish(
+    config: ConfigOption,
+    parent_run_id: Annotated[
+        str, typer.Option(help="The parent MLflow run, which gets the report ('' for none).")
+    ] = "",
+    report_markdown: Annotated[
+        Path | None,
+        typer.Option(help="Where to write the run's outcome as Markdown (a KFP artifact)."),
+    ] = None,
+    check: CheckOption = False,
+) -> None:
+    """The end of a run: export the final dataset (COCO, VOC) under <workdir>/export and write
+    the run report under <workdir>/report, as `freemask run` does; safe to re-run."""
+    from freemask.local.report import REPORT
+    from freemask.publish import log_report, publish_run
+    from freemask.publish import report_markdown as outcome_markdown
+
+    run_config = load_run_config(config)
+    if check:
+        return report_check("publish", run_config, report_markdown=report_markdown)
+    workdir = open_storage(run_config.workdir)
+    published = publish_run(run_config, workdir)
+    if parent_run_id:
+        run = _tracker(run_config).resume_run(parent_run_id)
+        log_report(run, workdir.child(REPORT), published.report["files"])
+    if report_markdown is not None:
+        report_markdown.parent.mkdir(parents=True, exist_ok=True)
+        report_markdown.write_text(outcome_markdown(run_config, workdir, published))
+    out.print(f"published {json.dumps(published.exports)} under {workdir.uri}")
 
 
 def round_step(

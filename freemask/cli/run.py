@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
 
 def run(config: ConfigOption) -> None:
     """Run the whole pipeline in this process on local defaults (no cluster needed)."""
-    from freemask.local import run_local
+    from freemask.local.runner import run_local
 
     run_config: RunConfig = load_config(config)
     report = run_local(run_config)

@@ -11,10 +11,8 @@ after a kill continues the same run where it stopped. At the end the final datas
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -23,10 +21,10 @@ from freemask.active import run_active
 from freemask.compose import run_backgrounds, run_compose
 from freemask.config import RunConfig
 from freemask.errors import WriteConflictError
-from freemask.export import FORMATS, export_dataset
 from freemask.generate import run_generate
 from freemask.harmonize import run_harmonize
-from freemask.local.report import REPORT, write_run_report
+from freemask.local.report import REPORT
+from freemask.publish import log_report, publish_run
 from freemask.records import MANIFEST, read_manifest
 from freemask.refine import run_refine
 from freemask.relate import run_relate
@@ -50,7 +48,6 @@ PIPELINE: list[tuple[str, Callable[..., StageResult], str | None]] = [
 # Stages that log models or training curves into the parent run.
 TRACKED_STAGES = {"refine", "active"}
 RUN_FILE = "run.json"
-EXPORT = "export"
 
 
 @dataclass
@@ -134,17 +131,10 @@ def run_local(config: RunConfig, run: Run | None = None) -> LocalRunReport:
             result = runner(config, inputs, workdir.child(stage).uri, **extra)
             report.ran[stage] = result
             run.log_metrics(stage_metrics(stage, result, workdir.child(stage)))
-        # 4. The dataset in the formats users train on.
-        final = workdir.child("active")
-        for fmt in FORMATS:
-            report.exports[fmt] = export_dataset(
-                final, workdir.child(f"{EXPORT}/{fmt}"), config.classes, fmt
-            )
-        # 5. The report folder, also kept with the run in MLflow.
-        rule_threshold = (
-            None if config.active.keep_rule == "percentile" else config.active.iou_threshold
-        )
-        report.report = write_run_report(workdir, rule_threshold, config.classes)
+        # 4. The dataset in the formats users train on, and the report folder (also kept with
+        # the run in MLflow): what the pipeline's publish task does.
+        published = publish_run(config, workdir)
+        report.exports, report.report = published.exports, published.report
         log_report(run, workdir.child(REPORT), report.report["files"])
     return report
 
@@ -163,11 +153,3 @@ def stage_metrics(stage: str, result: StageResult, output: Storage) -> dict[str,
         f"{stage}.rejected": rejected,
         f"{stage}.seconds": result.seconds,
     }
-
-
-def log_report(run: Run, report: Storage, files: list[str]) -> None:
-    """Log the report's files as the parent run's ``report/`` artifacts."""
-    with tempfile.TemporaryDirectory() as temp:
-        for name in files:
-            (Path(temp) / name).write_bytes(report.read_bytes(name))
-        run.log_artifact(temp, REPORT)

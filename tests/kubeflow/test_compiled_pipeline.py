@@ -66,6 +66,7 @@ def test_every_stage_runs_in_its_own_image(compiled) -> None:
         "bootstrap",
         "filter",
         "close",
+        "publish",
         "end-run",
     }
     for task, name in STAGE_IMAGES.items():
@@ -239,6 +240,7 @@ def test_tasks_output_datasets_models_metrics_and_the_mlflow_link(compiled) -> N
         for task, artifacts in ARTIFACTS.items()
     }
     expected["start-run"] = {"mlflow_run": "system.Markdown"}
+    expected["publish"]["report"] = "system.Markdown"
     assert {task: found for task, found in outputs.items() if found} == expected
     for executor in executors.values():
         args = executor["container"]["args"]

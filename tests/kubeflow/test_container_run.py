@@ -7,7 +7,8 @@ cache mounted where the pipeline mounts its volume.
 Run by ``make images-check`` (marker ``containers``; it needs a Docker engine and the images).
 ``FREEMASK_CHECK_CONFIG`` names the run config (default: a tiny one, two classes and two
 rounds); ``make images-check`` runs configs/demo.yaml. ``FREEMASK_IMAGES_LOCK`` (default
-images/images.lock.json, when it exists) pins the images by digest.
+images/images.lock.json, when it exists; empty: none) pins the images by digest. CI builds the
+cpu and client images and runs their part (``-k "imports and (cpu or client)"``).
 
 Where kfp.local differs from a cluster, the runner is set up as Kubernetes runs a pod (see
 ``docker_runner``); what it cannot do is listed in the README (Containers, "kfp.local and a
@@ -40,11 +41,12 @@ TINY = {
     "name": "images-check",
     "classes": ["ball", "box"],
     "generate": {
-        "model_id": "builtin:toy-sd",
+        "model_id": "builtin:tiny-sd",
+        "reject_implausible": False,  # random weights: meaningless attention
         "images_per_class": 2,
         "height": 64,
         "width": 64,
-        "num_inference_steps": 2,
+        "num_inference_steps": 1,
     },
     "compose": {"images": 4, "backgrounds_per_scene": 1, "objects_per_image": [1, 2]},
     "refine": {"method": "guided_filter"},
@@ -76,9 +78,11 @@ def check_config() -> tuple[dict, Path | None]:
 
 
 def images_lock() -> Path | None:
+    """FREEMASK_IMAGES_LOCK's file; set but empty: none (images by tag); unset: the repository's
+    lock when there is one."""
     chosen = os.environ.get("FREEMASK_IMAGES_LOCK")
-    if chosen:
-        return Path(chosen)
+    if chosen is not None:
+        return Path(chosen) if chosen else None
     default = ROOT / "images" / "images.lock.json"
     return default if default.exists() else None
 

@@ -80,6 +80,7 @@ def family_commands(family: str) -> list[str]:
             "run_id",
             "decision",
             "mlflow_run",
+            "report",
             "executor_input",
         ),
         "x",

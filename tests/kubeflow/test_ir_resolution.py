@@ -110,7 +110,9 @@ def test_a_run_asking_for_more_rounds_than_compiled_fails_at_its_first_task(
     assert "above the 3 rounds compiled into the pipeline" in capsys.readouterr().err
 
 
-def test_host_twins_build_the_argv_the_driver_resolves(compiled) -> None:
+def test_task_argv_builds_the_argv_the_driver_resolves(compiled) -> None:
+    """The components' command lines come from task_argv: given a task's inputs as the driver
+    resolves them, it builds exactly the argument list the driver resolves from the IR."""
     spec, config_path = compiled
     containers = spec["deploymentSpec"]["executors"]
     arguments = {"config_uri": str(config_path), "classes": "[cat]", "tracking_uri": ""}
@@ -119,19 +121,20 @@ def test_host_twins_build_the_argv_the_driver_resolves(compiled) -> None:
         document = executor_input(execution, "kfp-run-7")
         expected = resolve_args(args, execution.inputs, OUTPUT_FILES, document)
         task = executor_task({"container": {"args": expected}})
-        # What a twin passes task_argv: its own inputs as Python values, its output file paths,
-        # its executor input (with its artifacts' URIs) and its Markdown artifact's path.
+        # The task's inputs as Python values, its output file paths, its executor input (with
+        # its artifacts' URIs) and its Markdown artifacts' paths.
         outputs = json.loads(document)["outputs"]["artifacts"]
-        twin_inputs = {**execution.inputs, **OUTPUT_FILES, "executor_input": document}
-        if "mlflow_run" in outputs:
-            twin_inputs["mlflow_run"] = local_path(outputs["mlflow_run"]["artifacts"][0]["uri"])
-        twin_inputs = {
+        inputs = {**execution.inputs, **OUTPUT_FILES, "executor_input": document}
+        for markdown in ("mlflow_run", "report"):
+            if markdown in outputs:
+                inputs[markdown] = local_path(outputs[markdown]["artifacts"][0]["uri"])
+        inputs = {
             key: int(value) if isinstance(value, float) and value.is_integer() else value
-            for key, value in twin_inputs.items()
+            for key, value in inputs.items()
         }
-        if "status" in twin_inputs:  # the end-run twin writes its final status as the driver does
-            twin_inputs["status"] = as_text(twin_inputs["status"])
-        assert task_argv(task, twin_inputs) == expected, execution.path
+        if "status" in inputs:  # the final status as the driver writes it
+            inputs["status"] = as_text(inputs["status"])
+        assert task_argv(task, inputs) == expected, execution.path
 
 
 @dsl.container_component

@@ -1,0 +1,23 @@
+"""The end of the run as a container component: the dataset exported, the report written."""
+
+from kfp import dsl
+
+from components._spec import spec
+
+
+@dsl.container_component
+def publish(
+    config: str,
+    classes: str,
+    images_per_class: str,
+    iou_threshold: str,
+    max_rounds: str,
+    tracking_uri: str,
+    dataset_version: str,
+    parent_run_id: str,
+    dataset: dsl.Output[dsl.Dataset],
+    report: dsl.Output[dsl.Markdown],
+):
+    """`freemask publish`: COCO and VOC under the run's export/, the report under report/
+    (logged to the parent MLflow run), and the outcome as Markdown for the KFP UI."""
+    return spec("publish", {**locals(), "report": report.path})

@@ -1,0 +1,69 @@
+"""The end of a run: the final dataset exported in every format and the run report written,
+under the run's work directory. The local runner and the pipeline's ``publish`` task both call
+``publish_run``, so a cluster run ends with the same dataset and report as ``freemask run``."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from freemask.config import RunConfig
+from freemask.export import FORMATS, export_dataset
+from freemask.local.report import REPORT, write_run_report
+from freemask.storage import Storage
+from freemask.tracking import Run
+
+EXPORT = "export"
+FINAL = "active"  # the active loop's output: the dataset the run ships
+
+
+@dataclass(frozen=True)
+class Published:
+    """What ``publish_run`` wrote: per format, the export's counts; the report's summary."""
+
+    exports: dict[str, dict]
+    report: dict[str, Any]
+
+
+def publish_run(config: RunConfig, workdir: Storage) -> Published:
+    """Export ``<workdir>/active`` as ``<workdir>/export/<format>`` (COCO, VOC) and write
+    ``<workdir>/report/``. Safe to re-run: each file is rewritten whole."""
+    final = workdir.child(FINAL)
+    exports = {
+        fmt: export_dataset(final, workdir.child(f"{EXPORT}/{fmt}"), config.classes, fmt)
+        for fmt in FORMATS
+    }
+    rule_threshold = (
+        None if config.active.keep_rule == "percentile" else config.active.iou_threshold
+    )
+    return Published(exports, write_run_report(workdir, rule_threshold, config.classes))
+
+
+def report_markdown(config: RunConfig, workdir: Storage, published: Published) -> str:
+    """The run's outcome as Markdown (the KFP UI's view of the report): where the dataset and
+    the report's files are, the exported counts and the rounds' validation mIoU."""
+    lines = [f"# {config.name}: dataset `{workdir.uri}`", "", "| export | where | counts |"]
+    lines.append("| --- | --- | --- |")
+    for fmt, counts in published.exports.items():
+        shown = ", ".join(f"{key} {value}" for key, value in counts.items())
+        lines.append(f"| {fmt} | `{workdir.uri}/{EXPORT}/{fmt}` | {shown} |")
+    rounds = published.report.get("rounds", [])
+    if rounds:
+        lines += ["", "| round | kept | validation mIoU |", "| --- | --- | --- |"]
+        for entry in rounds:
+            lines.append(
+                f"| {entry.get('round')} | {entry.get('kept', '-')} | {entry.get('val_miou', '-')} |"
+            )
+    lines += ["", f"Report files under `{workdir.uri}/{REPORT}/`:", ""]
+    lines += [f"- `{name}`" for name in published.report.get("files", [])]
+    return "\n".join(lines) + "\n"
+
+
+def log_report(run: Run, report: Storage, files: list[str]) -> None:
+    """Log the report's files as ``run``'s ``report/`` artifacts."""
+    with tempfile.TemporaryDirectory() as temp:
+        for name in files:
+            (Path(temp) / name).write_bytes(report.read_bytes(name))
+        run.log_artifact(temp, REPORT)
