@@ -131,13 +131,11 @@ def load_thesaurus(path: str | Path | None = None) -> Thesaurus:
     Raises ThesaurusError naming the file and field for a malformed table, an unknown scene or
     partner, a repeated alias, or a cycle in the scene hierarchy.
     """
-    path = Path(path) if path else default_thesaurus_path()
-    if not path.is_file():
-        raise ThesaurusError(f"{path}: thesaurus file not found")
+    path = str(path) if path else str(default_thesaurus_path())
     try:
         # The C loader where PyYAML has it: the shipped table takes seconds in pure Python.
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        data = _File.model_validate(yaml.load(path.read_text(encoding="utf-8"), Loader=loader))
+        data = _File.model_validate(yaml.load(_read_text(path), Loader=loader))
     except UnicodeDecodeError as exc:
         raise ThesaurusError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
@@ -149,7 +147,23 @@ def load_thesaurus(path: str | Path | None = None) -> Thesaurus:
     return _build(data, path)
 
 
-def _build(data: _File, path: Path) -> Thesaurus:
+def _read_text(path: str) -> str:
+    """The file at ``path``: a local path, or a storage URI (``gs://bucket/table.yaml``, where a
+    pipeline's config and its thesaurus live)."""
+    folder, _, name = path.rpartition("/")
+    if "://" in path:
+        from freemask.storage import open_storage
+
+        store = open_storage(folder)
+        if not name or not store.exists(name):
+            raise ThesaurusError(f"{path}: thesaurus file not found")
+        return store.read_bytes(name).decode("utf-8")
+    if not Path(path).is_file():
+        raise ThesaurusError(f"{path}: thesaurus file not found")
+    return Path(path).read_text(encoding="utf-8")
+
+
+def _build(data: _File, path: str) -> Thesaurus:
     parents = {
         normalise(name): row.parent and normalise(row.parent) for name, row in data.scenes.items()
     }
@@ -203,7 +217,7 @@ def _build(data: _File, path: Path) -> Thesaurus:
     return thesaurus
 
 
-def _aliases(rows: dict[str, list[str]], path: Path, kind: str) -> dict[str, str]:
+def _aliases(rows: dict[str, list[str]], path: str, kind: str) -> dict[str, str]:
     """alias -> canonical name; an alias naming another entry or two entries is an error."""
     aliases: dict[str, str] = {}
     for name, names in rows.items():

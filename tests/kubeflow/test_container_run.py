@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,10 +33,16 @@ from freemask.storage import open_storage
 from images.imports import command_imports
 from pipelines.freemask_pipeline import MODEL_CACHE_PATH
 
-pytestmark = [pytest.mark.slow, pytest.mark.containers]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.containers,
+    # kfp.local says, per task, that it ignores resource requests and limits (a cluster's).
+    pytest.mark.filterwarnings("ignore:Task .* no effect in the current local runner:UserWarning"),
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = json.loads((ROOT / "components" / "images.json").read_text())
+FREEMASK = str(Path(sys.executable).with_name("freemask"))  # this environment's CLI
 IMAGE_USER = "10001"  # images/Dockerfile: USER 10001
 TINY = {
     "name": "images-check",
@@ -146,13 +153,18 @@ def upload_tree(folder: Path, uri: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def container_run(tmp_path_factory, gcs_emulator, gcs_client, mlflow_server):
+def container_run(tmp_path_factory, gcs_emulator, mlflow_server):
     """The compiled pipeline, run once in its images; yields what the checks read."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
     from kfp import components, local
 
     root = tmp_path_factory.mktemp("images-check")
     bucket = "images-check"
-    gcs_client.create_bucket(bucket)
+    client_options = {"api_endpoint": gcs_emulator}
+    storage.Client(
+        "images-check", AnonymousCredentials(), client_options=client_options
+    ).create_bucket(bucket)
     settings, source = check_config()
     max_rounds = settings["active"]["max_rounds"]
     settings.update(workdir=f"gs://{bucket}/work", tracking={"experiment": "images-check"})
@@ -165,7 +177,7 @@ def container_run(tmp_path_factory, gcs_emulator, gcs_client, mlflow_server):
         if source is not None:  # the demo's validation scenes, rendered as `make run` renders them
             scenes = root / "validation"
             subprocess.run(
-                ["freemask", "toyworld", "scenes", "--config", str(source), "--out", str(scenes),
+                [FREEMASK, "toyworld", "scenes", "--config", str(source), "--out", str(scenes),
                  "--count", "100", "--seed", "7"],
                 check=True,
             )  # fmt: skip
@@ -177,7 +189,7 @@ def container_run(tmp_path_factory, gcs_emulator, gcs_client, mlflow_server):
         compiled_config.write_text(yaml.safe_dump({**settings, "workdir": str(root / "unused")}))
         ir = root / "pipeline.yaml"
         lock = images_lock()
-        compile_argv = ["freemask", "compile", "--config", str(compiled_config), "--out", str(ir)]
+        compile_argv = [FREEMASK, "compile", "--config", str(compiled_config), "--out", str(ir)]
         subprocess.run([*compile_argv, *(["--images-lock", str(lock)] if lock else [])], check=True)
 
         model_cache = root / "model-cache"
@@ -238,6 +250,15 @@ def test_the_run_went_through_every_stage_and_round_to_the_exit_handler(containe
     assert {sample.instances[0].class_name for sample in generated} <= set(container_run["classes"])
     rounds = sorted(name for name in work.list("active/rounds") if name.endswith("summary.json"))
     assert rounds, "no active round ran"
+    # publish: the dataset in the formats users train on and the report, as `freemask run` ends.
+    coco = json.loads(work.read_bytes("export/coco/annotations/instances.json"))
+    assert coco["images"] and coco["annotations"]
+    assert [c["name"] for c in coco["categories"]] == container_run["classes"]
+    assert any(name.startswith("SegmentationClass/") for name in work.list("export/voc"))
+    summary = json.loads(work.read_bytes("report/summary.json"))
+    assert len(summary["rounds"]) == len(rounds)
+    (markdown,) = container_run["kfp_root"].rglob("publish/report")
+    assert f"{work.uri}/export/coco" in markdown.read_text()
     client = MlflowClient(container_run["mlflow"])
     experiment = client.get_experiment_by_name("images-check").experiment_id
     linked = client.search_runs(
@@ -247,3 +268,5 @@ def test_the_run_went_through_every_stage_and_round_to_the_exit_handler(containe
     # The exit handler ran in its image and closed the parent run with the run's outcome.
     assert parent.info.status == "FINISHED"
     assert "freemask.stop_reason" in parent.data.tags
+    logged = {entry.path for entry in client.list_artifacts(parent.info.run_id, "report")}
+    assert "report/summary.json" in logged

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from freemask.relate import ThesaurusError, load_thesaurus, normalise
+from freemask.relate.thesaurus import default_thesaurus_path
 
 BENCHMARK_SIZES = {"voc": 20, "cityscapes": 19, "coco": 80, "ade20k": 150}
 
@@ -103,3 +104,17 @@ def test_bad_table_names_the_file_and_field(tmp_path, scenes, classes, message) 
     with pytest.raises(ThesaurusError, match=message) as error:
         load_thesaurus(path)
     assert str(path) in str(error.value)
+
+
+def test_a_thesaurus_on_gcs_loads_like_a_local_one(gcs_emulator, gcs_bucket, monkeypatch) -> None:
+    """A pipeline's config and thesaurus live on gs://; a missing one is named whole."""
+    from freemask.storage import open_storage
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
+    shipped = default_thesaurus_path()
+    open_storage(f"gs://{gcs_bucket}/tables").write_bytes("scenes.yaml", shipped.read_bytes())
+    remote = load_thesaurus(f"gs://{gcs_bucket}/tables/scenes.yaml")
+    assert remote.classes == load_thesaurus(shipped).classes
+    missing = f"gs://{gcs_bucket}/tables/absent.yaml"
+    with pytest.raises(ThesaurusError, match=f"^{missing}: thesaurus file not found$"):
+        load_thesaurus(missing)
