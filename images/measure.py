@@ -84,6 +84,9 @@ def unpacked_bytes(image: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lock", type=Path, default=LOCK_FILE)
+    parser.add_argument(
+        "--timings", type=Path, default=TIMINGS_FILE, help="a build's times (images/build.py)"
+    )
     args = parser.parse_args(argv)
     images = json.loads(IMAGES_FILE.read_text())
     lock = json.loads(args.lock.read_text())
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         print("error: the lock does not pin what the registry serves:", *problems, sep="\n  ")
         return 1
-    seconds = json.loads(TIMINGS_FILE.read_text())["seconds"] if TIMINGS_FILE.exists() else {}
+    seconds = json.loads(args.timings.read_text())["seconds"] if args.timings.exists() else {}
     tasks: dict[str, list[str]] = {}
     for task, family in images["tasks"].items():
         tasks.setdefault(family, []).append(task)
