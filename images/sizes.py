@@ -40,12 +40,12 @@ def requirements(lock: Path) -> dict[str, set[str]]:
 
 
 def for_images(filename: str) -> bool:
-    """True for a wheel that installs on the images' Linux x86_64 CPython 3.12."""
+    """True for a wheel that installs on the images' Linux x86_64 CPython 3.11 (Debian bookworm's)."""
     tags = filename.removesuffix(".whl").split("-")[-3:]
     if len(tags) != 3 or not filename.endswith(".whl"):
         return False
     python, abi, platform = tags
-    return (python in {"py3", "cp312", "py2.py3"} or (abi == "abi3" and python <= "cp312")) and (
+    return (python in {"py3", "cp311", "py2.py3"} or (abi == "abi3" and python <= "cp311")) and (
         platform == "any" or ("linux" in platform and "x86_64" in platform)
     )
 
