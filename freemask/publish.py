@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from freemask.config import RunConfig
-from freemask.export import FORMATS, export_dataset
-from freemask.local.report import REPORT, write_run_report
-from freemask.storage import Storage
+from freemask.storage import Storage, write_json
 from freemask.tracking import Run
 
 EXPORT = "export"
+REPORT = "report"  # the run report's folder (freemask.local.report)
 FINAL = "active"  # the active loop's output: the dataset the run ships
+PUBLISHED = "_PUBLISHED"  # written last: the run's dataset and report are complete
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,13 @@ class Published:
 
 
 def publish_run(config: RunConfig, workdir: Storage) -> Published:
-    """Export ``<workdir>/active`` as ``<workdir>/export/<format>`` (COCO, VOC) and write
-    ``<workdir>/report/``. Safe to re-run: each file is rewritten whole."""
+    """Export ``<workdir>/active`` as ``<workdir>/export/<format>`` (COCO, VOC), write
+    ``<workdir>/report/``, then the ``_PUBLISHED`` marker. Safe to re-run: each file is
+    rewritten whole."""
+    # Imported here: the exit handler's image reads only the marker (is_published).
+    from freemask.export import FORMATS, export_dataset
+    from freemask.local.report import write_run_report
+
     final = workdir.child(FINAL)
     exports = {
         fmt: export_dataset(final, workdir.child(f"{EXPORT}/{fmt}"), config.classes, fmt)
@@ -38,7 +43,14 @@ def publish_run(config: RunConfig, workdir: Storage) -> Published:
     rule_threshold = (
         None if config.active.keep_rule == "percentile" else config.active.iou_threshold
     )
-    return Published(exports, write_run_report(workdir, rule_threshold, config.classes))
+    published = Published(exports, write_run_report(workdir, rule_threshold, config.classes))
+    write_json(workdir, PUBLISHED, {"exports": exports, "report": published.report["files"]})
+    return published
+
+
+def is_published(workdir: Storage) -> bool:
+    """Whether ``publish_run`` completed under ``workdir`` (its marker is written last)."""
+    return workdir.exists(PUBLISHED)
 
 
 def report_markdown(config: RunConfig, workdir: Storage, published: Published) -> str:

@@ -322,18 +322,34 @@ def mlflow_run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
-# KFP's PipelineTaskFinalStatus.state -> MLflow run status; anything else (FAILED, ...) fails.
-FINAL_STATES = {"COMPLETE": "FINISHED", "SUCCEEDED": "FINISHED", "CANCELED": "KILLED"}
+# KFP's PipelineTaskFinalStatus.state -> MLflow run status, for the states that end a run.
+FINAL_STATES = {
+    "COMPLETE": "FINISHED",
+    "SUCCEEDED": "FINISHED",
+    "CANCELED": "KILLED",
+    "CANCELLED": "KILLED",
+    "FAILED": "FAILED",
+    "SYSTEM_ERROR": "FAILED",
+}
 
 
-def final_status(status: str) -> str:
-    """The MLflow status for a KFP ``PipelineTaskFinalStatus`` JSON (the open-source driver's
-    ``state``: COMPLETE, FAILED, CANCELED, ...; kfp.local's SUCCEEDED); FreemaskError if bad."""
+def final_state(status: str) -> str:
+    """The ``state`` of a KFP ``PipelineTaskFinalStatus`` JSON (the open-source driver's
+    COMPLETE, FAILED, CANCELED, ...; kfp.local's SUCCEEDED), upper case; FreemaskError if bad."""
     try:
-        state = json.loads(status)["state"]
+        return str(json.loads(status)["state"]).upper()
     except (ValueError, TypeError, KeyError):
         raise FreemaskError(f"--status: not a KFP task final status: {status[:80]!r}") from None
-    return FINAL_STATES.get(str(state).upper(), "FAILED")
+
+
+def final_status(state: str, published: bool) -> str:
+    """The MLflow status a run ends with. A state that ends a run decides it; any other (the
+    RUNNING that backends 2.14 to 2.16 pass from a pipeline with loops, conditions or nested
+    pipelines) says nothing, and the run's own evidence decides: FINISHED when its publish
+    task completed, FAILED otherwise."""
+    if state in FINAL_STATES:
+        return FINAL_STATES[state]
+    return "FINISHED" if published else "FAILED"
 
 
 def end_run(
@@ -342,14 +358,20 @@ def end_run(
     check: CheckOption = False,
 ) -> None:
     """Exit handler: end this KFP run's parent MLflow run (found by its ``kfp.run_id`` tag)
-    FINISHED, or FAILED (KILLED) when the pipeline failed (was cancelled); safe to re-run."""
+    FINISHED, or FAILED (KILLED) when the pipeline failed (was cancelled); when the backend
+    passes a state that ends nothing (RUNNING), by whether the publish task completed; safe to
+    re-run."""
+    from freemask.publish import is_published
+
     run_config = load_run_config(config)
-    mlflow_status = final_status(status)
+    state = final_state(status)
     version = run_config.kubeflow.dataset_version
     if not version:
         raise FreemaskError("end-run: kubeflow.dataset_version (the KFP run id) is not set")
     if check:
-        return report_check("end-run", run_config, status=mlflow_status)
+        return report_check("end-run", run_config, status=state)
+    published = state not in FINAL_STATES and is_published(open_storage(run_config.workdir))
+    mlflow_status = final_status(state, published)
     tracker = _tracker(run_config)
     found = tracker.client.search_runs(
         [tracker.experiment_id], filter_string=f"tags.`kfp.run_id` = '{version}'"
@@ -357,6 +379,7 @@ def end_run(
     parents = [r for r in found if "mlflow.parentRunId" not in r.data.tags]
     for parent in parents:
         tracker.client.set_tag(parent.info.run_id, "kfp.final_status", mlflow_status)
+        tracker.client.set_tag(parent.info.run_id, "kfp.exit_handler_state", state)
         tracker.client.set_terminated(parent.info.run_id, status=mlflow_status)
     out.print(f"KFP run {version}: {len(parents)} MLflow run(s) ended {mlflow_status}")
 

@@ -59,6 +59,28 @@ def test_start_run_links_the_mlflow_run_and_end_run_marks_a_failure(config, tmp_
     assert client.get_run(finished).info.status == "FINISHED"
 
 
+def test_a_running_exit_state_ends_the_run_by_whether_publish_completed(config, tmp_path) -> None:
+    """Backends 2.14 to 2.16 pass RUNNING to the exit handler of a pipeline with loops,
+    conditions or nested pipelines, whatever happened: the run's outcome then comes from its
+    publish marker, never from that state."""
+    from freemask.publish import PUBLISHED
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    done, _ = start(config, "kfp-run-done", tmp_path)
+    broken, _ = start(config, "kfp-run-broken", tmp_path)
+    (tmp_path / "work" / "versions" / "kfp-run-done" / PUBLISHED).write_text("{}")
+    assert end(config, "kfp-run-done", "RUNNING") == 0
+    assert end(config, "kfp-run-broken", "RUNNING") == 0
+    assert client.get_run(done).info.status == "FINISHED"
+    assert client.get_run(done).data.tags["kfp.exit_handler_state"] == "RUNNING"
+    assert client.get_run(broken).info.status == "FAILED"
+    # A state that ends a run decides it, marker or not.
+    cancelled, _ = start(config, "kfp-run-done-2", tmp_path)
+    (tmp_path / "work" / "versions" / "kfp-run-done-2" / PUBLISHED).write_text("{}")
+    assert end(config, "kfp-run-done-2", "CANCELED") == 0
+    assert client.get_run(cancelled).info.status == "KILLED"
+
+
 def test_end_run_refuses_a_status_that_is_not_kfps(config, capsys) -> None:
     argv = ["--set", "kubeflow.dataset_version=r", "end-run", "--config", str(config)]
     assert main([*argv, "--status", "{{$.inputs.parameters['status']}}"]) == 2
