@@ -1,8 +1,11 @@
 """The method's table on the toy world: label quality and a downstream score per stage.
 
-Per seed, the stages run on rendered single objects redrawn image-to-image by the toy model
-(``generate.init_images``, so the attention masks are real and the renderer's masks are the
-truth) and on rendered backgrounds; rows are the training sets the method makes:
+Per seed, the stages run as `freemask run` runs them, on objects the toy model draws from text
+(``--source text``, the default; their truth is the toy world's truth proxy,
+``freemask.toyworld.oracle``, whose calibration ``bench_quality.py`` prints), or on rendered
+single objects redrawn image-to-image (``--source redraws``: ``generate.init_images``, the
+renderer's masks are the truth), and on rendered backgrounds; rows are the training sets the
+method makes:
 
   (a) single objects with attention masks   (b) + composition   (c) + refinement (on the
   single objects, before composing)   (d) + harmonization (opt-in ``color_transfer``)
@@ -11,7 +14,7 @@ truth) and on rendered backgrounds; rows are the training sets the method makes:
   (a kept scene's contradicted classes become ignore)   (f) the ceiling: as many rendered
   scenes with exact labels
 
-Each row gets its label mIoU against exact truth (``freemask.quality``) and a downstream
+Each row gets its label mIoU against truth (``freemask.quality``) and a downstream
 mIoU: a probe segmenter (``probe_segmenter.py``, a small conv net that generalises on this
 world; Mask2Former here memorises its training scenes and cannot rank rows) trained on the
 row with the same budget and scored on held-out rendered scenes. Three seeds, mean +- sd: a
@@ -22,7 +25,7 @@ truth; rows (i) also the dispute gap (true label IoU of the undisputed minus the
 classes of the samples a round disputed).
 
 Usage: ``python benchmarks/bench_method.py [--work DIR] [--seeds 0 1 2] [--device D]
-[--threads N] [--quick]``; each seed's rows are kept in ``<work>/seed<N>/rows.json`` and reused
+[--threads N] [--source text|redraws] [--quick]``; each seed's rows are kept in ``<work>/seed<N>/rows.json`` and reused
 (resumable). The last line is one JSON object; ``ratio`` keys compare with row (f), the ceiling.
 """
 
@@ -52,6 +55,7 @@ from freemask.refine import run_refine
 from freemask.relate import run_relate
 from freemask.storage import LocalStorage, read_json, write_json
 from freemask.toyworld.dataset import write_toy_scenes
+from freemask.toyworld.oracle import TruthProxy, load_truth_proxy, write_proxy_truth
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_SCENES = 500
@@ -72,10 +76,11 @@ ACTIVE_ROWS = {  # letter: (name, folder of its active run)
 }
 
 
-def method_config(work: Path, seed: int, quick: bool) -> RunConfig:
-    """bench_quality's configuration (demo settings on rendered inputs, harmonization on for
-    row d), with the demo's active loop; quick: tiny counts to check the code runs."""
-    config = bench_config(work, seed, HARMONIZED, quick)
+def method_config(work: Path, seed: int, quick: bool, source: str = "text") -> RunConfig:
+    """bench_quality's configuration (demo settings, objects drawn from ``source``, rendered
+    backgrounds, harmonization on for row d), with the demo's active loop; quick: tiny counts
+    to check the code runs."""
+    config = bench_config(work, seed, HARMONIZED, quick, source)
     if quick:
         segment = config.segment.model_copy(update={"train_steps": 4, "checkpoint_every": 2})
         config = config.model_copy(
@@ -87,11 +92,14 @@ def method_config(work: Path, seed: int, quick: bool) -> RunConfig:
     return config
 
 
-def run_composed(config: RunConfig) -> Path:
+def run_composed(config: RunConfig, proxy: TruthProxy | None) -> Path:
     """Run generate, relate, backgrounds, compose (row b), refine and compose again (row c);
-    finished stages are reused. Return the run's folder."""
+    finished stages are reused; objects drawn from text get the ``proxy``'s truth. Return the
+    run's folder."""
     root = Path(config.workdir)
     run_generate(config, None, str(root / "generate"))
+    if config.generate.init_images is None and proxy is not None:
+        write_proxy_truth(LocalStorage(root / "generate"), proxy, config.classes)
     run_relate(config, None, str(root / "relate"))
     run_backgrounds(config, str(root / "relate"), str(root / "backgrounds"))
     scenes = {"relations": str(root / "relate"), "backgrounds": str(root / "backgrounds")}
@@ -101,9 +109,11 @@ def run_composed(config: RunConfig) -> Path:
     return root
 
 
-def run_rows(config: RunConfig, work: Path) -> dict[str, tuple[LocalStorage, list[Sample]]]:
+def run_rows(
+    config: RunConfig, work: Path, proxy: TruthProxy | None
+) -> dict[str, tuple[LocalStorage, list[Sample]]]:
     """Run the stages; return each row's training set (storage and samples)."""
-    root = run_composed(config)
+    root = run_composed(config, proxy)
     run_harmonize(config, str(root / "compose"), str(root / "harmonize"))
     run_active(config, str(root / "compose"), str(root / "active"))
     ignoring = config.active.model_copy(update={"ignore_disputed": True})
@@ -178,19 +188,23 @@ def check_scored_with(store: LocalStorage, scoring: dict) -> None:
         )
 
 
-def run_seed(work: Path, seed: int, test, quick: bool, device: str) -> dict[str, dict]:
+def run_seed(
+    work: Path, seed: int, test, quick: bool, device: str, source: str = "text"
+) -> dict[str, dict]:
     """Every row of one seed (reused from ``rows.json`` when this seed has finished; rows
     scored before an interruption are kept in ``rows.partial.json`` and not scored again)."""
     settings = probe_settings(quick)
     store = LocalStorage(work)  # atomic writes: a killed run leaves whole files
-    check_scored_with(store, {"quick": quick, "probe": asdict(settings), "device": device})
+    scoring = {"quick": quick, "probe": asdict(settings), "device": device}
+    check_scored_with(store, {**scoring, "source": source} if source != "redraws" else scoring)
     if store.exists("rows.json"):
         return read_json(store, "rows.json")
-    config = method_config(work, seed, quick)
-    write_inputs(work, config.classes, seed, config.generate.height, quick)
+    config = method_config(work, seed, quick, source)
+    write_inputs(work, config.classes, seed, config.generate.height, quick, source)
+    proxy = load_truth_proxy() if source == "text" else None
     results = read_json(store, "rows.partial.json") if store.exists("rows.partial.json") else {}
     trained_on: dict[tuple[str, ...], str] = {}  # a round that kept everything: same probe
-    for row, (storage, samples) in run_rows(config, work).items():
+    for row, (storage, samples) in run_rows(config, work, proxy).items():
         ids = (str(storage.root), *(f"{s.id}:{s.semantic_mask}" for s in samples))
         if row in results:
             trained_on.setdefault(ids, row)
@@ -223,11 +237,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--threads", type=int, default=1, help="CPU threads (1 on two busy cores: more is slower)"
     )
+    parser.add_argument(
+        "--source", choices=("text", "redraws"), default="text", help="how objects are drawn"
+    )
     args = parser.parse_args(argv)
     device = str(resolve_device(args.device))
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    classes = method_config(args.work, 0, args.quick).classes
+    classes = method_config(args.work, 0, args.quick, args.source).classes
     test_uri = str(args.work / "test")
     write_toy_scenes(
         test_uri,
@@ -240,12 +257,13 @@ def main(argv: list[str] | None = None) -> None:
     test_store = LocalStorage(test_uri)
     test = load_pairs(test_store, read_manifest(test_store))
     results = {
-        seed: run_seed(args.work / f"seed{seed}", seed, test, args.quick, device)
+        seed: run_seed(args.work / f"seed{seed}", seed, test, args.quick, device, args.source)
         for seed in args.seeds
     }
 
     for seed in args.seeds:  # the filters' precision, read from the finished runs
-        root = Path(method_config(args.work / f"seed{seed}", seed, args.quick).workdir)
+        config = method_config(args.work / f"seed{seed}", seed, args.quick, args.source)
+        root = Path(config.workdir)
         for row in [row for row in results[seed] if row[0] in ACTIVE_ROWS]:
             active = LocalStorage(root / ACTIVE_ROWS[row[0]][1])
             filtered = read_json(active, f"rounds/{int(row[1:]):02d}/filter.json")
@@ -258,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
         key=lambda row: (row == "f", row),  # the ceiling last
     )
     print(
-        f"toy world, {len(test[0])} held-out rendered scenes, probe segmenter "
+        f"toy world, objects from {args.source}, {len(test[0])} held-out rendered scenes, probe segmenter "
         f"{probe_settings(args.quick).steps} steps per row on {device}, seeds {args.seeds} (mean +- sd)"
     )
     columns = {

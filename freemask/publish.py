@@ -14,7 +14,6 @@ from freemask.storage import Storage, write_json
 from freemask.tracking import Run
 
 EXPORT = "export"
-REPORT = "report"  # the run report's folder (freemask.local.report)
 FINAL = "active"  # the active loop's output: the dataset the run ships
 PUBLISHED = "_PUBLISHED"  # written last: the run's dataset and report are complete
 
@@ -68,6 +67,8 @@ def report_markdown(config: RunConfig, workdir: Storage, published: Published) -
             lines.append(
                 f"| {entry.get('round')} | {entry.get('kept', '-')} | {entry.get('val_miou', '-')} |"
             )
+    from freemask.local.report import REPORT
+
     lines += ["", f"Report files under `{workdir.uri}/{REPORT}/`:", ""]
     lines += [f"- `{name}`" for name in published.report.get("files", [])]
     return "\n".join(lines) + "\n"
@@ -75,6 +76,8 @@ def report_markdown(config: RunConfig, workdir: Storage, published: Published) -
 
 def log_report(run: Run, report: Storage, files: list[str]) -> None:
     """Log the report's files as ``run``'s ``report/`` artifacts."""
+    from freemask.local.report import REPORT
+
     with tempfile.TemporaryDirectory() as temp:
         for name in files:
             (Path(temp) / name).write_bytes(report.read_bytes(name))

@@ -6,14 +6,22 @@ confusion matrix over many samples. Ignore (255) in a label claims nothing, so i
 against precision, but it is not free: label IoU and recall count a truth pixel labelled
 ignore as missed (a label that ignores everything scores 0), and ``ignore_share`` is reported
 beside them.
+
+Objects drawn from text have no renderer masks; their truth is the toy world's truth proxy
+(``freemask.toyworld.oracle``), whose distance from exact truth is measured on redraws. Beside
+label IoU: the wrong-class share (object labels whose truth is another object), object recall
+per group of samples (e.g. per object colour) and object completeness after compose (the
+share of a drawn object's own pixels its cut-out shows).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 from scipy.stats import spearmanr
 
@@ -52,20 +60,31 @@ class LabelQuality:
     class_names: list[str]
     matrix: np.ndarray = field(init=False)
     samples: int = 0
+    # Per group: [object pixels labelled with their true class, object pixels in truth].
+    groups: dict[str, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         labels = len(self.class_names) + 1  # background first
         self.matrix = np.zeros((labels, labels + 1), dtype=np.int64)
 
-    def add(self, label: np.ndarray, truth: np.ndarray) -> None:
-        """Count one sample's semantic label against its truth (same size, class ids)."""
-        self.matrix += confusion(label, truth, len(self.class_names) + 1)
+    def add(self, label: np.ndarray, truth: np.ndarray, group: str | None = None) -> None:
+        """Count one sample's semantic label against its truth (same size, class ids); with
+        ``group`` (e.g. the object's colour) its object recall also counts for that group."""
+        counts = confusion(label, truth, len(self.class_names) + 1)
+        self.matrix += counts
         self.samples += 1
+        if group is not None:
+            hits, total = self.groups.setdefault(group, [0, 0])
+            self.groups[group] = [
+                hits + int(np.diag(counts)[1:].sum()),
+                total + int(counts[1:].sum()),
+            ]
 
     def summary(self) -> dict[str, Any]:
         """Label mIoU (background included) and, per class and over all objects: IoU,
-        precision, recall, the share of object-labelled pixels that are truly background, and
-        the share of pixels labelled ignore."""
+        precision, recall, the share of object-labelled pixels that are truly background, the
+        share that are truly another object (wrong class), and the share of pixels labelled
+        ignore; and object recall per group."""
         matrix = self.matrix.astype(float)
         labels = len(self.class_names) + 1
         claims = matrix[:, :labels]
@@ -73,6 +92,8 @@ class LabelQuality:
         labelled = claims.sum(axis=0)
         truth = matrix.sum(axis=1)
         union = labelled + truth - hits  # a truth pixel labelled ignore is a miss
+        # Object-labelled pixels whose truth is another object class.
+        wrong = claims[1:].sum(axis=0) - np.concatenate([[0.0], hits[1:]])
         iou = np.divide(hits, union, out=np.full(labels, np.nan), where=union > 0)
         per_class = {}
         for index, name in enumerate(["background", *self.class_names]):
@@ -81,6 +102,7 @@ class LabelQuality:
                 "precision": _ratio(hits[index], labelled[index]),
                 "recall": _ratio(hits[index], truth[index]),
                 "background_share": _ratio(claims[0, index], labelled[index]) if index else None,
+                "wrong_class_share": _ratio(wrong[index], labelled[index]) if index else None,
                 "ignore_share": _ratio(matrix[index, labels], truth[index]),
             }
         objects = slice(1, labels)
@@ -91,8 +113,12 @@ class LabelQuality:
             "object_precision": _ratio(hits[objects].sum(), object_labelled),
             "object_recall": _ratio(hits[objects].sum(), truth[objects].sum()),
             "background_share": _ratio(claims[0, objects].sum(), object_labelled),
+            "wrong_class_share": _ratio(wrong[objects].sum(), object_labelled),
             "ignore_share": _ratio(matrix[:, labels].sum(), matrix.sum()),
             "per_class": per_class,
+            "object_recall_by_group": {
+                group: _ratio(hits_, total) for group, (hits_, total) in sorted(self.groups.items())
+            },
         }
 
 
@@ -111,17 +137,70 @@ def has_truth(samples: Iterable[Sample]) -> bool:
 
 
 def stage_quality(
-    storage: Storage, samples: list[Sample], class_names: list[str]
+    storage: Storage,
+    samples: list[Sample],
+    class_names: list[str],
+    group_words: Iterable[str] = (),
 ) -> dict[str, Any] | None:
-    """``LabelQuality.summary`` of ``samples`` under ``storage``; None when any lacks truth."""
+    """``LabelQuality.summary`` of ``samples`` under ``storage``; None when any lacks truth.
+    A single-object sample whose prompt names one of ``group_words`` before its class (the
+    colour in "a photo of a red ball") counts in that word's object recall."""
     if not has_truth(samples):
         return None
     quality = LabelQuality(class_names)
+    words = list(group_words)
     for sample in samples:
+        names = sample.class_names()
+        group = prompt_word(sample.prompt or "", names[0], words) if len(names) == 1 else None
         quality.add(
-            read_image(storage, sample.semantic_mask), read_image(storage, sample.truth_mask)
+            read_image(storage, sample.semantic_mask),
+            read_image(storage, sample.truth_mask),
+            group,
         )
     return quality.summary()
+
+
+def prompt_word(prompt: str, class_name: str, words: list[str]) -> str | None:
+    """The word of ``words`` right before ``class_name`` in ``prompt`` (its colour), if any."""
+    tokens = prompt.lower().split()
+    for before, word in itertools.pairwise(tokens):
+        if word == class_name.lower() and before in words:
+            return before
+    return None
+
+
+def own_object(truth: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """A single-object sample's own object in its truth: the object pixels (not background,
+    not ignore) of the connected parts that its label's object touches; all of them when
+    none does. A stray second object drawn elsewhere is not the sample's object."""
+    objects = (truth != 0) & (truth != IGNORE_INDEX)
+    _, parts = cv2.connectedComponents(objects.astype(np.uint8), connectivity=8)
+    claimed = (label != 0) & (label != IGNORE_INDEX)
+    touched = np.unique(parts[claimed & objects])
+    return np.isin(parts, touched) if touched.size else objects
+
+
+def object_completeness(own: np.ndarray, shown_truth: np.ndarray, shown_alpha: np.ndarray) -> float:
+    """The share of an object's own pixels (``own``, over its whole source image) that its
+    cut-out shows in a composite: the cut-out's crop of ``own`` (``shown_truth``) where its
+    alpha is at least 0.5, the pixels that cover the background (1.0 for an empty object)."""
+    total = int(np.count_nonzero(own))
+    if not total:
+        return 1.0
+    return float(np.count_nonzero((shown_truth > 0) & (shown_alpha >= 0.5)) / total)
+
+
+def completeness_summary(per_class: dict[str, list[float]], low: float = 0.6) -> dict[str, Any]:
+    """Object completeness over objects: mean, 10th percentile, share under ``low``, and the
+    mean per class."""
+    values = [value for scores in per_class.values() for value in scores]
+    return {
+        "objects": len(values),
+        "mean": _mean(values),
+        "p10": _round(np.percentile(values, 10)) if values else None,
+        "share_below": {str(low): _mean([float(v < low) for v in values])},
+        "per_class": {name: _mean(scores) for name, scores in per_class.items()},
+    }
 
 
 def discard_precision(

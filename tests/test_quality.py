@@ -3,7 +3,17 @@
 import numpy as np
 import pytest
 
-from freemask.quality import LabelQuality, discard_precision, dispute_precision, label_iou
+from freemask.quality import (
+    LabelQuality,
+    completeness_summary,
+    discard_precision,
+    dispute_precision,
+    label_iou,
+    object_completeness,
+    own_object,
+    prompt_word,
+    stage_quality,
+)
 from freemask.records import Instance, Sample
 from freemask.storage import LocalStorage, encode_image
 
@@ -133,3 +143,80 @@ def test_dispute_precision_compares_disputed_with_undisputed_labels_against_trut
     assert (
         dispute_precision(storage, [sample.model_copy(update={"truth_mask": None})], [[2]]) is None
     )
+
+
+def test_wrong_class_share_counts_object_labels_whose_truth_is_another_object() -> None:
+    truth = np.zeros((4, 10), np.uint8)
+    truth[:, :5] = 2  # a box (2) ...
+    truth[:, 5:8] = 1  # ... beside a ball (1)
+    label = np.zeros((4, 10), np.uint8)
+    label[:, :4] = 2  # 16 box pixels right
+    label[:, 4:8] = 1  # 4 box pixels called ball, 12 ball pixels right
+    label[:, 8] = 1  # 4 background pixels called ball
+    quality = LabelQuality(["ball", "box"])
+    quality.add(label, truth)
+    summary = quality.summary()
+    ball = summary["per_class"]["ball"]
+    assert ball["wrong_class_share"] == pytest.approx(4 / 20)
+    assert ball["background_share"] == pytest.approx(4 / 20)
+    assert summary["per_class"]["box"]["wrong_class_share"] == 0.0
+    assert summary["wrong_class_share"] == pytest.approx(4 / 36)
+    assert summary["per_class"]["background"]["wrong_class_share"] is None
+
+
+def test_object_recall_is_counted_per_group() -> None:
+    truth = np.zeros((4, 4), np.uint8)
+    truth[:2] = 1  # 8 object pixels
+    quality = LabelQuality(["ball"])
+    quality.add(truth, truth, group="red")  # all found
+    highlight = np.zeros((4, 4), np.uint8)
+    highlight[0, :2] = 1  # 2 of 8 found
+    quality.add(highlight, truth, group="white")
+    quality.add(highlight, truth, group="white")
+    quality.add(np.zeros((4, 4), np.uint8), truth)  # no group: only in the totals
+    summary = quality.summary()
+    assert summary["object_recall_by_group"] == {"red": 1.0, "white": 0.25}
+    assert summary["object_recall"] == pytest.approx(12 / 32)
+
+
+def test_the_colour_is_the_word_before_the_class() -> None:
+    colours = ["red", "white"]
+    assert prompt_word("a photo of a white ball on a field", "ball", colours) == "white"
+    assert prompt_word("a photo of a red box and a white ball on a sky", "ball", colours) == "white"
+    assert prompt_word("a photo of a ball", "ball", colours) is None
+
+
+def test_stage_quality_groups_single_objects_by_the_colour_in_their_prompt(tmp_path) -> None:
+    storage, samples = pool_with_truth(tmp_path, [0, 5], [0.0, 0.0])
+    ball = [Instance.from_mask("ball", 1, np.ones((16, 16), bool))]
+    samples = [
+        sample.model_copy(update={"prompt": f"a photo of a {colour} ball", "instances": ball})
+        for sample, colour in zip(samples, ["red", "white"], strict=True)
+    ]
+    summary = stage_quality(storage, samples, ["ball"], group_words=["red", "white"])
+    assert summary["object_recall_by_group"] == {"red": 1.0, "white": 0.5}
+
+
+def test_own_object_is_the_part_the_label_touches() -> None:
+    truth = np.zeros((10, 10), np.uint8)
+    truth[1:4, 1:4] = 3  # the sample's object
+    truth[7:9, 7:9] = 2  # a stray second object
+    label = np.zeros((10, 10), np.uint8)
+    label[2, 2] = 3
+    assert own_object(truth, label).sum() == 9
+    assert own_object(truth, np.zeros_like(label)).sum() == 13  # nothing touched: all objects
+
+
+def test_completeness_is_the_share_of_the_object_its_cutout_shows() -> None:
+    own = np.zeros((10, 10), bool)
+    own[0:4, 0:5] = True  # 20 pixels
+    shown_truth = own[0:4, 0:4]  # the cut-out's crop keeps 16 of them ...
+    alpha = np.ones((4, 4), np.float32)
+    alpha[0] = 0.3  # ... and its alpha hides a row of 4
+    assert object_completeness(own, shown_truth, alpha) == pytest.approx(12 / 20)
+    assert object_completeness(np.zeros((3, 3), bool), shown_truth, alpha) == 1.0
+    summary = completeness_summary({"ball": [1.0, 0.9], "ring": [0.5, 0.2]})
+    assert summary["mean"] == pytest.approx(0.65) and summary["objects"] == 4
+    assert summary["share_below"] == {"0.6": 0.5}
+    assert summary["per_class"] == {"ball": 0.95, "ring": 0.35}
+    assert summary["p10"] == pytest.approx(0.29)

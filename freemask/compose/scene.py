@@ -3,8 +3,9 @@
 A ``Cutout`` is an object's crop: RGB, alpha in [0, 1] from its soft mask (the uncertainty band
 fades out, so edges are feathered, but only within a thin band around the certain mask: a
 wide attention band would paste the source's background as a halo), and labels (1 object, 255
-uncertain, 0 outside). Where the source has an exact truth mask, the cutout carries it and the
-scene replays it through the same paste and occlusion (``Scene.truth``). ``Scene``
+uncertain, 0 outside). Where the source has a truth mask, the cutout carries it and the
+scene replays it through the same paste and occlusion (``Scene.truth``), with the classes it
+names (a drawn object whose truth is another class stays that class in the composite's truth). ``Scene``
 pastes cutouts in z-order; later objects occlude earlier ones. ``Scene.finish`` resolves
 occlusion into the semantic mask (class id per pixel, 255 ignore) and per-instance masks, and
 drops an instance whose visible part is under a minimum fraction of its pasted area: its
@@ -32,7 +33,8 @@ class CutoutError(ValueError):
 @dataclass(frozen=True)
 class Cutout:
     """An object's crop: ``image`` HxWx3 uint8, ``alpha`` HxW float32, ``label`` HxW uint8;
-    ``truth`` HxW bool (the object's exact pixels) when the source has truth."""
+    ``truth`` when the source has truth: HxW bool (the object's exact pixels, of the pasted
+    class) or uint8 (their class ids, 0 background)."""
 
     image: np.ndarray
     alpha: np.ndarray
@@ -65,7 +67,7 @@ def cut_out(
     Alpha is 1 on object pixels, 0 outside object and band, and on band pixels rises with the
     soft mask from the band's low to high end; band pixels farther than ``band_width`` (a
     fraction of the image's longer side) from the certain mask are cut off. ``truth`` (bool,
-    the object's exact pixels) is cropped alongside. Raises CutoutError for an empty mask or
+    the object's exact pixels, or uint8 class ids) is cropped alongside. Raises CutoutError for an empty mask or
     one that covers the whole image.
     """
     inside = (label != 0) & (label != IGNORE_INDEX)
@@ -103,7 +105,7 @@ class _Pasted:
     cover: np.ndarray  # full-image bool: pixels this object hides (alpha >= 0.5)
     uncertain: np.ndarray  # full-image bool: the object's uncertain band
     alpha: np.ndarray  # full-image float32
-    truth: np.ndarray | None  # full-image bool: the object's exact pixels, where known
+    truth: np.ndarray | None  # full-image uint8: the class ids of the object's truth, if known
 
 
 @dataclass
@@ -164,27 +166,25 @@ class Scene:
         cover = full_alpha >= 0.5
         truth = None
         if cutout.truth is not None:
-            pasted_truth = cv2.resize(
-                cutout.truth.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST
-            )
-            truth = np.zeros(self.size, dtype=bool)
-            truth[y : y + height, x : x + width] = (
-                pasted_truth[:, ::-1] if flip else pasted_truth
-            ) > 0
+            ids = cutout.truth.astype(np.uint8)
+            if cutout.truth.dtype == bool:
+                ids *= class_id
+            pasted_truth = cv2.resize(ids, (width, height), interpolation=cv2.INTER_NEAREST)
+            truth = np.zeros(self.size, dtype=np.uint8)
+            truth[y : y + height, x : x + width] = pasted_truth[:, ::-1] if flip else pasted_truth
         self.pasted.append(
             _Pasted(class_name, class_id, object_mask, cover, uncertain, full_alpha, truth)
         )
 
     def truth(self) -> np.ndarray | None:
         """The exact semantic label of the composed image, or None unless every pasted object
-        has truth: each pixel shows the topmost layer pasted over it with alpha >= 0.5 (an
-        object's class where that layer's source pixel is the object, else background)."""
+        has truth: each pixel shows the topmost layer pasted over it with alpha >= 0.5 (the
+        class of that layer's source pixel in its truth, background included)."""
         if not self.pasted or any(item.truth is None for item in self.pasted):
             return None
         semantic = np.zeros(self.size, dtype=np.uint8)
         for item in self.pasted:  # bottom of the stack first
-            semantic[item.cover] = 0
-            semantic[item.cover & item.truth] = item.class_id
+            semantic[item.cover] = item.truth[item.cover]
         return semantic
 
     def finish(self, min_visible_fraction: float) -> tuple[np.ndarray, np.ndarray, list[Instance]]:

@@ -306,7 +306,7 @@ def _cutout(
             truth = None
             if source.truth_mask:
                 exact = read_image(storage, source.truth_mask)
-                truth = (exact != 0) & (exact != IGNORE_INDEX)
+                truth = np.where(exact == IGNORE_INDEX, 0, exact).astype(np.uint8)
             cache[source.id] = cut_out(
                 image,
                 label,

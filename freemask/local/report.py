@@ -16,7 +16,6 @@ from PIL import Image, ImageDraw
 
 from freemask.active.report import iou_histogram_png, overlay
 from freemask.active.steps import history, round_folder
-from freemask.publish import REPORT
 from freemask.quality import stage_quality
 from freemask.records import MANIFEST, Sample, read_manifest
 from freemask.storage import Storage, read_image, write_json
@@ -26,6 +25,7 @@ SAMPLE_STAGES = ("generate", "refine", "compose", "harmonize", "active")
 SHEET_COLUMNS = 4
 SHEET_ROWS = 2
 TILE = 128
+REPORT = "report"
 
 
 def stage_sheet_png(storage: Storage, samples: list[Sample]) -> bytes:

@@ -134,6 +134,22 @@ def test_truth_is_replayed_through_paste_flip_and_occlusion() -> None:
     assert (semantic[0:20, 0:10] == 1).all()  # the label claims A's left; the truth does not
 
 
+def test_truth_that_names_another_class_keeps_it_in_the_composite() -> None:
+    # A "dog" sample whose truth says its left half is a cat (class 1): the composite's truth
+    # keeps the cat there, so the dog label on those pixels counts as a wrong class.
+    image = np.full((10, 10, 3), 200, np.uint8)
+    label = np.ones((10, 10), np.uint8)
+    alpha = np.ones((10, 10), np.float32)
+    truth = np.full((10, 10), 2, np.uint8)
+    truth[:, :5] = 1
+    truth[:2] = 0
+    scene = Scene(np.zeros((20, 20, 3), np.uint8))
+    scene.paste(Cutout(image, alpha, label, truth), (5, 5, 10, 10), False, "dog", 2)
+    replayed = scene.truth()
+    assert np.array_equal(replayed[5:15, 5:15], truth)
+    assert (replayed[:5] == 0).all() and (replayed[:, :5] == 0).all()
+
+
 def test_scene_truth_is_none_unless_every_object_has_truth() -> None:
     scene = Scene(np.zeros((20, 20, 3), np.uint8))
     scene.paste(solid(5, 5, (1, 2, 3)), (0, 0, 5, 5), False, "cat", 1)
