@@ -74,10 +74,11 @@ def report_markdown(config: RunConfig, workdir: Storage, published: Published) -
     return "\n".join(lines) + "\n"
 
 
-def log_report(run: Run, report: Storage, files: list[str]) -> None:
-    """Log the report's files as ``run``'s ``report/`` artifacts."""
+def log_report(run: Run, workdir: Storage, files: list[str]) -> None:
+    """Log the files of ``<workdir>/report/`` as ``run``'s ``report/`` artifacts."""
     from freemask.local.report import REPORT
 
+    report = workdir.child(REPORT)
     with tempfile.TemporaryDirectory() as temp:
         for name in files:
             (Path(temp) / name).write_bytes(report.read_bytes(name))

@@ -397,7 +397,6 @@ def publish(
 ) -> None:
     """The end of a run: export the final dataset (COCO, VOC) under <workdir>/export and write
     the run report under <workdir>/report, as `freemask run` does; safe to re-run."""
-    from freemask.local.report import REPORT
     from freemask.publish import log_report, publish_run
     from freemask.publish import report_markdown as outcome_markdown
 
@@ -408,7 +407,7 @@ def publish(
     published = publish_run(run_config, workdir)
     if parent_run_id:
         run = _tracker(run_config).resume_run(parent_run_id)
-        log_report(run, workdir.child(REPORT), published.report["files"])
+        log_report(run, workdir, published.report["files"])
     if report_markdown is not None:
         report_markdown.parent.mkdir(parents=True, exist_ok=True)
         report_markdown.write_text(outcome_markdown(run_config, workdir, published))

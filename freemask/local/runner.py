@@ -23,7 +23,6 @@ from freemask.config import RunConfig
 from freemask.errors import WriteConflictError
 from freemask.generate import run_generate
 from freemask.harmonize import run_harmonize
-from freemask.local.report import REPORT
 from freemask.publish import log_report, publish_run
 from freemask.records import MANIFEST, read_manifest
 from freemask.refine import run_refine
@@ -135,7 +134,7 @@ def run_local(config: RunConfig, run: Run | None = None) -> LocalRunReport:
         # the run in MLflow): what the pipeline's publish task does.
         published = publish_run(config, workdir)
         report.exports, report.report = published.exports, published.report
-        log_report(run, workdir.child(REPORT), report.report["files"])
+        log_report(run, workdir, report.report["files"])
     return report
 
 
