@@ -16,8 +16,9 @@ def publish(
     dataset_version: str,
     parent_run_id: str,
     dataset: dsl.Output[dsl.Dataset],
-    report: dsl.Output[dsl.Markdown],
+    report: dsl.Output[dsl.HTML],
 ):
     """`freemask publish`: COCO and VOC under the run's export/, the report under report/
-    (logged to the parent MLflow run), and the outcome as Markdown for the KFP UI."""
+    (logged to the parent MLflow run, which it ends FINISHED), and the report's page as an HTML
+    artifact for the KFP UI (tables, pictures, a link to the MLflow run)."""
     return spec("publish", {**locals(), "report": report.path})

@@ -115,7 +115,7 @@ def task_argv(task: str, values: Mapping[str, Argument]) -> list[str]:
         command = ["end-run", *config, "--status", f"{values['status']}"]
     elif task == "publish":
         command = ["publish", *config, "--parent-run-id", f"{values['parent_run_id']}"]
-        command += ["--report-markdown", f"{values['report']}"]
+        command += ["--report-html", f"{values['report']}"]
     else:
         round_index = values["round_index"] if task not in ("prepare", "bootstrap") else 0
         command = ["round", task, *config, "--round", f"{round_index}"]

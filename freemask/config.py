@@ -362,10 +362,15 @@ class KubeflowConfig(StrictModel):
 
 
 class TrackingConfig(StrictModel):
-    """MLflow tracking. Without a uri: MLFLOW_TRACKING_URI, else a sqlite file in the workdir."""
+    """MLflow tracking. Without a uri: MLFLOW_TRACKING_URI, else a sqlite file in the workdir;
+    ``ui_url``: where a browser opens the MLflow UI [default: the uri, when it is http(s)]."""
 
     uri: str | None = None
     experiment: str = "freemask"
+    # The MLflow UI as a browser reaches it (e.g. https://mlflow.example.com behind the
+    # ingress), for the links in reports and the KFP UI; the tracking uri is often a cluster
+    # address (http://mlflow.freemask.svc:5000) that no browser can open.
+    ui_url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")] | None = None
 
 
 class ModelsConfig(StrictModel):

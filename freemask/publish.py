@@ -26,13 +26,15 @@ class Published:
     report: dict[str, Any]
 
 
-def publish_run(config: RunConfig, workdir: Storage) -> Published:
+def publish_run(config: RunConfig, workdir: Storage, mlflow_url: str | None = None) -> Published:
     """Export ``<workdir>/active`` as ``<workdir>/export/<format>`` (COCO, VOC), write
-    ``<workdir>/report/``, then the ``_PUBLISHED`` marker. Safe to re-run: each file is
-    rewritten whole."""
+    ``<workdir>/report/`` with its page ``index.html`` (linking ``mlflow_url``, the MLflow run's
+    page, when given), then the ``_PUBLISHED`` marker. Safe to re-run: each file is rewritten
+    whole."""
     # Imported here: the exit handler's image reads only the marker (is_published).
     from freemask.export import FORMATS, export_dataset
-    from freemask.local.report import write_run_report
+    from freemask.local.report import REPORT, write_run_report
+    from freemask.report_page import PAGE, report_page
 
     final = workdir.child(FINAL)
     exports = {
@@ -42,36 +44,19 @@ def publish_run(config: RunConfig, workdir: Storage) -> Published:
     rule_threshold = (
         None if config.active.keep_rule == "percentile" else config.active.iou_threshold
     )
-    published = Published(exports, write_run_report(workdir, rule_threshold, config.classes))
-    write_json(workdir, PUBLISHED, {"exports": exports, "report": published.report["files"]})
-    return published
+    report = write_run_report(workdir, rule_threshold, config.classes)
+    folder = workdir.child(REPORT)
+    pictures = {name: folder.read_bytes(name) for name in report["files"] if name.endswith(".png")}
+    page = report_page(config.name, workdir.uri, exports, report, pictures, mlflow_url)
+    folder.write_bytes(PAGE, page.encode())
+    report["files"].append(PAGE)
+    write_json(workdir, PUBLISHED, {"exports": exports, "report": report["files"]})
+    return Published(exports, report)
 
 
 def is_published(workdir: Storage) -> bool:
     """Whether ``publish_run`` completed under ``workdir`` (its marker is written last)."""
     return workdir.exists(PUBLISHED)
-
-
-def report_markdown(config: RunConfig, workdir: Storage, published: Published) -> str:
-    """The run's outcome as Markdown (the KFP UI's view of the report): where the dataset and
-    the report's files are, the exported counts and the rounds' validation mIoU."""
-    lines = [f"# {config.name}: dataset `{workdir.uri}`", "", "| export | where | counts |"]
-    lines.append("| --- | --- | --- |")
-    for fmt, counts in published.exports.items():
-        shown = ", ".join(f"{key} {value}" for key, value in counts.items())
-        lines.append(f"| {fmt} | `{workdir.uri}/{EXPORT}/{fmt}` | {shown} |")
-    rounds = published.report.get("rounds", [])
-    if rounds:
-        lines += ["", "| round | kept | validation mIoU |", "| --- | --- | --- |"]
-        for entry in rounds:
-            lines.append(
-                f"| {entry.get('round')} | {entry.get('kept', '-')} | {entry.get('val_miou', '-')} |"
-            )
-    from freemask.local.report import REPORT
-
-    lines += ["", f"Report files under `{workdir.uri}/{REPORT}/`:", ""]
-    lines += [f"- `{name}`" for name in published.report.get("files", [])]
-    return "\n".join(lines) + "\n"
 
 
 def log_report(run: Run, workdir: Storage, files: list[str]) -> None:

@@ -44,6 +44,7 @@ class Run(Protocol):
     """One tracked run (a pipeline run or one of its rounds)."""
 
     run_id: str
+    experiment_id: str
 
     def log_params(self, params: Mapping[str, Any]) -> None: ...
 
@@ -263,6 +264,7 @@ class NullRun:
     """A run that logs nothing: for library calls and unit tests without tracking."""
 
     run_id = "untracked"
+    experiment_id = ""
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         pass
@@ -306,6 +308,16 @@ class NullTracker:
 
     def resume_run(self, run_id: str) -> NullRun:
         return NullRun()
+
+
+def run_page_url(ui_url: str | None, tracking_uri: str, run: Run) -> str | None:
+    """The MLflow UI's page of ``run`` as a browser reaches it: under ``ui_url``
+    (``tracking.ui_url``) when set, else under an http(s) tracking URI; None for a run that logs
+    nothing or a store without a UI address (a sqlite file)."""
+    base = ui_url or (tracking_uri if tracking_uri.startswith(("http://", "https://")) else None)
+    if not base or not run.experiment_id:
+        return None
+    return f"{base.rstrip('/')}/#/experiments/{run.experiment_id}/runs/{run.run_id}"
 
 
 def load_logged_weights(tracking_uri: str, artifact_uri: str) -> dict[str, Any]:

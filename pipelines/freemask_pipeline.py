@@ -15,10 +15,14 @@ The config file at ``config_uri`` is the truth: the other parameters default to 
 override it only when a run sets them. Every task gets the KFP run id as its dataset version, so
 each run writes under its own ``<workdir>/versions/<run id>``; caching is off for every task, as
 every task writes to MLflow or to shared storage (a cache hit would skip a refresh).
-The whole run sits in a ``dsl.ExitHandler`` whose exit task (``end-run``) ends the parent MLflow
-run FINISHED, or FAILED when any task failed (its ``PipelineTaskFinalStatus``). Tasks also output
+The run's tasks form one nested pipeline (``freemask-body``) inside a ``dsl.ExitHandler``, so
+the handler's group holds no loop. ``publish``, the last real task, ends the parent MLflow run
+FINISHED itself; the exit task (``end-run``) ends it FAILED or KILLED when the run failed or
+was cancelled (its ``PipelineTaskFinalStatus``), and decides by publish's marker when the
+backend passes a state that ends nothing (RUNNING, backends 2.14 to 2.16). Tasks also output
 KFP artifacts for the UI: a Markdown link to the MLflow run, a Dataset per joined stage, relate,
-the pool and each round's kept set, a Model per trained network, Metrics per round.
+the pool and each round's kept set, a Model per trained network, Metrics per round, and the
+exported dataset with the report's page (HTML).
 Compile: ``python -m pipelines.freemask_pipeline --config configs/default.yaml --out FILE``.
 """
 
@@ -56,6 +60,15 @@ MODEL_TASKS = frozenset(
 # The KFP run id; the open-source driver substitutes it only as a task input's whole constant
 # value (backend/src/v2/driver/resolve.go), so tasks take it as an input, never inside a string.
 RUN_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+# The runtime parameters every task takes: each overrides the config file's value when set.
+OVERRIDES = ("classes", "images_per_class", "iou_threshold", "max_rounds", "tracking_uri")
+
+
+def run_overrides(parameters: dict[str, Any]) -> dict[str, Any]:
+    """The tasks' ``config`` (the pipeline's ``config_uri``) and override inputs, from a
+    pipeline function's parameters."""
+    config = parameters["config_uri"] if "config_uri" in parameters else parameters["config"]
+    return {"config": config, **{name: parameters[name] for name in OVERRIDES}}
 
 
 @dataclass(frozen=True)
@@ -173,14 +186,7 @@ def _round_pipeline(
         tracking_uri: str,
         parent_run_id: str,
     ):
-        overrides = {
-            "config": config,
-            "classes": classes,
-            "images_per_class": images_per_class,
-            "iou_threshold": iou_threshold,
-            "max_rounds": max_rounds,
-            "tracking_uri": tracking_uri,
-        }
+        overrides = run_overrides(locals())
         common = {
             **overrides,
             "dataset_version": RUN_ID,
@@ -206,18 +212,31 @@ def build_pipeline(tasks: Tasks, config: RunConfig):
     (the file at ``config_uri`` decides) and override it when set."""
     settings = Scheduling.of(config, task_settings(config))
     shards = list(range(config.kubeflow.shards))
+    parallelism = config.kubeflow.parallelism
     depth = config.active.max_rounds
     first_round = build_rounds(tasks, depth, settings)
 
-    def run_tasks(runtime: dict[str, Any], overrides: dict[str, Any]) -> None:
-        """Every task of the run but the exit handler's."""
+    @dsl.pipeline(name="freemask-body")
+    def body(
+        config: str,
+        classes: str,
+        images_per_class: str,
+        iou_threshold: str,
+        max_rounds: str,
+        tracking_uri: str,
+    ):
+        """Every task of the run but the exit handler's: a pipeline of its own, so that the
+        exit handler's group holds one task and no loop (a ParallelFor directly inside an
+        ExitHandler fails at run time on backend 2.14.3: kubeflow/pipelines#12390)."""
+        # Only pipeline parameters, constants and loop items enter ParallelFor bodies (task
+        # outputs there are not resolved by every runner).
+        overrides = run_overrides(locals())
+        runtime = {**overrides, "dataset_version": RUN_ID}
         started = configure(tasks.start_run(**runtime, depth=depth), "start-run", settings)
 
         def sharded(stage: str, *after: Any) -> Any:
             """The stage over every shard (at most ``parallelism`` at once), then its join."""
-            with dsl.ParallelFor(
-                shards, parallelism=config.kubeflow.parallelism, name=f"{stage}-shards"
-            ) as shard:
+            with dsl.ParallelFor(shards, parallelism=parallelism, name=f"{stage}-shards") as shard:
                 task = getattr(tasks, stage)(**runtime, shard=shard, shards=len(shards))
                 configure(task.after(started, *after), stage, settings)
             joined = tasks.join(**runtime, stage=stage, shards=len(shards)).after(task)
@@ -252,20 +271,10 @@ def build_pipeline(tasks: Tasks, config: RunConfig):
         max_rounds: str = "",
         tracking_uri: str = "",
     ):
-        # Only pipeline parameters, constants and loop items enter ParallelFor bodies (task
-        # outputs there are not resolved by every runner).
-        overrides = {
-            "config": config_uri,
-            "classes": classes,
-            "images_per_class": images_per_class,
-            "iou_threshold": iou_threshold,
-            "max_rounds": max_rounds,
-            "tracking_uri": tracking_uri,
-        }
-        runtime = {**overrides, "dataset_version": RUN_ID}
-        ended = configure(tasks.end_run(**runtime), "end-run", settings)
+        overrides = run_overrides(locals())
+        ended = configure(tasks.end_run(**overrides, dataset_version=RUN_ID), "end-run", settings)
         with dsl.ExitHandler(ended, name="freemask-run"):
-            run_tasks(runtime, overrides)
+            body(**overrides).set_caching_options(False)
 
     return freemask
 

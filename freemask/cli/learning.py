@@ -290,6 +290,8 @@ def start_run(
     Markdown link to it), and keep the run's resolved config as ``<workdir>/config.yaml``."""
     import yaml
 
+    from freemask.tracking import run_page_url
+
     run_config = load_run_config(config)
     check_depth(run_config, depth)
     if check:
@@ -305,21 +307,15 @@ def start_run(
     run.log_params(run_config.model_dump(mode="json"))
     run_id_file.parent.mkdir(parents=True, exist_ok=True)
     run_id_file.write_text(run.run_id)
-    url = mlflow_run_url(tracker.client.tracking_uri, tracker.experiment_id, run.run_id)
+    url = run_page_url(run_config.tracking.ui_url, tracker.client.tracking_uri, run)
+    shown = f"[{run_config.name}: {run.run_id}]({url})" if url else f"`{run.run_id}`"
     if mlflow_link is not None:
         mlflow_link.parent.mkdir(parents=True, exist_ok=True)
         mlflow_link.write_text(
-            f"# MLflow run\n\n[{run_config.name}: {run.run_id}]({url})\n\n"
+            f"# MLflow run\n\n{shown} in `{tracker.client.tracking_uri}`\n\n"
             f"Dataset version `{version or '-'}` under `{run_config.workdir}`.\n"
         )
-    out.print(f"MLflow run {run.run_id}: {url}")
-
-
-def mlflow_run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
-    """The MLflow UI's page of a run (for a file-based store: ``run <id> in <uri>``)."""
-    if not tracking_uri.startswith(("http://", "https://")):
-        return f"run {run_id} in {tracking_uri}"
-    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    out.print(f"MLflow run {run.run_id}: {url or tracker.client.tracking_uri}")
 
 
 # KFP's PipelineTaskFinalStatus.state -> MLflow run status, for the states that end a run.
@@ -389,28 +385,38 @@ def publish(
     parent_run_id: Annotated[
         str, typer.Option(help="The parent MLflow run, which gets the report ('' for none).")
     ] = "",
-    report_markdown: Annotated[
+    report_html: Annotated[
         Path | None,
-        typer.Option(help="Where to write the run's outcome as Markdown (a KFP artifact)."),
+        typer.Option(help="Where to copy the report's page, index.html (a KFP HTML artifact)."),
     ] = None,
     check: CheckOption = False,
 ) -> None:
     """The end of a run: export the final dataset (COCO, VOC) under <workdir>/export and write
-    the run report under <workdir>/report, as `freemask run` does; safe to re-run."""
+    the run report under <workdir>/report, as `freemask run` does, then end the parent MLflow
+    run FINISHED (the exit handler only marks failures); safe to re-run."""
+    from freemask.local.report import REPORT
     from freemask.publish import log_report, publish_run
-    from freemask.publish import report_markdown as outcome_markdown
+    from freemask.report_page import PAGE
+    from freemask.tracking import run_page_url
 
     run_config = load_run_config(config)
     if check:
-        return report_check("publish", run_config, report_markdown=report_markdown)
+        return report_check("publish", run_config, report_html=report_html)
     workdir = open_storage(run_config.workdir)
-    published = publish_run(run_config, workdir)
-    if parent_run_id:
-        run = _tracker(run_config).resume_run(parent_run_id)
+    if not parent_run_id:
+        published = publish_run(run_config, workdir)
+    else:
+        tracker = _tracker(run_config)
+        run = tracker.resume_run(parent_run_id)
+        url = run_page_url(run_config.tracking.ui_url, tracker.client.tracking_uri, run)
+        published = publish_run(run_config, workdir, url)
         log_report(run, workdir, published.report["files"])
-    if report_markdown is not None:
-        report_markdown.parent.mkdir(parents=True, exist_ok=True)
-        report_markdown.write_text(outcome_markdown(run_config, workdir, published))
+        # The run's last real task ended well: its outcome needs no exit handler's state.
+        tracker.client.set_tag(parent_run_id, "kfp.final_status", "FINISHED")
+        tracker.client.set_terminated(parent_run_id, status="FINISHED")
+    if report_html is not None:
+        report_html.parent.mkdir(parents=True, exist_ok=True)
+        report_html.write_bytes(workdir.child(REPORT).read_bytes(PAGE))
     out.print(f"published {json.dumps(published.exports)} under {workdir.uri}")
 
 

@@ -29,7 +29,7 @@ from freemask.refine import run_refine
 from freemask.relate import run_relate
 from freemask.stage_output import REJECTED, StageResult, read_rejected
 from freemask.storage import Storage, open_storage, read_json_object, write_json
-from freemask.tracking import MlflowTracker, Run, resolve_tracking_uri
+from freemask.tracking import MlflowTracker, Run, resolve_tracking_uri, run_page_url
 
 # (stage, its function, the stage whose output it reads): the pipeline's order. refine works on
 # the single objects (DiffuMask's order), where the mask edge is the object's, not a paste seam;
@@ -132,7 +132,8 @@ def run_local(config: RunConfig, run: Run | None = None) -> LocalRunReport:
             run.log_metrics(stage_metrics(stage, result, workdir.child(stage)))
         # 4. The dataset in the formats users train on, and the report folder (also kept with
         # the run in MLflow): what the pipeline's publish task does.
-        published = publish_run(config, workdir)
+        url = run_page_url(config.tracking.ui_url, tracking_uri, run)
+        published = publish_run(config, workdir, url)
         report.exports, report.report = published.exports, published.report
         log_report(run, workdir, report.report["files"])
     return report

@@ -48,10 +48,16 @@ def compiled(tmp_path_factory):
     return path, *load_ir(path)
 
 
-def run_dag(spec: dict) -> dict:
-    """The DAG inside the exit handler: every task of the run but the exit task."""
+def handler_dag(spec: dict) -> dict:
+    """The DAG of the exit handler's group."""
     handler = spec["root"]["dag"]["tasks"]["exit-handler-1"]
     return spec["components"][handler["componentRef"]["name"]]["dag"]
+
+
+def run_dag(spec: dict) -> dict:
+    """The run's body, the exit handler's one task: every task of the run but the exit task."""
+    (body,) = handler_dag(spec)["tasks"].values()
+    return spec["components"][body["componentRef"]["name"]]["dag"]
 
 
 def test_every_stage_runs_in_its_own_image(compiled) -> None:
@@ -226,6 +232,15 @@ def test_an_exit_handler_ends_the_mlflow_run_whatever_the_outcome(compiled) -> N
     assert status == {"taskFinalStatus": {"producerTask": "exit-handler-1"}}
 
 
+def test_no_loop_sits_directly_in_the_exit_handler(compiled) -> None:
+    """A ParallelFor directly inside an ExitHandler fails at run time on backend 2.14.3
+    (kubeflow/pipelines#12390): the handler's group holds the run's body, one plain task."""
+    _, spec, _ = compiled
+    (body,) = handler_dag(spec)["tasks"].values()
+    assert "parameterIterator" not in body and "iteratorPolicy" not in body
+    assert sum("parameterIterator" in task for task in run_dag(spec)["tasks"].values()) == 5
+
+
 def test_tasks_output_datasets_models_metrics_and_the_mlflow_link(compiled) -> None:
     _, spec, _ = compiled
     executors = spec["deploymentSpec"]["executors"]
@@ -240,7 +255,7 @@ def test_tasks_output_datasets_models_metrics_and_the_mlflow_link(compiled) -> N
         for task, artifacts in ARTIFACTS.items()
     }
     expected["start-run"] = {"mlflow_run": "system.Markdown"}
-    expected["publish"]["report"] = "system.Markdown"
+    expected["publish"]["report"] = "system.HTML"
     assert {task: found for task, found in outputs.items() if found} == expected
     for executor in executors.values():
         args = executor["container"]["args"]

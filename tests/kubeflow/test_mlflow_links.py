@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 
 from freemask.cli import main
 from freemask.cli.options import out
+from freemask.storage import open_storage
 from freemask.tracking import MlflowTracker, log_dataset_input
 
 DEMO_THESAURUS = Path(__file__).parents[2] / "configs" / "demo_thesaurus.yaml"
@@ -79,6 +80,37 @@ def test_a_running_exit_state_ends_the_run_by_whether_publish_completed(config, 
     (tmp_path / "work" / "versions" / "kfp-run-done-2" / PUBLISHED).write_text("{}")
     assert end(config, "kfp-run-done-2", "CANCELED") == 0
     assert client.get_run(cancelled).info.status == "KILLED"
+
+
+def test_publish_ends_the_run_finished_and_pages_the_report_with_a_browser_link(
+    config, tmp_path
+) -> None:
+    """The pipeline's publish task: COCO and VOC, the report with its page (pictures inline,
+    the MLflow run at ``tracking.ui_url``, not the cluster address), the page as the KFP
+    artifact, and the parent run FINISHED with no exit handler at all."""
+    from tests.helpers import CLASSES, write_dataset
+
+    settings = yaml.safe_load(config.read_text())
+    settings["classes"] = CLASSES
+    settings["tracking"]["ui_url"] = "https://mlflow.example.com/"
+    config.write_text(yaml.safe_dump(settings))
+    parent, _ = start(config, "kfp-run-7", tmp_path)
+    work = tmp_path / "work" / "versions" / "kfp-run-7"
+    write_dataset(open_storage(str(work / "active")), 3)
+    page = tmp_path / "kfp" / "report.html"
+    argv = ["--set", "kubeflow.dataset_version=kfp-run-7", "publish", "--config", str(config)]
+    assert main([*argv, "--parent-run-id", parent, "--report-html", str(page)]) == 0
+    assert (work / "export" / "coco" / "annotations" / "instances.json").is_file()
+    assert (work / "export" / "voc").is_dir()
+    html = page.read_text()
+    assert html == (work / "report" / "index.html").read_text()
+    assert 'src="data:image/png;base64,' in html and "active_samples.png" in html
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_run(parent).info.experiment_id
+    assert f'href="https://mlflow.example.com/#/experiments/{experiment}/runs/{parent}"' in html
+    assert client.get_run(parent).info.status == "FINISHED"
+    logged = {item.path for item in client.list_artifacts(parent, "report")}
+    assert "report/index.html" in logged
 
 
 def test_end_run_refuses_a_status_that_is_not_kfps(config, capsys) -> None:

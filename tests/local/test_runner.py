@@ -152,8 +152,11 @@ def test_demo_run_exports_reports_and_resumes_after_a_kill(tmp_path: Path, monke
         "round_02_iou_histogram.png",
         "miou_per_round.png",
         "summary.json",
+        "index.html",
     }
     assert expected <= {file.name for file in report.iterdir()}
+    page = (report / "index.html").read_text()
+    assert page.count('src="data:image/png;base64,') == len(expected) - 2
     summary = yaml.safe_load((report / "summary.json").read_text())
     assert [r["round"] for r in summary["rounds"]] == [1, 2]
     assert summary["stages"]["compose"]["samples"] == 12
