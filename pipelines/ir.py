@@ -33,6 +33,31 @@ def executor_task(executor: dict[str, Any]) -> str:
     return command
 
 
+# What one run's Argo workflow may hold: its templates and node status share Argo's
+# MAX_WORKFLOW_SIZE (1 MiB, workflow/packer/packer.go), so the IR gets at most a third of it;
+# and templates nest at most maxAllowedStackDepth deep (100, workflow/controller/controller.go).
+IR_BUDGET_BYTES = 1024 * 1024 // 3
+ARGO_MAX_STACK_DEPTH = 100
+
+
+def argo_stack_depth(spec: dict[str, Any]) -> int:
+    """How many Argo templates deep the deepest pod of ``spec`` runs once KFP's Argo compiler
+    (backend/src/v2/compiler/argocompiler) has turned it into a workflow: the ``entrypoint``
+    template, one DAG template per IR DAG level from ``root`` down, then the container's
+    ``system-container-executor`` DAG and its ``system-container-impl`` pod (container.go)."""
+    components = spec.get("components", {})
+
+    def levels(dag: dict[str, Any]) -> int:
+        nested = [
+            components[task["componentRef"]["name"]]["dag"]
+            for task in dag.get("tasks", {}).values()
+            if "dag" in components.get(task["componentRef"]["name"], {})
+        ]
+        return 1 + max((levels(child) for child in nested), default=0)
+
+    return 1 + levels(spec["root"]["dag"]) + 2
+
+
 def _kubernetes_executors(platform: dict[str, Any]) -> dict[str, Any]:
     return (
         platform.get("platforms", {})

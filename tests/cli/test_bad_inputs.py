@@ -312,12 +312,14 @@ BAD_VALUES = [
     ("segment", "train_steps", 0, ">= 1"),
     ("segment", "train_steps", True, "valid integer"),
     ("active", "max_rounds", 0, ">= 1"),
+    ("active", "max_rounds", 11, "<= 10"),
     ("active", "keep_rule", "all", "any_class"),
     ("active", "iou_threshold", -0.1, ">= 0"),
     ("active", "keep_percentile", 100, "< 100"),
     ("kubeflow", "retries", 11, "<= 10"),
     ("kubeflow", "dataset_version", "a/b", "pattern"),
     ("tracking", "uri", ["x"], "valid string"),
+    ("tracking", "ui_url", "mlflow.example.com", "pattern"),
 ]
 
 CASES: list[Case] = [

@@ -9,10 +9,18 @@ import pytest
 from kfp import components
 
 from freemask.commands import ARTIFACTS, OVERRIDES, gpu_tasks
-from freemask.config import RunConfig
+from freemask.config import MAX_ROUNDS, RunConfig
 from freemask.errors import FreemaskError
 from pipelines.freemask_pipeline import compile_pipeline
-from pipelines.ir import canonical, executor_task, lint, load_ir
+from pipelines.ir import (
+    ARGO_MAX_STACK_DEPTH,
+    IR_BUDGET_BYTES,
+    argo_stack_depth,
+    canonical,
+    executor_task,
+    lint,
+    load_ir,
+)
 
 STAGE_IMAGES = {
     "generate": "freemask-generate",
@@ -230,6 +238,22 @@ def test_an_exit_handler_ends_the_mlflow_run_whatever_the_outcome(compiled) -> N
     assert end["dependentTasks"] == ["exit-handler-1"]
     status = end["inputs"]["parameters"]["status"]
     assert status == {"taskFinalStatus": {"producerTask": "exit-handler-1"}}
+
+
+def test_the_most_rounds_a_run_may_have_compile_within_argos_limits(tmp_path) -> None:
+    """``active.max_rounds`` is bounded (each round adds two DAG levels and 18.9 kB of IR): at
+    the bound the IR fits its budget and the deepest pod nests within Argo's stack depth, and
+    one round more is refused before any compile."""
+    settings = config().model_dump()
+    at_bound = RunConfig.model_validate({**settings, "active": {"max_rounds": MAX_ROUNDS}})
+    path = compile_pipeline(at_bound, tmp_path / "bound.yaml")
+    spec, _ = load_ir(path)
+    assert path.stat().st_size <= IR_BUDGET_BYTES
+    assert argo_stack_depth(spec) == 2 * MAX_ROUNDS + 5 <= ARGO_MAX_STACK_DEPTH
+    rounds = {name for name in spec["components"] if re.fullmatch(r"comp-active-round-\d+", name)}
+    assert len(rounds) == MAX_ROUNDS
+    with pytest.raises(ValueError, match="less than or equal to 10"):
+        RunConfig.model_validate({**settings, "active": {"max_rounds": MAX_ROUNDS + 1}})
 
 
 def test_no_loop_sits_directly_in_the_exit_handler(compiled) -> None:
