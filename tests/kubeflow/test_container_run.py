@@ -287,16 +287,24 @@ def test_the_run_went_through_every_stage_and_round_to_the_exit_handler(containe
     assert any(name.startswith("SegmentationClass/") for name in voc), voc[:5]
     summary = json.loads(work.read_bytes("report/summary.json"))
     assert len(summary["rounds"]) == len(rounds)
-    (markdown,) = container_run["kfp_root"].rglob("publish/report")
-    assert f"{work.uri}/export/coco" in markdown.read_text()
+    # The KFP artifacts: the report's page (pictures inline) and the Dataset's metadata, which
+    # the launcher merges from the executor output file, name the export under the version.
+    (page,) = container_run["kfp_root"].rglob("publish/report")
+    html = page.read_text()
+    assert f"{work.uri}/export/coco" in html and 'src="data:image/png;base64,' in html
+    published = [path for path in container_run["kfp_root"].rglob("*") if "publish" in str(path)]
+    metadata = [path.read_text() for path in published if path.suffix == ".json"]
+    assert any(f"{work.uri}/export/coco/annotations/instances.json" in text for text in metadata)
     client = MlflowClient(container_run["mlflow"])
     experiment = client.get_experiment_by_name("images-check").experiment_id
     linked = client.search_runs(
         [experiment], filter_string=f"tags.`kfp.run_id` = '{container_run['version']}'"
     )
     (parent,) = [run for run in linked if "mlflow.parentRunId" not in run.data.tags]
-    # The exit handler ran in its image and closed the parent run with the run's outcome.
+    # publish ended the parent run; the exit handler then ran in its image and kept that outcome.
     assert parent.info.status == "FINISHED"
+    assert parent.data.tags["kfp.final_status"] == "FINISHED"
+    assert "kfp.exit_handler_state" in parent.data.tags
     # The loop ran until its stop rule said stop: no round was skipped by an unresolved condition.
     stop_reason = parent.data.tags["freemask.stop_reason"]
     if stop_reason.startswith("reached max_rounds"):
