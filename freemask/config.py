@@ -395,12 +395,23 @@ class ModelsConfig(StrictModel):
     hf_token_key: Annotated[str, Field(pattern=r"^[-._a-zA-Z0-9]+$")] = "token"
 
 
+class VersionsConfig(StrictModel):
+    """Dataset versions (``freemask run --refresh``, every pipeline run): how many complete
+    versions to keep beside the one ``LATEST`` names; older ones are deleted after it moves."""
+
+    keep: Annotated[int, Field(strict=True, ge=1, le=1000)] = 5
+
+
 class RunConfig(StrictModel):
     """A whole pipeline run: where it writes, which classes, and every stage's settings."""
 
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")] = "freemask"
     workdir: str = "runs/freemask"
     seed: Annotated[int, Field(strict=True, ge=0, le=2**32 - 1)] = 0
+    # What makes this dataset version's draws its own: "" for the seed's draws; a pipeline run
+    # and a local refresh set it to their version (the KFP run id; refresh-0001, ...), so each
+    # refresh draws new samples and rerunning one version draws the same ones.
+    draw: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]*$")] = ""
     classes: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     relate: RelateConfig = Field(default_factory=RelateConfig)
@@ -412,6 +423,16 @@ class RunConfig(StrictModel):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     kubeflow: KubeflowConfig = Field(default_factory=KubeflowConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
+    versions: VersionsConfig = Field(default_factory=VersionsConfig)
+
+    @property
+    def draw_seed(self) -> int:
+        """The seed that the stages draw samples, backgrounds and scenes from: ``seed``, mixed
+        with ``draw`` when set."""
+        if not self.draw:
+            return self.seed
+        digest = hashlib.sha256(f"{self.seed}|{self.draw}".encode()).digest()
+        return int.from_bytes(digest[:4], "big")
 
     @field_validator("classes")
     @classmethod

@@ -11,7 +11,7 @@ import contextlib
 import datetime
 import io
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import PurePosixPath
 from typing import IO, Any
 
@@ -120,6 +120,30 @@ class GCSStorage:
         finally:
             with contextlib.suppress(NotFound):
                 part.delete()
+
+    def update(self, path: str, change: Callable[[bytes | None], bytes | None]) -> bytes | None:
+        """Read-modify-write guarded by the object's generation (``if_generation_match``; 0
+        when absent): a concurrent writer's change makes the upload fail, and ``change`` runs
+        again on what that writer wrote."""
+        from google.api_core.exceptions import NotFound, PreconditionFailed
+
+        name = self._name(path)
+        for _attempt in range(APPEND_ATTEMPTS):
+            blob = self.bucket.blob(name)
+            try:
+                current = blob.download_as_bytes()  # also takes the generation it read
+                generation = blob.generation
+            except NotFound:
+                current, generation = None, 0
+            new = change(current)
+            if new is None:
+                return current
+            with contextlib.suppress(PreconditionFailed):
+                blob.upload_from_string(new, if_generation_match=generation)
+                return new
+        raise StorageError(
+            f"gs://{self._bucket_name}/{name}: update lost {APPEND_ATTEMPTS} races; retry later"
+        )
 
     def exists(self, path: str) -> bool:
         return self.bucket.blob(self._name(path)).exists()

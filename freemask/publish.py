@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,9 @@ def publish_run(config: RunConfig, workdir: Storage, mlflow_url: str | None = No
     page = report_page(config.name, workdir.uri, exports, report, pictures, mlflow_url)
     folder.write_bytes(PAGE, page.encode())
     report["files"].append(PAGE)
-    write_json(workdir, PUBLISHED, {"exports": exports, "report": report["files"]})
+    published_at = datetime.now(UTC).isoformat(timespec="microseconds")
+    marker = {"exports": exports, "report": report["files"], "published_at": published_at}
+    write_json(workdir, PUBLISHED, marker)
     return Published(exports, report)
 
 

@@ -49,6 +49,12 @@ class Storage(Protocol):
 
     def append_lines(self, path: str, data: bytes) -> None: ...
 
+    def update(self, path: str, change: Callable[[bytes | None], bytes | None]) -> bytes | None:
+        """Read-modify-write ``path`` atomically: ``change`` gets the current bytes (None when
+        absent) and returns the new ones (None: leave it); a concurrent writer makes it run again
+        on what that writer wrote. Returns what ``path`` holds afterwards."""
+        ...
+
     def exists(self, path: str) -> bool: ...
 
     def list(self, prefix: str = "") -> list[str]: ...
@@ -173,6 +179,23 @@ class LocalStorage:
             os.fsync(stream.fileno())
         if created:
             _fsync_directory(target.parent)
+
+    def update(self, path: str, change: Callable[[bytes | None], bytes | None]) -> bytes | None:
+        """Read-modify-write under an exclusive lock on the object's folder (flock), the new
+        bytes renamed into place as ``write_bytes`` does."""
+        target = self._target(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        folder = os.open(target.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX)
+            current = target.read_bytes() if target.is_file() else None
+            new = change(current)
+            if new is None:
+                return current
+            self.write_bytes(path, new)
+            return new
+        finally:
+            os.close(folder)  # releases the lock
 
     def exists(self, path: str) -> bool:
         return self._target(path).is_file()

@@ -118,3 +118,26 @@ def test_relative_input_paths_resolve_beside_the_config_file(tmp_path: Path, mon
     assert config.workdir == "runs/x"  # outputs stay relative to the working directory
     path.write_text("classes: [a]\nsegment: {model_id: org/name}\n")
     assert load_config(path, environ={}).segment.model_id == "org/name"  # a hub id
+
+
+def test_a_dataset_version_is_its_own_draw_unless_one_is_pinned(tmp_path, monkeypatch) -> None:
+    """A pipeline task's config: the run id as ``kubeflow.dataset_version`` gives the version's
+    own folder and draw, so each run plans other samples; a pinned ``draw`` redraws a version."""
+    from freemask.cli.options import load_run_config
+    from freemask.generate.stage import plan_samples
+
+    path = write(tmp_path, f"workdir: {tmp_path}/work\nclasses: [cat]\nseed: 3\n")
+    monkeypatch.delenv("FREEMASK__KUBEFLOW__DATASET_VERSION", raising=False)
+    plain = load_run_config(path)
+    configs = {}
+    for version in ("run-a", "run-b"):
+        monkeypatch.setenv("FREEMASK__KUBEFLOW__DATASET_VERSION", version)
+        configs[version] = load_run_config(path)
+    assert plain.draw == "" and plain.draw_seed == 3
+    assert configs["run-a"].draw == "run-a"
+    assert configs["run-a"].workdir == f"{tmp_path}/work/versions/run-a"
+    ids = {version: {s.id for s in plan_samples(c)} for version, c in configs.items()}
+    assert ids["run-a"].isdisjoint(ids["run-b"])
+    monkeypatch.setenv("FREEMASK__DRAW", "run-a")
+    monkeypatch.setenv("FREEMASK__KUBEFLOW__DATASET_VERSION", "run-c")
+    assert {s.id for s in plan_samples(load_run_config(path))} == ids["run-a"]

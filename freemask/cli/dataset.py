@@ -43,17 +43,29 @@ def manifest_validate(
 
 def export(
     config: ConfigOption,
-    inputs: Annotated[
-        str, typer.Option("--in", help="Stage output prefix holding manifest.jsonl.")
-    ],
     outputs: Annotated[str, typer.Option("--out", help="Where to write the dataset.")],
+    inputs: Annotated[
+        str | None,
+        typer.Option(
+            "--in",
+            help="Stage output prefix holding manifest.jsonl [default: the active loop's output "
+            "of the version <workdir>/LATEST names, else <workdir>/active].",
+        ),
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help=f"One of: {', '.join(FORMATS)}.")] = "coco",
     val_fraction: Annotated[
         float, typer.Option(help="VOC only: share of samples in val.txt.")
     ] = 0.1,
 ) -> None:
     """Export a manifest as a COCO or VOC dataset."""
+    from freemask.versions import read_latest, version_storage
+
     run_config = load_config(config)
+    if inputs is None:
+        workdir = open_storage(run_config.workdir)
+        latest = read_latest(workdir)
+        source = version_storage(workdir, latest["version"]) if latest else workdir
+        inputs = source.child("active").uri
     options = {"val_fraction": val_fraction} if fmt == "voc" else {}
     counts = export_dataset(
         open_storage(inputs), open_storage(outputs), run_config.classes, fmt, **options

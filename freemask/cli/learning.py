@@ -398,6 +398,7 @@ def publish(
     from freemask.publish import log_report, publish_run
     from freemask.report_page import PAGE
     from freemask.tracking import run_page_url
+    from freemask.versions import settle_versions
 
     run_config = load_run_config(config)
     if check:
@@ -418,6 +419,11 @@ def publish(
         report_html.parent.mkdir(parents=True, exist_ok=True)
         report_html.write_bytes(workdir.child(REPORT).read_bytes(PAGE))
     out.print(f"published {json.dumps(published.exports)} under {workdir.uri}")
+    version = run_config.kubeflow.dataset_version
+    if version:  # a pipeline run: its version becomes LATEST, then retention
+        top = open_storage(load_config(config).workdir)
+        latest, deleted = settle_versions(top, run_config.versions.keep)
+        out.print(f"LATEST: {latest}" + (f"; deleted {', '.join(deleted)}" if deleted else ""))
 
 
 def round_step(

@@ -30,14 +30,14 @@ CheckOption = Annotated[
 
 def load_run_config(path: str | Path) -> RunConfig:
     """The run config at ``path`` (``--set`` overrides applied); with ``kubeflow.dataset_version``
-    set (a pipeline run), its workdir is that run's own ``<workdir>/versions/<version>``."""
+    set (a pipeline run), its workdir is that run's own ``<workdir>/versions/<version>`` and,
+    unless ``draw`` is set, the version is its draw (new samples per version)."""
     run_config = load_config(path)
     version = run_config.kubeflow.dataset_version
     if not version:
         return run_config
-    return run_config.model_copy(
-        update={"workdir": f"{run_config.workdir.rstrip('/')}/versions/{version}"}
-    )
+    workdir = f"{run_config.workdir.rstrip('/')}/versions/{version}"
+    return run_config.model_copy(update={"workdir": workdir, "draw": run_config.draw or version})
 
 
 def report_check(command: str, run_config: RunConfig, **uris: str | Path | None) -> None:

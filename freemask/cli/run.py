@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 from rich.table import Table
 
@@ -14,11 +16,28 @@ def register(app: typer.Typer) -> None:
     app.command("run")(run)
 
 
-def run(config: ConfigOption) -> None:
+def run(
+    config: ConfigOption,
+    refresh: Annotated[
+        bool,
+        typer.Option(
+            "--refresh",
+            help="Draw a new dataset version under <workdir>/versions/ (resuming one a kill "
+            "left unfinished), then point <workdir>/LATEST at it and apply versions.keep.",
+        ),
+    ] = False,
+) -> None:
     """Run the whole pipeline in this process on local defaults (no cluster needed)."""
     from freemask.local.runner import run_local
+    from freemask.storage import open_storage
+    from freemask.versions import local_refresh, settle_versions
 
     run_config: RunConfig = load_config(config)
+    version = None
+    if refresh:
+        top = open_storage(run_config.workdir)
+        settle_versions(top, run_config.versions.keep)  # what a killed refresh left to finish
+        run_config, version = local_refresh(run_config)
     report = run_local(run_config)
     stages = Table(
         title=f"freemask run {run_config.name}" + (" (resumed)" if report.resumed else "")
@@ -51,3 +70,7 @@ def run(config: ConfigOption) -> None:
         f"report: {report.workdir}/report ({len(report.report.get('files', []))} files)\n"
         f"MLflow: {report.tracking_uri} (run {report.run_id})"
     )
+    if version is not None:
+        latest, deleted = settle_versions(top, run_config.versions.keep)
+        pruned = f"; deleted {', '.join(deleted)}" if deleted else ""
+        out.print(f"refresh {version} published; LATEST: {latest}{pruned}")

@@ -63,7 +63,7 @@ def run_backgrounds(
     scenes = scenes_for_run(relations, load_thesaurus(config.relate.thesaurus).parents)
     prompt_template = config.compose.background_prompt
     planned = [
-        (scene, index, _seed(config.seed, scene, index))
+        (scene, index, _seed(config.draw_seed, scene, index))
         for scene in scenes
         for index in range(config.compose.backgrounds_per_scene)
     ]

@@ -121,13 +121,15 @@ def run_compose(
         config_hash(config.relate),
         config_hash(config.generate, exclude={"batch_size", "device", "images_per_class"}),
         ",".join(config.classes),
-        str(config.seed),
+        str(config.draw_seed),
     ]
     digest = hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
     output = StageOutput(open_storage(outputs), STAGE, shard, settings_hash=digest)
     stamp = StageStamp(stage=STAGE, version=VERSION, config_hash=digest)
     indices = shard.select(list(range(config.compose.images)))
-    ids = {index: sample_id(digest, "scene", config.seed * 1_000_003 + index) for index in indices}
+    ids = {
+        index: sample_id(digest, "scene", config.draw_seed * 1_000_003 + index) for index in indices
+    }
     todo = output.pending(list(ids.values()))
     cache: dict[str, Cutout | str] = {}
     with progress_bar(f"compose {shard.index}/{shard.count}", len(indices)) as advance:
@@ -135,7 +137,7 @@ def run_compose(
         for index in indices:
             if ids[index] not in todo:
                 continue
-            rng = np.random.default_rng([config.seed, index])
+            rng = np.random.default_rng([config.draw_seed, index])
             made = compose_one(config, library, placer, rng, index, cache)
             if isinstance(made, str):
                 output.drop(ids[index], made)

@@ -71,7 +71,7 @@ def plan_samples(config: RunConfig) -> list[PlannedSample]:
     planned = []
     for class_id, class_name in enumerate(config.classes, start=1):
         for index in range(config.generate.images_per_class):
-            seed = sample_seed(config.seed, class_name, index)
+            seed = sample_seed(config.draw_seed, class_name, index)
             planned.append(
                 PlannedSample(
                     id=sample_id(digest, class_name, seed),

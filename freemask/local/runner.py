@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -67,13 +68,18 @@ def parent_run(config: RunConfig, workdir: Storage, tracking_uri: str) -> tuple[
 
     Returns (run, resumed).
     """
-    # With the embedded sqlite store, artifacts go beside it; a server decides for itself.
-    artifacts = workdir.child("mlartifacts").uri if tracking_uri.startswith("sqlite:") else None
+    # With the embedded sqlite store, artifacts go beside it (shared by every refresh that
+    # uses the store); a server decides for itself.
+    artifacts = None
+    if tracking_uri.startswith("sqlite:///"):
+        artifacts = str(Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts")
     tracker = MlflowTracker(tracking_uri, config.tracking.experiment, artifact_location=artifacts)
     tags = {
         "freemask.runner": "local",
         "freemask.workdir_id": hashlib.sha256(workdir.uri.encode()).hexdigest()[:16],
     }
+    if config.kubeflow.dataset_version:  # a refresh: compare --experiment lists it by version
+        tags["freemask.dataset_version"] = config.kubeflow.dataset_version
     known = None
     if workdir.exists(RUN_FILE):
         known = read_json_object(workdir, RUN_FILE, required=("run_id", "tracking_uri"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from freemask.errors import FreemaskError
 from freemask.records import IGNORE_INDEX, Sample
 from freemask.segment.model import Segmenter, predict, run_labels
 from freemask.storage import Storage, read_image
@@ -40,7 +41,15 @@ def evaluate(
         chunk = labelled[start : start + batch]
         images = [read_image(storage, sample.image, mode="RGB") for sample in chunk]
         for sample, prediction in zip(chunk, predict(segmenter, images), strict=True):
-            matrix += confusion(prediction, read_image(storage, sample.semantic_mask), len(names))
+            truth = read_image(storage, sample.semantic_mask)
+            unknown = np.setdiff1d(np.unique(truth), [*range(len(names)), IGNORE_INDEX])
+            if unknown.size:
+                raise FreemaskError(
+                    f"{storage.uri}/{sample.semantic_mask}: label values {unknown.tolist()} name "
+                    f"no class of this run; expected 0 to {len(names) - 1} ({', '.join(names)}) "
+                    f"or {IGNORE_INDEX}: were these labels made for other classes?"
+                )
+            matrix += confusion(prediction, truth, len(names))
     per_class = iou_from_confusion(matrix, names)
     miou = float(np.mean(list(per_class.values()))) if per_class else 0.0
     return {"miou": miou, "per_class_iou": per_class, "samples": len(labelled)}

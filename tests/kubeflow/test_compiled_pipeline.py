@@ -256,6 +256,22 @@ def test_the_most_rounds_a_run_may_have_compile_within_argos_limits(tmp_path) ->
         RunConfig.model_validate({**settings, "active": {"max_rounds": MAX_ROUNDS + 1}})
 
 
+def test_every_run_draws_its_own_samples_from_its_run_id(compiled) -> None:
+    """The stages that draw (generate, backgrounds, compose) take the KFP run id as their
+    dataset version, which becomes the draw (``load_run_config``): a runtime value that every
+    run, a recurring run's each, has anew, and that a retry of the run keeps."""
+    _, spec, _ = compiled
+    drawn = {}
+    for component in spec["components"].values():
+        for name, task in component.get("dag", {}).get("tasks", {}).items():
+            stage = name.split("-")[0]
+            if stage in ("generate", "backgrounds", "compose"):
+                drawn[stage] = task["inputs"]["parameters"]["dataset_version"]
+    assert set(drawn) == {"generate", "backgrounds", "compose"}
+    run_id = {"runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}}
+    assert all(value == run_id for value in drawn.values()), drawn
+
+
 def test_no_loop_sits_directly_in_the_exit_handler(compiled) -> None:
     """A ParallelFor directly inside an ExitHandler fails at run time on backend 2.14.3
     (kubeflow/pipelines#12390): the handler's group holds the run's body, one plain task."""

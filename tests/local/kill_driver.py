@@ -64,7 +64,7 @@ FORCED = [
 ]
 # Files whose bytes differ between two uninterrupted runs (run ids, timings, MLflow's store).
 VOLATILE = ("mlflow.db", "mlartifacts/", "run.json", "report/")
-VOLATILE_KEYS = {"seconds", "run_id", "skipped"}
+VOLATILE_KEYS = {"seconds", "run_id", "skipped", "published_at"}
 
 
 def write_config(work: Path) -> Path:
@@ -175,7 +175,7 @@ def fingerprint(work: Path) -> dict[str, str]:
         if not path.is_file() or name.startswith(VOLATILE) or name in VOLATILE:
             continue
         data = path.read_bytes().replace(str(work).encode(), b"<workdir>")
-        if path.suffix == ".json" or path.name.startswith("_SUCCESS"):
+        if path.suffix == ".json" or path.name.startswith(("_SUCCESS", "_PUBLISHED")):
             data = json.dumps(_without(json.loads(data)), sort_keys=True).encode()
         prints[name] = hashlib.sha256(data).hexdigest()
     return prints

@@ -97,6 +97,9 @@ def test_trained_model_reloads_without_pickle_and_predicts_run_labels(shapes_set
     scores = evaluate(reloaded, samples, storage, CLASSES)
     assert scores["samples"] == 16 and 0.0 < scores["miou"] <= 1.0
     assert set(scores["per_class_iou"]) <= {"background", "box", "ball"}
+    # Labels made for other classes (a validation set of another run) are named, not crashed on.
+    with pytest.raises(FreemaskError, match=r"label values \[2\] name no class of this run"):
+        evaluate(reloaded, samples, storage, CLASSES[:1])
 
 
 def test_label_mapping_maps_checkpoint_labels_and_names_the_unmapped() -> None:

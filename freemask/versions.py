@@ -1,0 +1,144 @@
+"""Dataset versions under one work directory: ``<workdir>/versions/<version>/`` per refresh, the
+``LATEST`` pointer to the newest complete one, and retention of the others.
+
+A version is complete once ``publish_run`` wrote its ``_PUBLISHED`` marker. ``LATEST`` moves
+only after that, by a read-modify-write that never moves it back (a refresh that finishes
+after a newer one leaves the newer in place), so a failed or partial refresh never moves it.
+Retention marks an old version ``_DELETING``, then deletes its ``_PUBLISHED`` marker, its
+files, and the mark last: a deletion killed midway leaves a version that no reader takes for
+complete and that the next prune finishes; it never touches the one ``LATEST`` names.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from freemask.config import RunConfig
+from freemask.errors import FreemaskError
+from freemask.publish import PUBLISHED
+from freemask.storage import Storage, open_storage
+from freemask.tracking import resolve_tracking_uri
+
+VERSIONS = "versions"
+LATEST = "LATEST"
+DELETING = "_DELETING"
+LOCAL_VERSION = re.compile(r"^refresh-(\d{4,})$")
+
+
+def version_storage(workdir: Storage, version: str) -> Storage:
+    """The folder of dataset version ``version``."""
+    return workdir.child(f"{VERSIONS}/{version}")
+
+
+def next_local_version(workdir: Storage) -> str:
+    """The name of the next local refresh: ``refresh-0001``, then one above the highest."""
+    numbers = [
+        int(match.group(1))
+        for name in list_versions(workdir)
+        if (match := LOCAL_VERSION.match(name))
+    ]
+    return f"refresh-{max(numbers, default=0) + 1:04d}"
+
+
+def local_refresh(config: RunConfig) -> tuple[RunConfig, str]:
+    """The config of this local refresh and its version: the newest ``refresh-N`` left
+    incomplete by a killed refresh (resumed), else the next one. Its work directory is the
+    version's folder, its draw the version, and its tracking store the project's, under the
+    top work directory, so every refresh's parent run lands in one experiment."""
+    workdir = open_storage(config.workdir)
+    local = [name for name in list_versions(workdir) if LOCAL_VERSION.match(name)]
+    unfinished = local and published_at(workdir, local[-1]) is None
+    version = local[-1] if unfinished else next_local_version(workdir)
+    tracking = config.tracking.model_copy(
+        update={"uri": resolve_tracking_uri(config.tracking.uri, config.workdir)}
+    )
+    update = {
+        "workdir": version_storage(workdir, version).uri,
+        "draw": config.draw or version,
+        "tracking": tracking,
+        "kubeflow": config.kubeflow.model_copy(update={"dataset_version": version}),
+    }
+    return config.model_copy(update=update), version
+
+
+def settle_versions(workdir: Storage, keep: int) -> tuple[str | None, list[str]]:
+    """Point ``LATEST`` at the newest complete version (finishing a refresh killed after it
+    published), then apply retention; returns (the version ``LATEST`` names, or None before
+    any, and the versions deleted). Safe to run at any time, and again."""
+    complete = sorted(
+        (when, name)
+        for name in list_versions(workdir)
+        if (when := published_at(workdir, name)) is not None
+    )
+    latest = advance_latest(workdir, complete[-1][1]) if complete else None
+    return latest, prune_versions(workdir, keep)
+
+
+def list_versions(workdir: Storage) -> list[str]:
+    """Every version folder under ``<workdir>/versions``, complete or not, sorted by name."""
+    return sorted({path.split("/", 1)[0] for path in workdir.child(VERSIONS).list()})
+
+
+def published_at(workdir: Storage, version: str) -> str | None:
+    """When ``version`` was published (ISO 8601, UTC), or None when it is not complete."""
+    folder = version_storage(workdir, version)
+    if not folder.exists(PUBLISHED):
+        return None
+    return json.loads(folder.read_bytes(PUBLISHED)).get("published_at", "")
+
+
+def read_latest(workdir: Storage) -> dict[str, Any] | None:
+    """``LATEST``'s record (``version``, ``published_at``), or None before the first refresh."""
+    if not workdir.exists(LATEST):
+        return None
+    return json.loads(workdir.read_bytes(LATEST))
+
+
+def latest_version(workdir: Storage) -> str:
+    """The version ``LATEST`` names; FreemaskError when no refresh has completed."""
+    record = read_latest(workdir)
+    if record is None:
+        raise FreemaskError(f"{workdir.uri}/{LATEST}: no complete dataset version yet")
+    return record["version"]
+
+
+def advance_latest(workdir: Storage, version: str) -> str:
+    """Point ``LATEST`` at ``version`` when it is complete and newer than the one named;
+    return the version ``LATEST`` names afterwards."""
+    when = published_at(workdir, version)
+    if when is None:
+        raise FreemaskError(f"{version}: not published ({PUBLISHED} missing); LATEST stays")
+
+    def newer(current: bytes | None) -> bytes | None:
+        if current is not None and json.loads(current)["published_at"] >= when:
+            return None
+        record = {"version": version, "published_at": when}
+        return json.dumps(record, sort_keys=True).encode() + b"\n"
+
+    return json.loads(workdir.update(LATEST, newer))["version"]
+
+
+def prune_versions(workdir: Storage, keep: int) -> list[str]:
+    """Delete the complete versions older than the newest ``keep`` (never the one ``LATEST``
+    names, nor an incomplete one: it may be a refresh in progress), and finish deletions an
+    earlier prune left half done; return the versions deleted."""
+    latest = read_latest(workdir)
+    names = list_versions(workdir)
+    complete = sorted(
+        (when, name) for name in names if (when := published_at(workdir, name)) is not None
+    )
+    kept = {name for _, name in complete[-keep:]} | ({latest["version"]} if latest else set())
+    unfinished = [name for name in names if version_storage(workdir, name).exists(DELETING)]
+    doomed = [name for _, name in complete if name not in kept]
+    for name in doomed:
+        version_storage(workdir, name).write_bytes(DELETING, b"{}\n")
+    for name in sorted({*unfinished, *doomed}):
+        folder = version_storage(workdir, name)
+        folder.delete(PUBLISHED)  # first: from here on no reader takes it for complete
+        for path in folder.list():
+            if path != DELETING:
+                folder.delete(path)
+        folder.delete(DELETING)
+    return sorted({*unfinished, *doomed})

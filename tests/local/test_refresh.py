@@ -1,0 +1,161 @@
+"""``freemask run --refresh``: each refresh a new dataset version with its own draws, LATEST on
+the newest complete one whatever kills a refresh, retention, and the refreshes side by side in
+one MLflow experiment."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+import freemask.local.runner
+from freemask.cli import main
+from freemask.cli.options import out
+from freemask.local.runner import PIPELINE
+from freemask.records import read_manifest
+from freemask.storage import LocalStorage
+from freemask.versions import LATEST, read_latest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def validation(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("validation")
+    demo = str(REPO / "configs/demo.yaml")
+    argv = ["toyworld", "scenes", "-c", demo, "--out", str(folder), "--count", "4", "--seed", "7"]
+    assert main(argv) == 0
+    return folder
+
+
+def small_demo(tmp_path: Path, validation: Path, keep: int) -> Path:
+    """The demo config, as small as a run goes: one object per class, one round."""
+    config = yaml.safe_load((REPO / "configs/demo.yaml").read_text())
+    config["workdir"] = str(tmp_path / "work")
+    config["relate"]["thesaurus"] = str(REPO / "configs" / config["relate"]["thesaurus"])
+    config["generate"].update(images_per_class=1, num_inference_steps=4)
+    config["compose"].update(images=4, backgrounds_per_scene=1)
+    config["segment"].update(train_steps=2, checkpoint_every=2, validation=str(validation))
+    config["active"].update(max_rounds=1, keep_rule="percentile", iou_threshold=0.0)
+    config["versions"] = {"keep": keep}
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def sample_ids(version: Path) -> set[str]:
+    return {sample.id for sample in read_manifest(LocalStorage(version / "generate"))}
+
+
+def test_refreshes_draw_new_samples_keep_the_newest_and_compare_side_by_side(
+    tmp_path, validation, capsys, monkeypatch
+) -> None:
+    config = small_demo(tmp_path, validation, keep=2)
+    work = tmp_path / "work"
+    for _ in range(3):
+        assert main(["run", "-c", str(config), "--refresh"]) == 0
+    versions = work / "versions"
+    assert read_latest(LocalStorage(work))["version"] == "refresh-0003"
+    # Retention: the newest two complete versions stay; the first is gone whole.
+    holding = [
+        path.name for path in versions.iterdir() if any(p.is_file() for p in path.rglob("*"))
+    ]
+    assert sorted(holding) == [
+        "refresh-0002",
+        "refresh-0003",
+    ]
+    assert sample_ids(versions / "refresh-0002").isdisjoint(sample_ids(versions / "refresh-0003"))
+    assert (versions / "refresh-0003/export/coco/annotations/instances.json").is_file()
+    # `freemask export` reads what LATEST names unless told otherwise.
+    exported = tmp_path / "latest-coco"
+    assert main(["export", "-c", str(config), "--out", str(exported)]) == 0
+    coco = json.loads((exported / "annotations/instances.json").read_text())
+    shipped = versions / "refresh-0003/export/coco/annotations/instances.json"
+    assert coco["images"] == json.loads(shipped.read_text())["images"]
+    # One experiment in the project's store: a parent run per refresh, by version.
+    client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("freemask-demo").experiment_id
+    parents = client.search_runs([experiment], filter_string="tags.`freemask.runner` = 'local'")
+    assert sorted(run.data.tags["freemask.dataset_version"] for run in parents) == [
+        "refresh-0001",
+        "refresh-0002",
+        "refresh-0003",
+    ]
+    monkeypatch.setattr(out, "width", 200)
+    capsys.readouterr()
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    assert main(["compare", "--experiment", "freemask-demo", "--tracking-uri", uri]) == 0
+    shown = capsys.readouterr().out
+    assert all(f"refresh-000{n}" in shown for n in (1, 2, 3))
+
+
+def test_a_version_drawn_again_is_the_same_byte_for_byte(tmp_path, validation) -> None:
+    config = small_demo(tmp_path, validation, keep=5)
+    assert main(["run", "-c", str(config), "--refresh"]) == 0
+    first = tmp_path / "work/versions/refresh-0001/generate"
+    settings = yaml.safe_load(config.read_text())
+    settings.update(workdir=str(tmp_path / "again"), draw="refresh-0001")
+    config.write_text(yaml.safe_dump(settings))
+    assert main(["run", "-c", str(config)]) == 0
+    again = tmp_path / "again/generate"
+    names = sorted(p.relative_to(first).as_posix() for p in first.rglob("*.png"))
+    assert names and names == sorted(p.relative_to(again).as_posix() for p in again.rglob("*.png"))
+    assert all((first / name).read_bytes() == (again / name).read_bytes() for name in names)
+
+
+# Where a refresh can die: a stage in the middle, the publish marker, the LATEST update, and
+# retention half way through deleting the version before.
+KILL_POINTS = ["harmonize", "_PUBLISHED", LATEST, "delete"]
+
+
+def test_a_refresh_killed_anywhere_leaves_latest_on_a_whole_version(
+    tmp_path, validation, monkeypatch
+) -> None:
+    config = small_demo(tmp_path, validation, keep=1)
+    work = tmp_path / "work"
+    assert main(["run", "-c", str(config), "--refresh"]) == 0
+    first = work / "versions/refresh-0001"
+    exports = sorted(p.relative_to(first) for p in (first / "export").rglob("*") if p.is_file())
+
+    def die(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    for point in KILL_POINTS:
+        with monkeypatch.context() as patch:
+            if point == "harmonize":
+                stages = [(n, die if n == "harmonize" else f, s) for n, f, s in PIPELINE]
+                patch.setattr(freemask.local.runner, "PIPELINE", stages)
+            elif point == "delete":
+                deletes = iter(range(10**6))
+                real_delete = LocalStorage.delete
+
+                def delete_then_die(self, path, real=real_delete, count=deletes):
+                    if next(count) == 3:  # the marker and two files gone, then killed
+                        raise KeyboardInterrupt
+                    real(self, path)
+
+                patch.setattr(LocalStorage, "delete", delete_then_die)
+            else:
+                real_write = LocalStorage.write_bytes
+
+                def write_then_die(self, path, data, *, real=real_write, name=point, **kw):
+                    if path == name:
+                        raise KeyboardInterrupt
+                    real(self, path, data, **kw)
+
+                patch.setattr(LocalStorage, "write_bytes", write_then_die)
+            assert main(["run", "-c", str(config), "--refresh"]) == 130, point
+        latest = read_latest(LocalStorage(work))["version"]
+        whole = work / "versions" / latest
+        assert (whole / "_PUBLISHED").is_file(), point
+        assert latest == "refresh-0001" or point == "delete", point
+        if latest == "refresh-0001":
+            assert all((first / path).is_file() for path in exports), point
+    # The refresh killed in retention published and moved LATEST; the next finishes the delete.
+    assert read_latest(LocalStorage(work))["version"] == "refresh-0002"
+    assert main(["run", "-c", str(config), "--refresh"]) == 0
+    assert read_latest(LocalStorage(work))["version"] == "refresh-0003"
+    assert not [p for p in first.rglob("*") if p.is_file()]
+    marker = json.loads((work / "versions/refresh-0003/_PUBLISHED").read_text())
+    assert marker["published_at"]
