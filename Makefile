@@ -8,7 +8,7 @@ CONFIG ?= configs/demo.yaml
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test lint format run bench compile images images-check lock scan clean
+.PHONY: help install test lint format run bench compile images images-check lock scan deploy-check clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -84,6 +84,13 @@ scan: $(STAMP)  ## Security scan of the rendered Kubernetes manifests (checkov, 
 		echo "== checkov manifests/$$overlay"; \
 		$(SCAN_VENV)/bin/checkov -f build/manifests/$$name.yaml --framework kubernetes --compact --quiet --skip-download; \
 	done
+
+# An overlay's rendered manifests must hold no placeholder before `kubectl apply -k`: this lists
+# each one left with the variable to set in manifests/overlays/$(OVERLAY)/settings.yaml.
+OVERLAY ?=
+deploy-check: $(STAMP)  ## Refuse an overlay that still holds a placeholder (OVERLAY=standalone, multi-user, dev, prod)
+	@test -n "$(OVERLAY)" || { echo "name the overlay: make deploy-check OVERLAY=multi-user (or standalone, dev, prod)"; exit 2; }
+	$(BIN)/python -m freemask.deploy_check $(OVERLAY)
 
 clean:  ## Remove build outputs and caches (keeps .venv and runs/)
 	rm -rf build .pytest_cache .ruff_cache

@@ -20,6 +20,27 @@ LAUNCHER = {"limits": {"cpu": "0.5", "memory": "256Mi"}, "requests": {"cpu": "0.
 WAIT: dict = {}
 # Per-overlay compile-time settings (dev's quota is sized for one shard at a time).
 KUBEFLOW = {"overlays/dev": {"parallelism": 1}}
+# Standalone KFP runs the pipeline's pods in its own namespace, beside its own pods, which the
+# quota counts and the LimitRange fills in: KFP 2.5.0's platform-agnostic install, one container
+# per pod (kubeflow/pipelines manifests/kustomize/env/platform-agnostic, rendered; later
+# releases request no more per container).
+KFP_PODS = {
+    "cache-deployer-deployment": {},
+    "cache-server": {},
+    "metadata-envoy-deployment": {},
+    "metadata-grpc-deployment": {},
+    "metadata-writer": {},
+    "minio": {"requests": {"cpu": "20m", "memory": "100Mi"}},
+    "ml-pipeline": {"requests": {"cpu": "250m", "memory": "500Mi"}},
+    "ml-pipeline-persistenceagent": {"requests": {"cpu": "120m", "memory": "500Mi"}},
+    "ml-pipeline-scheduledworkflow": {},
+    "ml-pipeline-ui": {"requests": {"cpu": "10m", "memory": "70Mi"}},
+    "ml-pipeline-viewer-crd": {},
+    "ml-pipeline-visualizationserver": {"requests": {"cpu": "30m", "memory": "500Mi"}},
+    "mysql": {"requests": {"cpu": "100m", "memory": "800Mi"}},
+    "workflow-controller": {"requests": {"cpu": "100m", "memory": "500Mi"}},
+}
+NEIGHBOURS = {"overlays/standalone": KFP_PODS}
 RESOURCES = ("cpu", "memory", "nvidia.com/gpu")
 
 
@@ -119,7 +140,9 @@ def _weight(spec, task, usage, parallelism) -> dict[str, float]:
     return {key: value * factor for key, value in widest.items()}
 
 
-@pytest.mark.parametrize("overlay", ["overlays/dev", "overlays/prod", "overlays/multi-user"])
+@pytest.mark.parametrize(
+    "overlay", ["overlays/dev", "overlays/prod", "overlays/multi-user", "overlays/standalone"]
+)
 def test_every_task_pod_is_admitted_and_the_quota_covers_the_widest_fan_out(
     overlay: str, tmp_path
 ) -> None:
@@ -140,6 +163,14 @@ def test_every_task_pod_is_admitted_and_the_quota_covers_the_widest_fan_out(
         for key in quota:
             assert key in pod, f"{label}: names no {key}"
     widest = widest_fan_out(spec, usage, settings.parallelism)
+    # Pods already in the namespace take their share of the quota first; quota admission
+    # refuses one that names no CPU or memory request and limit, so the LimitRange fills them.
+    for name, container in NEIGHBOURS.get(overlay, {}).items():
+        pod = admitted(container, limit_range)
+        for key in quota:
+            kind, _, resource = key.partition(".")
+            assert resource in pod[kind] or resource not in ("cpu", "memory"), f"{name}: {key}"
+            widest[key] += parse_quantity(pod[kind].get(resource, 0))
     for key, hard in quota.items():
         assert widest[key] <= parse_quantity(hard), f"{overlay}: {key} {widest[key]} > {hard}"
     assert widest["requests.nvidia.com/gpu"] == 2 * settings.parallelism
