@@ -5,7 +5,9 @@ parameters against the compiled pipeline's, and the config as the pods will read
 workdir, http(s) tracking, valid overrides, rounds within the compiled depth). ``schedule`` takes
 the usual five-field cron expression and converts it to KFP's six fields (seconds first). The
 namespace (multi-user KFP: the profile's), service account (Workload Identity for GCS) and
-caching (off: every task has side effects) are set on the run, where KFP takes them.
+caching (off: every task has side effects) are set on the run, where KFP takes them. A
+multi-user KFP (its healthz says so) needs the namespace; the credential sent is the one flag
+given (freemask.kfp_auth: a token, the in-cluster token, a session cookie or an IAP ID token).
 ``kfp-outputs`` runs a pipeline task's command, then writes its KFP output artifacts' metadata.
 """
 
@@ -21,10 +23,20 @@ from typing import Annotated, Any
 import typer
 import yaml
 
+from freemask import deploy_check
 from freemask.cli.options import load_run_config, out
 from freemask.commands import ARTIFACTS, OVERRIDES
 from freemask.config import ENV_PREFIX, RunConfig, load_config
 from freemask.errors import FreemaskError
+from freemask.kfp_auth import (
+    IAP_CLIENT_ID_ENV,
+    IN_CLUSTER_TOKEN,
+    TOKEN_ENV,
+    KfpCredentials,
+    api_errors,
+    connect,
+    resolve_credentials,
+)
 
 ConfigOption = Annotated[
     str, typer.Option("--config", "-c", help="Run config YAML (compile-time settings).")
@@ -36,7 +48,10 @@ ParamOption = Annotated[
 ]
 NamespaceOption = Annotated[
     str | None,
-    typer.Option(help="The Kubernetes namespace of the runs (multi-user KFP: the profile's)."),
+    typer.Option(
+        help="The Kubernetes namespace of the runs: the profile's, required on a multi-user KFP "
+        "[default: kubeflow.namespace]."
+    ),
 ]
 ServiceAccountOption = Annotated[
     str | None,
@@ -45,8 +60,31 @@ ServiceAccountOption = Annotated[
 TokenFileOption = Annotated[
     Path | None,
     typer.Option(
-        help="A file holding the bearer token for the KFP API, e.g. the in-cluster "
-        "/var/run/secrets/kubeflow/pipelines/token [default: kfp.Client's own credentials]."
+        help=f"A file holding a bearer token for the KFP API (or set ${TOKEN_ENV}); sent as "
+        "Authorization: Bearer."
+    ),
+]
+CookieFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="A file holding the Kubeflow login's session cookie as NAME=VALUE, e.g. "
+        "authservice_session=... or oauth2_proxy_kubeflow=...; sent as the Cookie header."
+    ),
+]
+IapClientIdOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar=IAP_CLIENT_ID_ENV,
+        help="The OAuth client id of the Identity-Aware Proxy in front of Kubeflow: sends a "
+        "Google ID token for it (GOOGLE_APPLICATION_CREDENTIALS or the metadata server).",
+    ),
+]
+InClusterOption = Annotated[
+    bool,
+    typer.Option(
+        "--in-cluster",
+        help=f"Send the pod's projected token ({IN_CLUSTER_TOKEN}) [default: when that file "
+        "exists and no other credential is given].",
     ),
 ]
 ImagesLockOption = Annotated[
@@ -67,6 +105,7 @@ def register(app: typer.Typer) -> None:
     app.command("compile")(compile_command)
     app.command("submit")(submit)
     app.command("schedule")(schedule)
+    app.command("deploy-check")(deploy_check.command)
     app.command(
         "kfp-outputs", context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
     )(kfp_outputs)
@@ -189,25 +228,6 @@ def _compiled(config: str, images_lock: Path | None = None) -> tuple[Path, RunCo
     return with_images(compile_pipeline(run_config, package), images_lock), run_config
 
 
-def read_token(token_file: Path | None) -> str | None:
-    """The bearer token in ``token_file`` (e.g. the in-cluster projected service-account token
-    ``/var/run/secrets/kubeflow/pipelines/token``), or None to let kfp.Client find credentials."""
-    if token_file is None:
-        return None
-    try:
-        return token_file.read_text().strip()
-    except OSError as exc:
-        raise FreemaskError(f"--token-file {token_file}: not readable ({exc.strerror})") from None
-
-
-def _client(host: str, namespace: str | None, token_file: Path | None) -> Any:
-    import kfp
-
-    return kfp.Client(
-        host=host, namespace=namespace or "kubeflow", existing_token=read_token(token_file)
-    )
-
-
 def submit_run(
     client: Any,
     package: Path,
@@ -269,6 +289,10 @@ def _prepared(
     return package, run_config, arguments
 
 
+def _sent_to(host: str, namespace: str | None, credentials: KfpCredentials) -> str:
+    return host + (f" in {namespace}" if namespace else "") + f" ({credentials.source})"
+
+
 def submit(
     host: HostOption,
     config: ConfigOption,
@@ -276,21 +300,27 @@ def submit(
     namespace: NamespaceOption = None,
     service_account: ServiceAccountOption = None,
     token_file: TokenFileOption = None,
+    cookie_file: CookieFileOption = None,
+    iap_client_id: IapClientIdOption = None,
+    in_cluster: InClusterOption = False,
     images_lock: ImagesLockOption = None,
 ) -> None:
     """Compile, check and submit one pipeline run (creating its experiment if needed)."""
+    credentials = resolve_credentials(token_file, cookie_file, iap_client_id, in_cluster)
     package, run_config, arguments = _prepared(config, param, images_lock)
-    namespace = namespace or run_config.kubeflow.namespace
-    run_id = submit_run(
-        _client(host, namespace, token_file),
-        package,
-        run_config.tracking.experiment,
-        run_config.name,
-        arguments,
-        service_account or run_config.kubeflow.service_account,
-        namespace,
-    )
-    out.print(f"submitted run {run_id} to {host}" + (f" in {namespace}" if namespace else ""))
+    host = host.rstrip("/")
+    with api_errors(host, credentials):
+        client, namespace = connect(host, credentials, namespace or run_config.kubeflow.namespace)
+        run_id = submit_run(
+            client,
+            package,
+            run_config.tracking.experiment,
+            run_config.name,
+            arguments,
+            service_account or run_config.kubeflow.service_account,
+            namespace,
+        )
+    out.print(f"submitted run {run_id} to {_sent_to(host, namespace, credentials)}")
 
 
 def schedule(
@@ -301,23 +331,29 @@ def schedule(
     namespace: NamespaceOption = None,
     service_account: ServiceAccountOption = None,
     token_file: TokenFileOption = None,
+    cookie_file: CookieFileOption = None,
+    iap_client_id: IapClientIdOption = None,
+    in_cluster: InClusterOption = False,
     images_lock: ImagesLockOption = None,
 ) -> None:
     """Schedule a recurring pipeline run (the periodic dataset refresh), caching off."""
     expression = kfp_cron(cron)
+    credentials = resolve_credentials(token_file, cookie_file, iap_client_id, in_cluster)
     package, run_config, arguments = _prepared(config, param, images_lock)
-    namespace = namespace or run_config.kubeflow.namespace
-    job_id = schedule_run(
-        _client(host, namespace, token_file),
-        package,
-        run_config.tracking.experiment,
-        f"{run_config.name}-refresh",
-        expression,
-        arguments,
-        service_account or run_config.kubeflow.service_account,
-        namespace,
-    )
-    out.print(f"scheduled {job_id} ({expression}) on {host}")
+    host = host.rstrip("/")
+    with api_errors(host, credentials):
+        client, namespace = connect(host, credentials, namespace or run_config.kubeflow.namespace)
+        job_id = schedule_run(
+            client,
+            package,
+            run_config.tracking.experiment,
+            f"{run_config.name}-refresh",
+            expression,
+            arguments,
+            service_account or run_config.kubeflow.service_account,
+            namespace,
+        )
+    out.print(f"scheduled {job_id} ({expression}) on {_sent_to(host, namespace, credentials)}")
 
 
 def executor_output_file(executor_input: str, task: str) -> str:

@@ -1,8 +1,17 @@
-"""submit and schedule: parameter checks before sending, cron conversion, the client calls."""
+"""submit and schedule: parameter checks before sending, cron conversion, the client calls, and
+the namespace rule against a fake KFP API on 127.0.0.1 (FakeKfpApi, which test_kfp_credentials.py
+uses too)."""
 
 from __future__ import annotations
 
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
@@ -12,13 +21,13 @@ from freemask.cli.kubeflow import (
     check_arguments,
     kfp_cron,
     pipeline_parameters,
-    read_token,
     schedule_run,
     submit_run,
     validate_submission,
 )
 from freemask.config import RunConfig
 from freemask.errors import FreemaskError
+from freemask.kfp_auth import IAP_CLIENT_ID_ENV, IN_CLUSTER_TOKEN_ENV, TOKEN_ENV
 from pipelines.freemask_pipeline import compile_pipeline
 
 
@@ -164,9 +173,194 @@ def test_submit_refuses_with_one_line_and_exit_code_2(tmp_path, capsys) -> None:
     assert "not submitted: workdir 'runs/local' must be on gs://" in line
 
 
-def test_the_token_comes_from_a_file(tmp_path) -> None:
-    (tmp_path / "token").write_text("eyJhbGciOi.token\n")
-    assert read_token(tmp_path / "token") == "eyJhbGciOi.token"
-    assert read_token(None) is None
-    with pytest.raises(FreemaskError, match=r"--token-file .*missing: not readable"):
-        read_token(tmp_path / "missing")
+API = "/apis/v2beta1"
+
+
+@dataclass
+class ApiRequest:
+    """One request as the fake KFP API saw it (header names lower-cased)."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: dict
+
+
+class FakeKfpApi:
+    """The KFP v2beta1 REST API on 127.0.0.1, served from a thread: it records every request and
+    answers the calls submit and schedule make (healthz, experiments, runs, recurring runs).
+
+    ``multi_user`` answers healthz with ``multi_user: true`` and refuses an experiment listed or
+    created without a namespace, as multi-user KFP does. ``require`` (header, value) answers
+    401 to a request without it, echoing the Authorization it got (a leak to redact), or, with
+    ``login_page``, 200 with an HTML sign-in page, as an auth proxy in front of KFP may.
+    """
+
+    def __init__(
+        self,
+        multi_user: bool = False,
+        require: tuple[str, str] | None = None,
+        login_page: bool = False,
+    ) -> None:
+        self.multi_user, self.require, self.login_page = multi_user, require, login_page
+        self.requests: list[ApiRequest] = []
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeKfpApi:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+    def sent(self, method: str, path: str) -> list[ApiRequest]:
+        """The recorded requests to ``method`` ``API + path``."""
+        return [r for r in self.requests if (r.method, r.path) == (method, API + path)]
+
+    def answer(self, request: ApiRequest) -> tuple[int, str, str]:
+        if self.require and request.headers.get(self.require[0].lower()) != self.require[1]:
+            if self.login_page:
+                return 200, "text/html", "<html><body>Sign in with Dex</body></html>"
+            echoed = request.headers.get("authorization", "")
+            return 401, "application/json", json.dumps({"error": f"refused {echoed}", "code": 16})
+        namespace = request.body.get("namespace") or request.query.get("namespace", [""])[0]
+        if self.multi_user and request.path == API + "/experiments" and not namespace:
+            refusal = {"error": "Invalid input error: Namespace cannot be empty", "code": 3}
+            return 400, "application/json", json.dumps(refusal)
+        answers = {
+            ("GET", "/healthz"): {"multi_user": self.multi_user, "pipeline_store": "database"},
+            ("GET", "/experiments"): {"experiments": [], "total_size": 0},
+            ("POST", "/experiments"): {"experiment_id": "exp-1", **request.body},
+            ("POST", "/runs"): {"run_id": "run-1", "state": "PENDING", **request.body},
+            ("POST", "/recurringruns"): {"recurring_run_id": "job-1", **request.body},
+        }
+        found = answers.get((request.method, request.path.removeprefix(API)))
+        if found is None:
+            return 404, "application/json", json.dumps({"error": "Not Found", "code": 5})
+        return 200, "application/json", json.dumps(found)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self) -> None:
+                url = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                request = ApiRequest(
+                    self.command,
+                    url.path,
+                    parse_qs(url.query, keep_blank_values=True),
+                    {name.lower(): value for name, value in self.headers.items()},
+                    json.loads(raw) if raw else {},
+                )
+                api.requests.append(request)
+                status, kind, text = api.answer(request)
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(text.encode())))
+                self.end_headers()
+                self.wfile.write(text.encode())
+
+            do_GET = do_POST = _serve
+
+            def log_message(self, *args: object) -> None:  # keep the test output clean
+                pass
+
+        return Handler
+
+
+def isolate_from_this_machine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No credential, in-cluster token or kfp context file of the machine running the tests."""
+    import kfp
+
+    for name in (TOKEN_ENV, IAP_CLIENT_ID_ENV, "KF_PIPELINES_ENDPOINT", "KF_PIPELINES_UI_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(IN_CLUSTER_TOKEN_ENV, str(tmp_path / "not-in-a-pod"))
+    monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "kfp-context.json"))
+
+
+@pytest.fixture
+def kfp_environment(monkeypatch, tmp_path) -> None:
+    isolate_from_this_machine(monkeypatch, tmp_path)
+
+
+@pytest.fixture
+def kfp_api(kfp_environment) -> Iterator[FakeKfpApi]:
+    with FakeKfpApi() as api:
+        yield api
+
+
+def submit_argv(api: FakeKfpApi, config: str, *extra: str) -> list[str]:
+    return [
+        "submit", "--host", api.url, "--config", config,
+        "--param", "config_uri=gs://b/run.yaml", *extra,
+    ]  # fmt: skip
+
+
+def test_a_single_user_backend_gets_no_empty_namespace(tmp_path, kfp_api, capfd) -> None:
+    assert main(submit_argv(kfp_api, write_config(tmp_path))) == 0
+    # Neither "" (what kfp.Client's default namespace "kubeflow" led to) nor any other value.
+    (listed,) = kfp_api.sent("GET", "/experiments")
+    (created,) = kfp_api.sent("POST", "/experiments")
+    assert "namespace" not in listed.query and created.body.get("namespace") is None
+    (run,) = kfp_api.sent("POST", "/runs")
+    assert run.body["experiment_id"] == "exp-1"
+    assert f"submitted run run-1 to {kfp_api.url} (no credentials)" in " ".join(
+        capfd.readouterr().out.split()
+    )
+
+
+def test_a_multi_user_backend_refuses_a_submission_without_namespace(
+    tmp_path, kfp_environment, capfd
+) -> None:
+    with FakeKfpApi(multi_user=True) as api:
+        assert main(submit_argv(api, write_config(tmp_path))) == 2
+    (line,) = capfd.readouterr().err.splitlines()
+    assert line.startswith(f"error: --namespace is required: {api.url} is a multi-user")
+    assert "kubeflow.namespace" in line
+    # Refused on healthz's word alone: no experiment, no run.
+    assert [(r.method, r.path) for r in api.requests] == [("GET", API + "/healthz")]
+
+
+@pytest.mark.parametrize("where", ["flag", "config"])
+def test_runs_on_a_multi_user_backend_go_to_the_namespace(
+    tmp_path, kfp_environment, capfd, where
+) -> None:
+    cookie = "authservice_session=MTcwMDAwMDAwMHxsb2dpbg"
+    (tmp_path / "cookie").write_text(cookie + "\n")
+    config = write_config(tmp_path, kubeflow={"namespace": "team-a"} if where == "config" else {})
+    extra = ["--cookie-file", str(tmp_path / "cookie")]
+    extra += ["--namespace", "team-a"] if where == "flag" else []
+    with FakeKfpApi(multi_user=True, require=("Cookie", cookie)) as api:
+        assert main(submit_argv(api, config, *extra)) == 0
+    (listed,) = api.sent("GET", "/experiments")
+    (created,) = api.sent("POST", "/experiments")
+    assert listed.query["namespace"] == ["team-a"] and created.body["namespace"] == "team-a"
+    (run,) = api.sent("POST", "/runs")
+    assert run.body["experiment_id"] == "exp-1" and run.body["service_account"] == "freemask-runner"
+    assert f"submitted run run-1 to {api.url} in team-a" in " ".join(capfd.readouterr().out.split())
+
+
+def test_schedule_creates_the_recurring_run_in_the_namespace(
+    tmp_path, monkeypatch, kfp_environment
+) -> None:
+    # In a pod with the projected KFP token, as kfp.Client finds it without --host.
+    (tmp_path / "token").write_text("sa-token-for-team-a")
+    monkeypatch.setenv(IN_CLUSTER_TOKEN_ENV, str(tmp_path / "token"))
+    options = ["--config", write_config(tmp_path), "--cron", "0 3 * * 1"]
+    options += ["--param", "config_uri=gs://b/run.yaml", "--namespace", "team-a"]
+    with FakeKfpApi(
+        multi_user=True, require=("Authorization", "Bearer sa-token-for-team-a")
+    ) as api:
+        # A trailing slash on --host is dropped (kfp.Client keeps it when given a client_id).
+        assert main(["schedule", "--host", api.url + "/", *options]) == 0
+    (created,) = api.sent("POST", "/experiments")
+    (job,) = api.sent("POST", "/recurringruns")
+    assert created.body["namespace"] == "team-a" and job.body["experiment_id"] == "exp-1"
+    assert job.body["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
