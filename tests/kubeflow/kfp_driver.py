@@ -1,165 +1,357 @@
-"""The open-source KFP v2 backend's rules for turning a compiled pipeline (IR) into the command
-line of each pod, written down so that tests resolve the IR as a real cluster would.
+"""The open-source KFP v2 backend's rules for running a compiled pipeline (IR), written down so
+that tests resolve each pod's command line, and follow a run's states, as a real cluster would.
+``backend`` picks the version (2.14 to 2.17) where the rules differ.
 
-Upstream sources (kubeflow/pipelines, master as of KFP 2.17), rule by rule:
+Upstream: kubeflow/pipelines at tag 2.17.0 unless another tag is named, paths under
+backend/src/v2/. Rule by rule:
 
-1. Task inputs (backend/src/v2/driver/resolve.go, resolveInputParameter): a
-   ``componentInputParameter`` takes the parent DAG's value; a ``taskOutputParameter`` takes the
-   producer's output; a ``runtimeValue.constant`` is used as is, except that a constant whose
-   *whole* value is one of ``{{$.pipeline_job_uuid}}``, ``{{$.pipeline_job_name}}``, ... is
-   replaced by the run's id, name, ... (``switch valStr``: an embedded one stays literal).
-   A parameter left unset falls back to the component's ``defaultValue``.
-2. Loops (driver/dag.go with util.go getItems): ``parameterIterator.items.raw`` is a JSON list;
-   each item becomes the ``itemInput`` parameter of one iteration.
-3. Container arguments (driver/util.go, resolveContainerArgs): an argument that contains
-   ``$.outputs`` is left to the launcher; one starting with ``{"IfPresent":`` is a condition
-   clause; every other argument has each ``{{$.inputs.parameters['x']}}`` replaced by the value
-   as text (pbValueToString: strings as is, whole numbers without a decimal point). Nothing
-   else is resolved: a ``{"Concat": [...]}`` struct reaches the container as literal JSON
-   (kubeflow/pipelines#9486).
-4. The launcher (backend/src/v2/component/launcher_v2.go, compileCmdAndArgs/getPlaceholders)
-   replaces ``{{$.outputs.parameters['x'].output_file}}`` with the output file's path and the
-   input parameters again (numbers via FormatFloat 'f', -1). The command list gets only
-   ``{{$}}`` replaced (its other replacements are computed and dropped), so a command must hold
-   no placeholders.
-5. Output artifacts (driver/driver.go provisionOutputs, metadata/client.go GenerateOutputURI and
-   GetPipeline's pipeline_root): each output artifact gets the URI
-   ``<pipeline root>/<pipeline name>/<run id>/<task>/<uuid>/<name>`` and the executor output file
-   is ``LocalPathForURI(<pipeline root>/<pipeline name>/<run id>/<task>/<uuid>)/output_metadata.json``.
-   The launcher (getPlaceholders, compileCmdAndArgs) substitutes, as substrings of any argument,
-   ``{{$}}`` (the executor input JSON: ``inputs.parameterValues``, ``outputs.artifacts``,
-   ``outputs.parameters``, ``outputs.outputFile``), ``{{$.outputs.artifacts['x'].uri}}`` and
-   ``{{$.outputs.artifacts['x'].path}}`` (LocalPathForURI: ``gs://b/k`` -> ``/gcs/b/k``; also
-   ``s3://``, ``minio://``). There is no ``.metadata`` placeholder: an artifact's metadata (what
-   the UI shows, e.g. a Metrics artifact's scalars, MLMD custom properties) comes only from the
-   executor output file, ``{"artifacts": {"x": {"artifacts": [{"metadata": {...}}]}}}``, merged
-   into the artifact (mergeRuntimeArtifacts). A ``uri`` there replaces the artifact's URI, but
-   the launcher then uploads to it and fails the task unless it lies under the run's root
-   (uploadOutputArtifacts -> objectstore Config.KeyFromURI), so the data's own gs:// prefix
-   goes into the metadata, not the URI. A missing local file is only a warning (the artifact is
-   recorded without content).
-6. Exit handlers (driver/resolve.go, TaskFinalStatus case; compiler/argocompiler/dag.go): the
-   exit task (``triggerPolicy.strategy: ALL_UPSTREAM_TASKS_COMPLETED``) runs as an exit hook of
-   its producer DAG whatever that DAG's outcome; its ``taskFinalStatus`` input is the struct
-   ``{"error": {}, "pipelineJobResourceName": <run>, "pipelineTaskName": <producer>, "state":
-   <MLMD state: COMPLETE, FAILED, CANCELED, ...>}``, written into an argument as JSON with sorted
-   keys (pbValueToString marshals a struct like the launcher's json.Marshal of a map).
+1. Conditions (driver/dag.go:84-91, driver/container.go:88-95; expression/expression.go:128-162):
+   a task's ``triggerPolicy.condition`` is CEL over its resolved inputs
+   (``inputs.parameter_values['x']``). When false, the driver records the task CANCELED
+   (metadata/client.go:659-665) and Argo skips it (compiler/argocompiler/dag.go:278-279): nothing
+   under it runs, nor anything after it (``dep.Succeeded``, dag.go:713-726). The model reads the
+   CEL the KFP SDK writes: ``== != < <= > >= && ||``, ``!(...)``, ``int()``, ``double()``,
+   strings, numbers, ``true``, ``false``.
+2. Inputs and defaults (driver/resolve.go resolveInputs, 102-369): a ``componentInputParameter``
+   takes the parent DAG's value (an optional input whose value is null is skipped, 333-347), a
+   ``taskOutputParameter`` the producer's output; a missing one fails the driver. Defaults: the
+   root's unset inputs get their ``defaultValue``, or null when optional, at run creation
+   (compiler/argocompiler/argo.go:96-107); a nested DAG's driver does the same for its unset
+   optional inputs (resolve.go:304-322); a container's driver leaves an unset optional input
+   out (194-200), sets an unset required STRING with a ``defaultValue`` to "" (187-193, then
+   202-217 with metadata/converter.go:19-21: a nil value's text; the default is not used) and
+   fails for any other unset required input. A STRING input given another type gets its text
+   (PbValueToText); other types must match (218-253). Only the launcher adds a container's
+   defaults, before it compiles the command line (component/launcher_v2.go:422-431,
+   addDefaultParams 1309-1331): on 2.17 the driver, which resolves arguments first (rule 3),
+   fails on an argument naming an optional input left unset.
+3. Command and arguments: the pod runs ``command + args`` (driver/driver.go:307-319). On 2.17 the
+   driver resolves both lists alike (driver/util.go resolveContainerArgs, 263-288): an element
+   holding ``$.outputs`` is left to the launcher; ``{"IfPresent": ...}`` becomes its Then or Else
+   (211-261); in any other, each ``{{$.inputs.parameters['x']}}`` becomes the value's text, and
+   an ``x`` the executor input lacks fails the driver (168-179). Before 2.17 the driver passes
+   both unchanged (2.16.0 driver/driver.go:282-284). The launcher takes the first element as the
+   command and the rest as arguments (launcher_v2.go:113-127); compileCmdAndArgs (1051-1074)
+   replaces ``{{$}}`` in all of them and the other placeholders only in the arguments (the
+   command's replacements are computed and dropped). So a placeholder in ``command[1:]`` is
+   resolved like an argument, one in ``command[0]`` by the 2.17 driver only. A ``Concat``, and an
+   IfPresent before 2.17, reaches the container as literal JSON (kubeflow/pipelines#9486).
+4. Numbers as text: the 2.17 driver (pbValueToString, util.go:138-163) writes a whole number
+   with ``%d``, any other with ``%g`` (``1.2345675e+06``, ``1e-05``); the launcher
+   (getPlaceholders, launcher_v2.go:1139-1164) and PbValueToText (converter.go:29) with
+   ``FormatFloat(f, 'f', -1, 64)`` (``1234567.5``, ``0.00001``). Booleans are ``true``/``false``;
+   lists and structs are Go JSON (json.Marshal: compact, keys sorted, ``<>&`` escaped). The
+   executor input ``{{$}}`` is protojson (launcher_v2.go:1054): numbers as encoding/json writes a
+   float64 (``3``, not ``3.0``), no HTML escaping.
+5. Outputs (driver/driver.go provisionOutputs, 741-810): an output parameter's file is
+   ``/tmp/kfp/outputs/<name>`` (794-797); an output artifact's URI is
+   ``<run root>/<task>/<uuid>/<name>`` (775, 786), the run root being ``<pipeline root>/<pipeline
+   name>/<run id>`` (metadata/client.go:420, GenerateOutputURI 391-406); the executor output
+   file is ``output_metadata.json`` under the task root's local path (800-807), on 2.14
+   ``/tmp/kfp_outputs/output_metadata.json`` with artifacts that have no ``name`` (2.14.0
+   driver/driver.go:483-518). Logs are published by default (cmd/driver/main.go:102): an
+   ``executor-logs`` artifact is added (755-768), on 2.17 with the attempt's ``-0`` suffix
+   (launcher_v2.go:569-598). The launcher resolves ``{{$.outputs.parameters['x'].output_file}}``,
+   ``{{$.outputs.artifacts['x'].uri}}`` and ``.path`` (LocalPathForURI, 1239-1253: ``gs://b/k``
+   -> ``/gcs/b/k``; also ``s3://``, ``minio://``). There is no ``.metadata`` placeholder: an
+   artifact's metadata (what the UI shows) comes only from the executor output file,
+   ``{"artifacts": {"x": {"artifacts": [{"metadata": {...}}]}}}`` (mergeRuntimeArtifacts,
+   1188-1206). A ``uri`` there replaces the artifact's, but the launcher then uploads to it and
+   fails unless it lies under the run's root (uploadOutputArtifacts), so the data's own gs://
+   prefix goes into the metadata. A missing output file is only logged (getExecutorOutputFile).
+6. Pipeline root (driver/root_dag.go:97-114): the run's ``pipeline_root``, else the
+   ``kfp-launcher`` ConfigMap's ``defaultPipelineRoot``, else ``minio://mlpipeline/v2/artifacts``
+   (config/env.go:38, 86-92). The IR's ``defaultPipelineRoot`` is not read.
+7. Runtime constants (resolve.go:422-454): a string constant input whose whole value is
+   ``{{$.pipeline_job_name}}`` (the run's display name), ``{{$.pipeline_job_resource_name}}``
+   (its Argo workflow), ``{{$.pipeline_job_uuid}}`` (run id), ``{{$.pipeline_task_name}}``,
+   ``{{$.pipeline_task_uuid}}`` (the parent DAG's MLMD execution id),
+   ``{{$.pipeline_job_create_time_utc}}`` or ``{{$.pipeline_job_schedule_time_utc}}`` (RFC 3339;
+   a manual run's schedule time is its creation time, cmd/driver/main.go:262-285) is replaced;
+   embedded in a longer string they stay literal. ``{{$.workspace_path}}`` is replaced anywhere in
+   the string by ``/kfp-workspace`` (component/constants.go:32). 2.14 has the first five (2.14.0
+   resolve.go:393-406), 2.15 adds the workspace (2.15.0 resolve.go:414-415), 2.16 the times
+   (2.16.0 resolve.go:438-441).
+8. Exit handlers (resolve.go:458-493; argocompiler/dag.go:124-132): the exit task
+   (``ALL_UPSTREAM_TASKS_COMPLETED``) runs as an exit hook of its producer, whatever its outcome;
+   its ``taskFinalStatus`` input is ``{"error": {}, "pipelineJobResourceName": <workflow>,
+   "pipelineTaskName": <producer>, "state": <the producer's MLMD state then>}``. States: a driver
+   records its execution RUNNING, or CANCELED (rule 1); a container's launcher records COMPLETE or
+   FAILED, then updates its parent DAG (launcher_v2.go:220-230; UpdateDAGExecutionsState,
+   metadata/client.go:800-878): COMPLETE when its children that are COMPLETE, CACHED or CANCELED
+   number its ``total_dag_tasks`` (on 2.17 a loop's ``iteration_count``), else FAILED if one
+   FAILED, else unchanged. From 2.17.0 (PR 13322, commit 5d44be17a2) a DAG that so ends updates
+   its parent in turn; on 2.14 to 2.16 (2.16.0 metadata/client.go:746-786) only a container's own
+   parent is updated, so a DAG whose children are DAGs (loops, conditions, nested pipelines)
+   stays RUNNING. No container ends after a CANCELED child, so a DAG whose last task is a
+   condition not taken stays RUNNING on 2.17 too, and so do its ancestors. Argo's failFast: after
+   a failure no new task starts; exit hooks still run.
 
-Any placeholder that survives these rules, any IfPresent (this project's own rule: the compiled
-IR holds no struct placeholder at all) and any Concat makes ``resolve_args`` raise.
+Any placeholder left in an element, and any struct placeholder, makes ``command_line`` raise:
+the pod would get literal text. Not modelled: caching, retries, input artifacts, DAG outputs,
+parameter expression selectors, literal constraints, protojson's random spaces.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
+import operator
 import re
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Container, Iterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
 from graphlib import TopologicalSorter
 from typing import Any
 
 INPUT_PARAMETER = re.compile(r"\{\{\$\.inputs\.parameters\['(.+?)'\]\}\}")
-OUTPUT_FILE = re.compile(r"\{\{\$\.outputs\.parameters\['(.+?)'\]\.output_file\}\}")
-OUTPUT_ARTIFACT = re.compile(r"\{\{\$\.outputs\.artifacts\['(.+?)'\]\.(uri|path)\}\}")
 EXECUTOR_INPUT = "{{$}}"
-PIPELINE_ROOT = "gs://kfp-artifacts/root"
-RUN_PLACEHOLDERS = ("{{$.pipeline_job_uuid}}", "{{$.pipeline_job_name}}")
+DEFAULT_PIPELINE_ROOT = "minio://mlpipeline/v2/artifacts"
+WORKSPACE_PATH = "/kfp-workspace"
+OUTPUT_PARAMETER_DIR = "/tmp/kfp/outputs"
+LEGACY_OUTPUT_FILE = "/tmp/kfp_outputs/output_metadata.json"
+CREATE_TIME = "2026-01-01T00:00:00Z"  # the model run's creation (and schedule) time
+DONE_STATES = ("COMPLETE", "CACHED", "CANCELED")
 
 
 class UnresolvedArgument(AssertionError):
-    """An executor argument the open-source backend would not turn into the intended text."""
+    """Where the open-source backend would fail a task, or hand its pod unintended text."""
+
+
+def backend_version(backend: str) -> tuple[int, int]:
+    """``(2, 17)`` for "2.17" or "2.17.0"; ValueError outside the modelled 2.14 to 2.17."""
+    major, minor = (int(part) for part in backend.split(".")[:2])
+    if not (2, 14) <= (major, minor) <= (2, 17):
+        raise ValueError(f"backend {backend!r}: the model follows KFP 2.14 to 2.17")
+    return major, minor
+
+
+# Rule 4: values as text.
+
+
+def _digits(number: float) -> tuple[str, str, int]:
+    """Go's shortest decimal digits of ``number`` (Python's repr finds the same ones): sign,
+    digits and the decimal point's position (strconv's decimalSlice ``dp``)."""
+    sign, digits, exponent = Decimal(repr(float(number))).normalize().as_tuple()
+    text = "".join(map(str, digits))
+    return ("-" if sign else ""), text, len(text) + int(exponent)
+
+
+def format_f(number: float) -> str:
+    """``strconv.FormatFloat(number, 'f', -1, 64)``: shortest digits, no exponent."""
+    sign, digits, point = _digits(number)
+    if digits == "0":
+        return f"{sign}0"
+    if point <= 0:
+        return f"{sign}0.{'0' * -point}{digits}"
+    if point >= len(digits):
+        return f"{sign}{digits}{'0' * (point - len(digits))}"
+    return f"{sign}{digits[:point]}.{digits[point:]}"
+
+
+def format_e(number: float) -> str:
+    """``strconv.FormatFloat(number, 'e', -1, 64)``: ``d.ddde+XX``."""
+    sign, digits, point = _digits(number)
+    exponent = point - 1 if digits != "0" else 0
+    fraction = f".{digits[1:]}" if len(digits) > 1 else ""
+    return f"{sign}{digits[0]}{fraction}e{'-' if exponent < 0 else '+'}{abs(exponent):02d}"
+
+
+def format_g(number: float) -> str:
+    """Go's ``%g``: ``%e`` when the exponent is below -4 or at least 6 (strconv's shortest
+    'g'), else ``%f``."""
+    _, digits, point = _digits(number)
+    return format_e(number) if digits != "0" and not -4 <= point - 1 < 6 else format_f(number)
+
+
+def _json_number(number: float) -> str:
+    """A float64 as encoding/json and protojson write it."""
+    if number != 0 and not 1e-6 <= abs(number) < 1e21:
+        return re.sub(r"e-0(\d)$", r"e-\1", format_e(number))
+    return format_f(number)
+
+
+def go_json(value: Any, escape_html: bool = True) -> str:
+    """``value`` as Go writes JSON: compact, keys in ``value``'s order (sort a map's first),
+    float64 numbers; with ``escape_html`` (json.Marshal) ``<>&`` escaped, without (protojson) not."""
+    if isinstance(value, dict):
+        items = (
+            f"{go_json(str(k), escape_html)}:{go_json(v, escape_html)}" for k, v in value.items()
+        )
+        return "{" + ",".join(items) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(go_json(item, escape_html) for item in value) + "]"
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, int | float):
+        return _json_number(value)
+    text = json.dumps(value, ensure_ascii=False)
+    if escape_html:
+        for char in "<>&\u2028\u2029":
+            text = text.replace(char, f"\\u{ord(char):04x}")
+    return text
+
+
+def _sorted(value: Any) -> Any:
+    """``value`` with every map's keys sorted, as Go marshals a map and protojson a Struct."""
+    if isinstance(value, dict):
+        return {key: _sorted(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(item) for item in value]
+    return value
+
+
+def _text(value: Any, number: Callable[[float], str]) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return number(value)
+    if isinstance(value, list | dict):
+        return go_json(_sorted(value))
+    return "" if value is None else str(value)
+
+
+def as_text(value: Any) -> str:
+    """A parameter value as the 2.17 driver writes it into an argument (pbValueToString)."""
+
+    def number(value: float) -> str:
+        whole = float(value).is_integer() and -(2**63) <= value < 2**63
+        return str(int(value)) if whole else format_g(value)
+
+    return _text(value, number)
+
+
+def launcher_text(value: Any) -> str:
+    """A parameter value as the launcher writes it into an argument (getPlaceholders), and as
+    PbValueToText converts it for a STRING input (where null is "")."""
+    return _text(value, format_f)
+
+
+def local_path(uri: str) -> str:
+    """The launcher's LocalPathForURI: where a gs://, s3://, minio:// or oci:// URI is read and
+    written in the pod."""
+    for scheme, root in (("gs", "/gcs"), ("s3", "/s3"), ("minio", "/minio")):
+        if uri.startswith(f"{scheme}://"):
+            return f"{root}/{uri.removeprefix(f'{scheme}://')}"
+    if uri.startswith("oci://"):
+        return f"/oci/{uri.removeprefix('oci://').replace('/', '_')}/models"
+    raise UnresolvedArgument(f"{uri}: no local path for this storage scheme")
+
+
+# Rule 1: conditions.
+
+_CEL_TOKEN = re.compile(
+    r"\s*(inputs\.parameter_values\[(['\"])(.*?)\2\]|'[^']*'|\"[^\"]*\"|\d+(?:\.\d+)?"
+    r"|&&|\|\||[=!<>]=|[!<>()]|true|false|int|double)"
+)
+_CASTS = {"int": int, "double": float}
+_COMPARISONS = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
+def condition_holds(condition: str, inputs: Mapping[str, Any]) -> bool:
+    """Whether a ``triggerPolicy.condition`` (CEL) holds for a task's resolved inputs;
+    UnresolvedArgument where CEL fails (the driver fails) or for CEL beyond the SDK's."""
+    tokens: list[re.Match] = []
+    position = 0
+    while position < len(condition.rstrip()):
+        token = _CEL_TOKEN.match(condition, position)
+        if token is None:
+            raise UnresolvedArgument(f"condition {condition!r}: CEL beyond this model")
+        tokens.append(token)
+        position = token.end()
+
+    def take(expected: str = "") -> re.Match:
+        token = tokens.pop(0)
+        if expected and token[1] != expected:
+            raise ValueError(f"expected {expected!r}, got {token[1]!r}")
+        return token
+
+    def operand() -> Any:
+        token = take()
+        if token[1] == "!":
+            value = operand()
+            if not isinstance(value, bool):
+                raise TypeError(f"! of {value!r}")
+            return not value
+        if token[1] in ("(", "int", "double"):
+            if token[1] != "(":
+                take("(")
+            value = disjunction()
+            take(")")
+            return value if token[1] == "(" else _CASTS[token[1]](value)
+        if token[3] is not None:
+            return inputs[token[3]]
+        if token[1][0] in "'\"":
+            return token[1][1:-1]
+        if token[1] in ("true", "false"):
+            return token[1] == "true"
+        return float(token[1]) if "." in token[1] else int(token[1])
+
+    def comparison() -> Any:
+        left = operand()
+        if tokens and tokens[0][1] in _COMPARISONS:
+            return _COMPARISONS[take()[1]](left, operand())
+        return left
+
+    def joined(part: Callable[[], Any], symbol: str, combine: Callable) -> Callable[[], Any]:
+        def parse() -> Any:
+            value = part()
+            while tokens and tokens[0][1] == symbol:
+                take()
+                value = combine(value, part())
+            return value
+
+        return parse
+
+    conjunction = joined(comparison, "&&", lambda left, right: left and right)
+    disjunction = joined(conjunction, "||", lambda left, right: left or right)
+    try:
+        result = disjunction()
+        if tokens:
+            raise ValueError(f"unexpected {tokens[0][1]!r}")
+    except (IndexError, KeyError, TypeError, ValueError) as error:
+        raise UnresolvedArgument(f"condition {condition!r}: {error!r}") from None
+    if not isinstance(result, bool):
+        raise UnresolvedArgument(f"condition {condition!r}: not a bool: {result!r}")
+    return result
+
+
+# Rules 1, 2, 7 and 8: a run, driver by driver.
 
 
 @dataclass(frozen=True)
 class Execution:
-    """One pod: where in the DAG it runs, its executor label and its resolved inputs."""
+    """One pod: where in the DAG it runs, its task and executor, its inputs as the driver
+    resolved them, its component and executor input (outputs provisioned), the backend."""
 
     path: str
+    task: str
     executor: str
     inputs: dict[str, Any]
-    outputs: dict[str, Any]  # the component's outputDefinitions
-    task: str = ""
+    component: dict[str, Any]
+    document: dict[str, Any]
+    backend: tuple[int, int]
 
 
-def as_text(value: Any) -> str:
-    """A parameter value as the driver writes it into an argument (pbValueToString)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(int(value)) if float(value).is_integer() else repr(float(value))
-    if isinstance(value, list | dict):
-        return json.dumps(value, separators=(",", ":"), sort_keys=isinstance(value, dict))
-    return "" if value is None else str(value)
+@dataclass
+class _Record:
+    """One MLMD execution: a DAG's or a container's, under its parent DAG, with its state."""
 
-
-def local_path(uri: str) -> str:
-    """The launcher's LocalPathForURI: where a gs://, s3:// or minio:// URI is read and written."""
-    for scheme in ("gs", "s3", "minio"):
-        if uri.startswith(f"{scheme}://"):
-            return f"/{'gcs' if scheme == 'gs' else scheme}/{uri.removeprefix(f'{scheme}://')}"
-    raise UnresolvedArgument(f"{uri}: no local path for this storage scheme")
-
-
-def executor_input(execution: Execution, run_id: str, pipeline_root: str = PIPELINE_ROOT) -> str:
-    """The executor input JSON the driver gives ``execution``'s launcher (rule 5)."""
-    task_root = f"{pipeline_root}/freemask/{run_id}/{execution.task}/0000-uuid"
-    artifacts = {
-        name: {
-            "artifacts": [
-                {"name": name, "type": definition["artifactType"], "uri": f"{task_root}/{name}"}
-            ]
-        }
-        for name, definition in execution.outputs.get("artifacts", {}).items()
-    }
-    parameters = {
-        name: {"outputFile": f"/tmp/kfp/outputs/{name}"}
-        for name in execution.outputs.get("parameters", {})
-    }
-    document = {
-        "inputs": {"parameterValues": execution.inputs},
-        "outputs": {
-            "artifacts": artifacts,
-            "parameters": parameters,
-            "outputFile": f"{local_path(task_root)}/output_metadata.json",
-        },
-    }
-    return json.dumps(document, separators=(",", ":"))
-
-
-def resolve_args(
-    args: list[str],
-    inputs: Mapping[str, Any],
-    output_files: Mapping[str, str],
-    executor_json: str = "",
-):
-    """The container's arguments as the pod receives them (rules 3, 4 and 5)."""
-    artifacts = json.loads(executor_json)["outputs"]["artifacts"] if executor_json else {}
-
-    def artifact(match: re.Match) -> str:
-        if match.group(1) not in artifacts:
-            raise UnresolvedArgument(f"no output artifact {match.group(1)!r}")
-        uri = artifacts[match.group(1)]["artifacts"][0]["uri"]
-        return uri if match.group(2) == "uri" else local_path(uri)
-
-    resolved = []
-    for arg in args:
-        if arg.lstrip().startswith('{"'):  # a JSON object: Concat, IfPresent, ...
-            raise UnresolvedArgument(f"struct placeholder reaches the container as JSON: {arg}")
-        missing = set(INPUT_PARAMETER.findall(arg)) - set(inputs)
-        if missing:
-            raise UnresolvedArgument(f"{arg}: no input parameter {sorted(missing)}")
-        text = INPUT_PARAMETER.sub(lambda match: as_text(inputs[match.group(1)]), arg)
-        if "$.outputs" in arg:
-            text = OUTPUT_FILE.sub(lambda match: output_files[match.group(1)], text)
-            text = OUTPUT_ARTIFACT.sub(artifact, text)
-        if EXECUTOR_INPUT in text:
-            if not executor_json:
-                raise UnresolvedArgument(f"{arg}: no executor input given for {EXECUTOR_INPUT}")
-            text = text.replace(EXECUTOR_INPUT, executor_json)
-        elif "{{$" in text:
-            raise UnresolvedArgument(f"placeholder left unresolved: {arg}")
-        resolved.append(text)
-    return resolved
+    id: int
+    parent: int
+    path: str
+    task: str
+    state: str
+    total: int = 0  # total_dag_tasks: a DAG component's task count
+    iterations: int | None = None  # iteration_count: a loop's item count
 
 
 def executions(
@@ -167,75 +359,395 @@ def executions(
     arguments: Mapping[str, Any],
     outputs: Mapping[str, Any],
     run_id: str = "run-0001",
-    final_state: str = "COMPLETE",
+    *,
+    backend: str = "2.17",
+    pipeline_root: str = DEFAULT_PIPELINE_ROOT,
+    failed: Container[str] = (),
+    states: dict[str, str] | None = None,
 ) -> Iterator[Execution]:
-    """Every pod of a run of ``spec`` with root ``arguments``, in an order its DAGs allow (rules
-    1, 2 and 6). ``outputs`` gives task output parameters by key; it is read lazily, so a caller
-    that runs each execution can fill it in between. Every branch of a condition is entered;
-    exit tasks see ``final_state``."""
-    run_values = {
-        "{{$.pipeline_job_uuid}}": run_id,
-        "{{$.pipeline_job_name}}": f"run {run_id}",
-        "final_state": final_state,
-    }
-    yield from _walk(spec, spec["root"], dict(arguments), "root", outputs, run_values)
+    """Every pod of a run of ``spec`` with root ``arguments`` on KFP ``backend``, in an order its
+    DAGs allow. ``outputs`` gives task output parameters by key, ``failed`` the task names or
+    paths whose pods fail; both are read lazily, so a caller that runs each execution can fill
+    them in between. ``states``, when given, gets every MLMD execution's state by path as the run
+    goes. Raises UnresolvedArgument where a driver fails."""
+    run = _Run(spec, backend_version(backend), run_id, pipeline_root, outputs, failed)
+    if states is not None:
+        run.states = states
+    yield from run.root(dict(arguments))
 
 
-def _with_defaults(component: dict[str, Any], given: dict[str, Any], path: str) -> dict[str, Any]:
-    values = dict(given)
-    for name, definition in component.get("inputDefinitions", {}).get("parameters", {}).items():
-        if name in values:
+def _parameters(component: Mapping[str, Any]) -> dict[str, Any]:
+    return component.get("inputDefinitions", {}).get("parameters", {})
+
+
+_TYPES = {
+    "NUMBER_INTEGER": (int, float),
+    "NUMBER_DOUBLE": (int, float),
+    "BOOLEAN": (bool,),
+    "LIST": (list,),
+    "STRUCT": (dict,),
+    "TASK_FINAL_STATUS": (dict,),
+    "TASK_CONFIG": (dict,),
+}
+
+
+def _checked(component, values, where, skip=frozenset(), nil=frozenset()) -> dict[str, Any]:
+    """A driver's type validation and conversion of resolved inputs (resolve.go:169-256)."""
+    for name, definition in _parameters(component).items():
+        kind = definition["parameterType"]
+        if name in skip:
             continue
-        if "defaultValue" in definition:
-            values[name] = definition["defaultValue"]
-        elif not definition.get("isOptional"):
-            raise UnresolvedArgument(f"{path}: required input {name!r} is not set")
+        if name not in values:
+            if definition.get("isOptional"):
+                continue  # left out: the launcher alone adds its default
+            if "defaultValue" not in definition or kind != "STRING":
+                raise UnresolvedArgument(f"{where}: required input {name!r} has no value")
+            values[name] = ""  # a nil value's text; the default is not used
+        elif kind == "STRING":
+            if not isinstance(values[name], str) and name not in nil:
+                values[name] = launcher_text(values[name])
+        elif values[name] is None:
+            if name not in nil:
+                raise UnresolvedArgument(f"{where}: got null for input parameter {name!r}")
+        elif isinstance(values[name], bool) != (kind == "BOOLEAN") or not isinstance(
+            values[name], _TYPES[kind]
+        ):
+            raise UnresolvedArgument(f"{where}: input {name!r} is no {kind}: {values[name]!r}")
     return values
 
 
-def _walk(spec, component, given, path, outputs, run_values) -> Iterator[Execution]:
-    values = _with_defaults(component, given, path)
-    if "executorLabel" in component:
-        task = path.rsplit("/", 1)[-1].split("[", 1)[0]
-        outputs_spec = component.get("outputDefinitions", {})
-        yield Execution(path, component["executorLabel"], values, outputs_spec, task)
-        return
-    tasks = component["dag"]["tasks"]
-    order = TopologicalSorter(
-        {name: task.get("dependentTasks", []) for name, task in tasks.items()}
-    )
-    for name in order.static_order():
-        task = tasks[name]
-        inputs = {}
-        for key, source in task.get("inputs", {}).get("parameters", {}).items():
-            if "taskFinalStatus" in source:  # rule 6: the exit task's view of its producer
-                inputs[key] = {
-                    "error": {},
-                    "pipelineJobResourceName": f"freemask-{run_values['{{$.pipeline_job_uuid}}']}",
-                    "pipelineTaskName": source["taskFinalStatus"]["producerTask"],
-                    "state": run_values["final_state"],
-                }
-                continue
-            inputs[key] = _input(source, values, outputs, run_values, f"{path}/{name}")
-        child = spec["components"][task["componentRef"]["name"]]
+@dataclass
+class _Run:
+    """A run in progress: each task's driver, and the launcher's state updates, over MLMD."""
+
+    spec: dict[str, Any]
+    backend: tuple[int, int]
+    run_id: str
+    pipeline_root: str
+    outputs: Mapping[str, Any]
+    failed: Container[str]
+    states: dict[str, str] = field(default_factory=dict)
+    records: list[_Record] = field(default_factory=list)
+    stopped: bool = False  # Argo's failFast: after a failure no new task starts
+
+    @property
+    def pipeline_name(self) -> str:
+        return self.spec.get("pipelineInfo", {}).get("name", "pipeline")
+
+    @property
+    def run_root(self) -> str:
+        """The run's root for artifacts (metadata/client.go:420, GenerateOutputURI)."""
+        return f"{self.pipeline_root.rstrip('/')}/{self.pipeline_name}/{self.run_id}"
+
+    @property
+    def workflow(self) -> str:
+        """The run's Argo workflow (``{{$.pipeline_job_resource_name}}``)."""
+        return f"{self.pipeline_name}-{self.run_id}"
+
+    def record(self, parent: int, path: str, task: str, state: str, **dag: Any) -> _Record:
+        self.records.append(_Record(len(self.records) + 1, parent, path, task, state, **dag))
+        self.states[path] = state
+        return self.records[-1]
+
+    def set_state(self, record: _Record, state: str) -> None:
+        record.state = self.states[record.path] = state
+
+    def root(self, values: dict[str, Any]) -> Iterator[Execution]:
+        """Rule 2: the root's unset inputs get their default, or null when optional."""
+        for name, definition in _parameters(self.spec["root"]).items():
+            if name not in values and "defaultValue" in definition:
+                values[name] = definition["defaultValue"]
+            elif name not in values and definition.get("isOptional"):
+                values[name] = None
+        yield from self.dag(self.spec["root"], self.record(0, "root", "", "RUNNING"), values)
+
+    def dag(self, component, record: _Record, values) -> Iterator[Execution]:
+        """One DAG's tasks in an order their dependencies allow; returns "Failed" when Argo's
+        node for the DAG fails."""
+        tasks = component["dag"]["tasks"]
+        order = TopologicalSorter({n: t.get("dependentTasks", []) for n, t in tasks.items()})
+        outcomes: dict[str, str] = {}
+        for name in order.static_order():
+            task, after = tasks[name], tasks[name].get("dependentTasks", [])
+            if task.get("triggerPolicy", {}).get("strategy") == "ALL_UPSTREAM_TASKS_COMPLETED":
+                ready = all(dependency in outcomes for dependency in after)  # an exit hook
+            else:
+                ready = not self.stopped and all(outcomes.get(d) == "Succeeded" for d in after)
+            if ready:
+                outcomes[name] = yield from self.task(name, task, record, values)
+        return "Failed" if "Failed" in outcomes.values() else "Succeeded"
+
+    def task(self, name: str, task, parent: _Record, values) -> Iterator[Execution]:
+        """A task's driver, then its container or DAG; returns Argo's outcome for it."""
+        path = f"{parent.path}/{name}"
+        component = self.spec["components"][task["componentRef"]["name"]]
+        inputs = self.inputs(task, component, parent, values, path)
+        condition = task.get("triggerPolicy", {}).get("condition")
+        state = "RUNNING" if not condition or condition_holds(condition, inputs) else "CANCELED"
+        if "dag" not in component:
+            return (yield from self.container(name, path, component, parent, inputs, state))
+        if state == "RUNNING" and "parameterIterator" in task:
+            return (yield from self.loop(name, path, task, component, parent, inputs))
+        record = self.record(parent.id, path, name, state, total=len(component["dag"]["tasks"]))
+        if state == "CANCELED":
+            return "Skipped"
+        return (yield from self.dag(component, record, inputs))
+
+    def container(self, name, path, component, parent: _Record, inputs, state):
+        """A container's driver (its outputs provisioned) and launcher (its end recorded, its
+        parent DAG updated); returns Argo's outcome for it."""
+        record = self.record(parent.id, path, name, state)
+        if state == "CANCELED":
+            return "Skipped"
+        document = {
+            "inputs": {"parameterValues": _sorted(inputs)},
+            "outputs": self.provisioned(record, component),
+        }
+        executor = component["executorLabel"]
+        yield Execution(path, name, executor, inputs, component, document, self.backend)
+        failed = path in self.failed or name in self.failed
+        self.set_state(record, "FAILED" if failed else "COMPLETE")
+        self.update(self.records[parent.id - 1])
+        self.stopped = self.stopped or failed
+        return "Failed" if failed else "Succeeded"
+
+    def loop(self, name, path, task, component, parent: _Record, inputs):
+        """A loop's driver, then one iteration's driver and DAG per item (dag.go:163-200; raw
+        items join the loop's inputs under the item's name, 192)."""
+        iterator = task["parameterIterator"]
+        items_input = iterator["items"].get("inputParameter", iterator["itemInput"])
+        if "raw" in iterator["items"]:
+            inputs[items_input] = json.loads(iterator["items"]["raw"])
+        items = inputs.get(items_input)
+        items = json.loads(items) if isinstance(items, str) else items  # getItems
+        if not isinstance(items, list):
+            raise UnresolvedArgument(f"{path}: loop items are no list: {items!r}")
+        total = len(component["dag"]["tasks"])
+        head = self.record(parent.id, path, name, "RUNNING", total=total, iterations=len(items))
+        outcome = "Succeeded"
+        for index, item in enumerate(items):
+            if self.stopped:
+                break
+            values = {key: value for key, value in inputs.items() if key != items_input}
+            values[iterator["itemInput"]] = item
+            skip = {iterator["items"].get("inputParameter")}
+            values = _checked(component, values, f"{path}[{index}]", skip)
+            record = self.record(head.id, f"{path}[{index}]", name, "RUNNING", total=total)
+            if (yield from self.dag(component, record, values)) == "Failed":
+                outcome = "Failed"
+        return outcome
+
+    def inputs(self, task, component, parent: _Record, values, path: str) -> dict[str, Any]:
+        """A driver's resolveInputs (rule 2)."""
+        given = task.get("inputs", {}).get("parameters", {})
+        definitions = _parameters(component)
+        resolved, nil = {}, set()
+        if "dag" in component:  # a nested DAG's driver fills its unset optional inputs
+            for name, definition in definitions.items():
+                if name not in given and definition.get("isOptional"):
+                    resolved[name] = definition.get("defaultValue")
+                    nil |= set() if "defaultValue" in definition else {name}
+        for name, source in given.items():
+            value = self.input(source, task, parent, values, path)
+            if value is None and "componentInputParameter" in source:
+                if definitions.get(name, {}).get("isOptional"):
+                    continue  # a null for an optional input: left out
+                raise UnresolvedArgument(f"{path}: input {name!r} resolves to null")
+            resolved[name] = value
         iterator = task.get("parameterIterator")
-        if iterator is None:
-            yield from _walk(spec, child, inputs, f"{path}/{name}", outputs, run_values)
-            continue
-        for index, item in enumerate(json.loads(iterator["items"]["raw"])):
-            item_inputs = {**inputs, iterator["itemInput"]: item}
-            yield from _walk(
-                spec, child, item_inputs, f"{path}/{name}[{index}]", outputs, run_values
+        skip = {iterator["itemInput"]} if iterator else set()
+        return _checked(component, resolved, path, skip, nil)
+
+    def input(self, source, task, parent: _Record, values, path: str) -> Any:
+        """resolveInputParameter: one input from its source."""
+        if "componentInputParameter" in source:
+            name = source["componentInputParameter"]
+            if name not in values:
+                raise UnresolvedArgument(f"{path}: the parent DAG has no input {name!r}")
+            return values[name]
+        if "taskOutputParameter" in source:
+            key = source["taskOutputParameter"]["outputParameterKey"]
+            if key not in self.outputs:
+                raise UnresolvedArgument(f"{path}: no output {key!r} given")
+            return self.outputs[key]
+        if "taskFinalStatus" in source:
+            return self.final_status(task, parent)
+        return self.constant(source["runtimeValue"]["constant"], path, parent)
+
+    def constant(self, value: Any, path: str, parent: _Record) -> Any:
+        """Rule 7: the runtime constants the driver substitutes."""
+        if not isinstance(value, str):
+            return value
+        if self.backend >= (2, 15) and "{{$.workspace_path}}" in value:
+            return value.replace("{{$.workspace_path}}", WORKSPACE_PATH)
+        constants = {
+            "{{$.pipeline_job_name}}": f"run {self.run_id}",
+            "{{$.pipeline_job_resource_name}}": self.workflow,
+            "{{$.pipeline_job_uuid}}": self.run_id,
+            "{{$.pipeline_task_name}}": path.rsplit("/", 1)[-1],  # the IR task key
+            "{{$.pipeline_task_uuid}}": str(parent.id),
+        }
+        if self.backend >= (2, 16):
+            constants["{{$.pipeline_job_create_time_utc}}"] = CREATE_TIME
+            constants["{{$.pipeline_job_schedule_time_utc}}"] = CREATE_TIME
+        return constants.get(value, value)
+
+    def final_status(self, task, parent: _Record) -> dict[str, Any]:
+        """Rule 8: the producer's MLMD state when the exit task's driver runs."""
+        producer = task["dependentTasks"][0]
+        (record,) = (r for r in self.records if r.parent == parent.id and r.task == producer)
+        return {
+            "error": {},
+            "pipelineJobResourceName": self.workflow,
+            "pipelineTaskName": producer,
+            "state": record.state,
+        }
+
+    def update(self, dag: _Record) -> None:
+        """UpdateDAGExecutionsState after a container ends (rule 8)."""
+        expected = dag.total
+        if self.backend >= (2, 17):
+            expected = dag.total if dag.iterations is None else dag.iterations
+            if expected == 0 and dag.iterations is None:
+                return  # the root: its state is Argo's and the API server's
+        children = [record.state for record in self.records if record.parent == dag.id]
+        if sum(state in DONE_STATES for state in children) == expected:
+            self.set_state(dag, "COMPLETE")
+        elif "FAILED" in children:
+            self.set_state(dag, "FAILED")
+        else:
+            return
+        if self.backend >= (2, 17) and dag.parent:
+            self.update(self.records[dag.parent - 1])
+
+    def provisioned(self, record: _Record, component) -> dict[str, Any]:
+        """provisionOutputs: output files, artifact URIs and the executor output file (rule 5)."""
+        outputs = component.get("outputDefinitions", {})
+        salt = f"00000000-0000-4000-8000-{record.id:012d}"  # uuid.NewString(), one per execution
+        task_root = f"{self.run_root}/{record.task}/{salt}"
+        types = {name: a["artifactType"] for name, a in outputs.get("artifacts", {}).items()}
+        types["executor-logs"] = {"schemaTitle": "system.Artifact"}
+        artifacts = {
+            name: {"artifacts": [{"name": name, "type": types[name], "uri": f"{task_root}/{name}"}]}
+            for name in sorted(types)
+        }
+        output_file = LEGACY_OUTPUT_FILE  # on 2.14, and for a root of an unknown scheme
+        if self.backend < (2, 15):
+            for listed in artifacts.values():
+                del listed["artifacts"][0]["name"]
+        else:
+            with contextlib.suppress(UnresolvedArgument):
+                output_file = f"{local_path(task_root)}/output_metadata.json"
+        return {
+            "parameters": {
+                name: {"outputFile": f"{OUTPUT_PARAMETER_DIR}/{name}"}
+                for name in sorted(outputs.get("parameters", {}))
+            },
+            "artifacts": artifacts,
+            "outputFile": output_file,
+        }
+
+
+# Rules 3, 4 and 5: the pod's command line.
+
+
+def _launcher_view(execution: Execution) -> dict[str, Any]:
+    """The executor input the launcher compiles the command line with: the component's
+    defaults added for inputs the driver left out (addDefaultParams) and, on 2.17, the logs
+    artifact named for the first attempt (qualifyExecutorLogsForRetry)."""
+    document = copy.deepcopy(execution.document)
+    values = document["inputs"]["parameterValues"]
+    for name, definition in _parameters(execution.component).items():
+        if name not in values and "defaultValue" in definition:
+            values[name] = definition["defaultValue"]
+    document["inputs"] = {"parameterValues": _sorted(values)} if values else {}
+    if execution.backend >= (2, 17):
+        document["outputs"]["artifacts"]["executor-logs"]["artifacts"][0]["uri"] += "-0"
+    document["outputs"] = {key: value for key, value in document["outputs"].items() if value}
+    return document
+
+
+def executor_input(execution: Execution) -> str:
+    """``{{$}}``: the launcher's executor input as protojson writes it (rule 4)."""
+    return go_json(_launcher_view(execution), escape_html=False)
+
+
+def _driver_resolved(elements: list[str], inputs: Mapping[str, Any]) -> list[str]:
+    """The 2.17 driver's resolveContainerArgs over command and args (rule 3)."""
+
+    def substituted(text: str) -> str:
+        def value(match: re.Match) -> str:
+            if match[1] not in inputs:
+                raise UnresolvedArgument(
+                    f"{text}: parameter {match[1]!r} not found in executor input (the 2.17 "
+                    "driver fails; an unset optional input gets its default only later)"
+                )
+            return as_text(inputs[match[1]])
+
+        return INPUT_PARAMETER.sub(value, text)
+
+    resolved = []
+    for element in elements:
+        if "$.outputs" in element:
+            resolved.append(element)
+        elif element.lstrip().startswith('{"IfPresent":'):
+            clause = json.loads(element)["IfPresent"]
+            present = inputs.get(clause["InputName"]) is not None  # null counts as absent
+            chosen = clause.get("Then" if present else "Else") or []
+            resolved += [
+                substituted(item) for item in ([chosen] if isinstance(chosen, str) else chosen)
+            ]
+        else:
+            resolved.append(substituted(element))
+    return resolved
+
+
+def _placeholders(document: dict[str, Any], path: str) -> dict[str, str]:
+    """The launcher's getPlaceholders: output artifacts' URIs and local paths, input
+    parameters' text, output parameters' files."""
+    placeholders = {}
+    for name, listed in document["outputs"].get("artifacts", {}).items():
+        uri = listed["artifacts"][0]["uri"]
+        placeholders[f"{{{{$.outputs.artifacts['{name}'].uri}}}}"] = uri
+        placeholders[f"{{{{$.outputs.artifacts['{name}'].path}}}}"] = local_path(uri)
+    for name, value in document["inputs"].get("parameterValues", {}).items():
+        if value is None:
+            raise UnresolvedArgument(f"{path}: the launcher fails on null input {name!r}")
+        placeholders[f"{{{{$.inputs.parameters['{name}']}}}}"] = launcher_text(value)
+    for name, output in document["outputs"].get("parameters", {}).items():
+        placeholders[f"{{{{$.outputs.parameters['{name}'].output_file}}}}"] = output["outputFile"]
+    return placeholders
+
+
+def command_line(container: Mapping[str, Any], execution: Execution) -> list[str]:
+    """The pod's command line, command then args, as driver and launcher resolve them (rules
+    3 to 5); UnresolvedArgument where a driver fails or the pod would get unintended text."""
+    elements = [*container.get("command", []), *container.get("args", [])]
+    for element in elements:  # a JSON object: Concat, or an IfPresent the driver leaves alone
+        resolved = element.lstrip().startswith('{"IfPresent":') and "$.outputs" not in element
+        if element.lstrip().startswith('{"') and not (resolved and execution.backend >= (2, 17)):
+            raise UnresolvedArgument(f"struct placeholder reaches the container as JSON: {element}")
+    if execution.backend >= (2, 17):
+        elements = _driver_resolved(elements, execution.inputs)
+    if not elements:
+        raise UnresolvedArgument(f"{execution.path}: command and arguments are empty")
+    document = _launcher_view(execution)
+    executor_json = go_json(document, escape_html=False)
+    placeholders = _placeholders(document, execution.path)
+    pod = []
+    for position, element in enumerate(elements):
+        # The launcher's compileCmdAndArgs: the command (first element) gets {{$}} only.
+        text, probe = (
+            element.replace(EXECUTOR_INPUT, executor_json),
+            element.replace(EXECUTOR_INPUT, ""),
+        )
+        for placeholder, replacement in placeholders.items() if position else ():
+            text, probe = (
+                text.replace(placeholder, replacement),
+                probe.replace(placeholder, replacement),
             )
-
-
-def _input(source, values, outputs, run_values, where) -> Any:
-    if "componentInputParameter" in source:
-        name = source["componentInputParameter"]
-        if name not in values:
-            raise UnresolvedArgument(f"{where}: parent has no parameter {name!r}")
-        return values[name]
-    if "taskOutputParameter" in source:
-        return outputs[source["taskOutputParameter"]["outputParameterKey"]]
-    constant = source["runtimeValue"]["constant"]
-    return run_values.get(constant, constant) if isinstance(constant, str) else constant
+        if "{{$" in probe:
+            where = "in the command (only {{$}} is resolved there)" if not position else "in"
+            raise UnresolvedArgument(f"placeholder left unresolved {where}: {element}")
+        pod.append(text)
+    return pod

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kfp_driver import executions, executor_input, resolve_args
+from kfp_driver import OUTPUT_PARAMETER_DIR, command_line, executions
 from test_ir_resolution import referenced_executors
 
 from freemask.cli import main
@@ -53,7 +53,6 @@ def test_container_command_lines_run_against_the_cli(tmp_path: Path) -> None:
         compile_pipeline(RunConfig.model_validate(settings), tmp_path / "pipeline.yaml")
     )
     containers = spec["deploymentSpec"]["executors"]
-    files = {"run_id": str(tmp_path / "run_id"), "decision": str(tmp_path / "decision")}
     outputs: dict[str, str] = {}
     ran = []
     # Output artifacts live under the pipeline root; the launcher reads and writes them at their
@@ -61,11 +60,15 @@ def test_container_command_lines_run_against_the_cli(tmp_path: Path) -> None:
     bucket = f"freemask-test-{uuid.uuid4().hex[:8]}"
     try:
         for execution in executions(
-            spec, {"config_uri": str(config_path)}, outputs, run_id="run-1"
+            spec,
+            {"config_uri": str(config_path)},
+            outputs,
+            run_id="run-1",
+            pipeline_root=f"gs://{bucket}/root",
         ):
-            args = containers[execution.executor]["container"]["args"]
-            document = executor_input(execution, "run-1", pipeline_root=f"gs://{bucket}/root")
-            argv = resolve_args(args, execution.inputs, files, document)
+            pod = command_line(containers[execution.executor]["container"], execution)
+            # The pod's output parameter files (/tmp/kfp/outputs/<name>) are tmp_path's here.
+            argv = [arg.replace(OUTPUT_PARAMETER_DIR, str(tmp_path)) for arg in pod[1:]]
             assert main(argv) == 0, f"{execution.path}: freemask {' '.join(argv)}"
             ran.append(execution.executor)
             if "start-run" in argv:

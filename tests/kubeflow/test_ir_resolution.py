@@ -10,10 +10,10 @@ from kfp import compiler, dsl
 from kfp_driver import (
     UnresolvedArgument,
     as_text,
+    command_line,
     executions,
     executor_input,
     local_path,
-    resolve_args,
 )
 
 from freemask.cli import main
@@ -30,8 +30,7 @@ SETTINGS = {
     "tracking": {"uri": "http://mlflow.freemask.svc.cluster.local:5000"},
     "kubeflow": {"shards": 3, "parallelism": 2},
 }
-OUTPUTS = {"run_id": "0123456789abcdef", "decision": "true"}
-OUTPUT_FILES = {"run_id": "/tmp/outputs/run_id", "decision": "/tmp/outputs/decision"}
+OUTPUTS = {"run_id": "0123456789abcdef", "decision": "true"}  # "true": every round runs
 
 
 @pytest.fixture(scope="module")
@@ -57,27 +56,28 @@ def referenced_executors(spec: dict) -> set[str]:
     }
 
 
-def resolved(spec: dict, arguments: dict) -> list[tuple[str, list[str]]]:
-    """(executor label, argv) of every pod of a run with ``arguments``."""
+def resolved(spec: dict, arguments: dict, backend: str = "2.17") -> list[tuple[str, list[str]]]:
+    """(executor label, argv after ``freemask``) of every pod of a run with ``arguments``."""
     containers = spec["deploymentSpec"]["executors"]
     pods = []
-    for execution in executions(spec, arguments, OUTPUTS, run_id="kfp-run-7"):
-        container = containers[execution.executor]["container"]
-        assert container["command"] == ["freemask"]  # rule 4: commands get no substitution
-        document = executor_input(execution, "kfp-run-7")
-        argv = resolve_args(container["args"], execution.inputs, OUTPUT_FILES, document)
+    for execution in executions(spec, arguments, OUTPUTS, run_id="kfp-run-7", backend=backend):
+        command, *argv = command_line(containers[execution.executor]["container"], execution)
+        assert command == "freemask"
         pods.append((execution.executor, argv))
     return pods
 
 
+@pytest.mark.parametrize("backend", ["2.14", "2.17"])
 @pytest.mark.parametrize(
     "overrides",
     [{}, {"classes": "[cat, dog, bird]", "max_rounds": "2", "iou_threshold": "0.7"}],
     ids=["config-file-only", "parameters-set"],
 )
-def test_every_executor_resolves_to_a_command_line_the_cli_accepts(compiled, overrides) -> None:
+def test_every_executor_resolves_to_a_command_line_the_cli_accepts(
+    compiled, overrides, backend
+) -> None:
     spec, config_path = compiled
-    pods = resolved(spec, {"config_uri": str(config_path), **overrides})
+    pods = resolved(spec, {"config_uri": str(config_path), **overrides}, backend)
     assert {label for label, _ in pods} == referenced_executors(spec)
     for label, argv in pods:
         assert main([*argv, "--check"]) == 0, f"{label}: freemask {' '.join(argv)}"
@@ -117,14 +117,15 @@ def test_task_argv_builds_the_argv_the_driver_resolves(compiled) -> None:
     containers = spec["deploymentSpec"]["executors"]
     arguments = {"config_uri": str(config_path), "classes": "[cat]", "tracking_uri": ""}
     for execution in executions(spec, arguments, OUTPUTS, run_id="kfp-run-7"):
-        args = containers[execution.executor]["container"]["args"]
-        document = executor_input(execution, "kfp-run-7")
-        expected = resolve_args(args, execution.inputs, OUTPUT_FILES, document)
+        expected = command_line(containers[execution.executor]["container"], execution)[1:]
         task = executor_task({"container": {"args": expected}})
         # The task's inputs as Python values, its output file paths, its executor input (with
         # its artifacts' URIs) and its Markdown artifacts' paths.
-        outputs = json.loads(document)["outputs"]["artifacts"]
-        inputs = {**execution.inputs, **OUTPUT_FILES, "executor_input": document}
+        document = executor_input(execution)
+        provisioned = json.loads(document)["outputs"]
+        files = {name: p["outputFile"] for name, p in provisioned.get("parameters", {}).items()}
+        outputs = provisioned["artifacts"]
+        inputs = {**execution.inputs, **files, "executor_input": document}
         for markdown in ("mlflow_run", "report"):
             if markdown in outputs:
                 inputs[markdown] = local_path(outputs[markdown]["artifacts"][0]["uri"])
@@ -153,14 +154,29 @@ def _if_present(name: str = ""):
     )
 
 
-@pytest.mark.parametrize("component", [_concat, _if_present], ids=["concat", "if-present"])
-def test_struct_placeholders_are_refused(component, tmp_path) -> None:
+def _single_pod(component, tmp_path, backend: str) -> list[str]:
+    """The command line of the one pod of ``component`` compiled alone, with name "x"."""
     path = tmp_path / "component.yaml"
     compiler.Compiler().compile(component, str(path))
     spec = yaml.safe_load(path.read_text())
     (executor,) = spec["deploymentSpec"]["executors"].values()
+    (execution,) = executions(spec, {"name": "x"}, {}, backend=backend)
+    return command_line(executor["container"], execution)
+
+
+@pytest.mark.parametrize(
+    ("component", "backend"),
+    [(_concat, "2.17"), (_concat, "2.14"), (_if_present, "2.16")],
+    ids=["concat", "concat-2.14", "if-present-2.16"],
+)
+def test_struct_placeholders_are_refused(component, backend, tmp_path) -> None:
     with pytest.raises(UnresolvedArgument, match="struct placeholder"):
-        resolve_args(executor["container"]["args"], {"name": "x"}, {})
+        _single_pod(component, tmp_path, backend)
+
+
+def test_if_present_is_resolved_by_the_217_driver_only(tmp_path) -> None:
+    """The reason the compiled IR holds none: older backends pass the JSON through."""
+    assert _single_pod(_if_present, tmp_path, "2.17") == ["echo", "--name", "x"]
 
 
 def test_a_run_id_placeholder_inside_a_longer_constant_stays_literal() -> None:
@@ -185,6 +201,8 @@ def test_a_run_id_placeholder_inside_a_longer_constant_stays_literal() -> None:
         "components": {"comp-t": {"executorLabel": "exec-t"}},
     }
     (execution,) = executions(spec, {}, {}, run_id="r1")
-    assert resolve_args(["{{$.inputs.parameters['whole']}}"], execution.inputs, {}) == ["r1"]
+    whole = {"command": ["echo"], "args": ["{{$.inputs.parameters['whole']}}"]}
+    assert command_line(whole, execution) == ["echo", "r1"]
+    embedded = {"command": ["echo"], "args": ["{{$.inputs.parameters['embedded']}}"]}
     with pytest.raises(UnresolvedArgument, match="left unresolved"):
-        resolve_args(["{{$.inputs.parameters['embedded']}}"], execution.inputs, {})
+        command_line(embedded, execution)
