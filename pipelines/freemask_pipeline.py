@@ -19,7 +19,8 @@ The run's tasks form one nested pipeline (``freemask-body``) inside a ``dsl.Exit
 the handler's group holds no loop. ``publish``, the last real task, ends the parent MLflow run
 FINISHED itself; the exit task (``end-run``) ends it FAILED or KILLED when the run failed or
 was cancelled (its ``PipelineTaskFinalStatus``), and decides by publish's marker when the
-backend passes a state that ends nothing (RUNNING, backends 2.14 to 2.16). Tasks also output
+backend passes a state that ends nothing (RUNNING: backends 2.14 to 2.16 always, 2.17 when the
+loop stops before its last compiled round). Tasks also output
 KFP artifacts for the UI: a Markdown link to the MLflow run, a Dataset per joined stage, relate,
 the pool and each round's kept set, a Model per trained network, Metrics per round, and the
 exported dataset with the report's page (HTML).

@@ -341,8 +341,8 @@ def final_state(status: str) -> str:
 def final_status(state: str, published: bool) -> str:
     """The MLflow status a run ends with. A state that ends a run decides it; any other (the
     RUNNING that backends 2.14 to 2.16 pass from a pipeline with loops, conditions or nested
-    pipelines) says nothing, and the run's own evidence decides: FINISHED when its publish
-    task completed, FAILED otherwise."""
+    pipelines, and 2.17 when a condition not taken ends the loop early) says nothing, and the
+    run's own evidence decides: FINISHED when its publish task completed, FAILED otherwise."""
     if state in FINAL_STATES:
         return FINAL_STATES[state]
     return "FINISHED" if published else "FAILED"
