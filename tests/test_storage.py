@@ -1,5 +1,6 @@
 """Storage over local directories and gs:// (through a GCS emulator): same behaviour on both."""
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -175,3 +176,27 @@ def test_replace_folder_swaps_whole_folders_and_keeps_the_old_one_on_failure(tmp
     assert [p.name for p in folder.iterdir()] == ["weights"]
     assert (folder / "weights").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no .partial, no .old
+
+
+def test_update_never_loses_a_concurrent_write(storage) -> None:
+    """``update`` is a read-modify-write: another writer between its read and its write either
+    waits (the folder lock, locally) or makes the change run again on what it wrote (a
+    generation mismatch, on GCS). Both increments count, whichever way."""
+    assert storage.update("LATEST", lambda current: None) is None  # nothing to change
+    storage.update("LATEST", lambda current: b"1")
+    other = threading.Thread(
+        target=storage.update, args=("LATEST", lambda c: b"%d" % (int(c) + 10))
+    )
+    calls = []
+
+    def increment(current: bytes | None) -> bytes:
+        calls.append(current)
+        if len(calls) == 1:  # another writer arrives between this read and this write
+            other.start()
+            other.join(timeout=0.5 if isinstance(storage, LocalStorage) else None)
+        return b"%d" % (int(current) + 1)
+
+    storage.update("LATEST", increment)
+    other.join()
+    assert storage.read_bytes("LATEST") == b"12"
+    assert len(calls) == (1 if isinstance(storage, LocalStorage) else 2)
