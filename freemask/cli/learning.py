@@ -223,8 +223,8 @@ def compare(
 
 def refreshes_table(client, experiment: str, last: int) -> Table:
     """The ``last`` parent runs of ``experiment``, oldest first: when, status, dataset version,
-    KFP run id, rounds, and the best round's kept count and validation mIoU (what the run
-    kept as its dataset)."""
+    KFP run id, rounds, the best round's kept count and validation mIoU (what the run kept as
+    its dataset), and both against the refresh before."""
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise FreemaskError(f"MLflow experiment {experiment!r} not found at {client.tracking_uri}")
@@ -237,8 +237,9 @@ def refreshes_table(client, experiment: str, last: int) -> Table:
     table = Table(title=f"refreshes of {experiment} (latest {len(parents)})")
     for column in ("started (UTC)", "status", "dataset version", "KFP run"):
         table.add_column(column)
-    for column in ("rounds", "kept", "best val mIoU", "best round"):
+    for column in ("rounds", "kept", "best val mIoU", "best round", "Δ kept", "Δ mIoU"):
         table.add_column(column, justify="right")
+    previous: tuple[float, float] | None = None  # the refresh before: (kept, best mIoU)
     for parent in reversed(parents):
         tags, run_id = parent.data.tags, parent.info.run_id
         mious = {m.step: m.value for m in client.get_metric_history(run_id, "val_miou")}
@@ -254,8 +255,17 @@ def refreshes_table(client, experiment: str, last: int) -> Table:
             f"{kept[best]:.0f}" if best in kept else "-",
             f"{mious[best]:.4f}" if best is not None else "-",
             str(best) if best is not None else "-",
+            *_deltas(previous, (kept[best], mious[best]) if best in kept else None),
         )
+        previous = (kept[best], mious[best]) if best in kept else previous
     return table
+
+
+def _deltas(before: tuple[float, float] | None, now: tuple[float, float] | None) -> list[str]:
+    """A refresh's kept count and best mIoU against the refresh before it, as table cells."""
+    if before is None or now is None:
+        return ["-", "-"]
+    return [f"{now[0] - before[0]:+.0f}", f"{now[1] - before[1]:+.4f}"]
 
 
 def _tracker(run_config):

@@ -172,9 +172,9 @@ def test_compare_across_refreshes_shows_each_runs_version_and_best_round(
     assert main(["compare", "--experiment", "links", "--tracking-uri", uri]) == 0
     rows = [line.split("│") for line in capsys.readouterr().out.splitlines() if "kfp-run" in line]
     cells = [[cell.strip() for cell in row[3:-1]] for row in rows]
-    assert cells == [  # oldest first: version, KFP run, rounds, kept, best mIoU, best round
-        ["kfp-run-1", "kfp-run-1", "2", "20", "0.4200", "2"],
-        ["kfp-run-2", "kfp-run-2", "2", "10", "0.5500", "1"],
+    assert cells == [  # oldest first: version, KFP run, rounds, kept, best mIoU, best round, deltas
+        ["kfp-run-1", "kfp-run-1", "2", "20", "0.4200", "2", "-", "-"],
+        ["kfp-run-2", "kfp-run-2", "2", "10", "0.5500", "1", "-10", "+0.1300"],
     ]
     assert main(["compare", "--experiment", "nowhere", "--tracking-uri", uri]) == 2
     assert main(["compare", "--tracking-uri", uri]) == 2
