@@ -364,3 +364,16 @@ def test_schedule_creates_the_recurring_run_in_the_namespace(
     (job,) = api.sent("POST", "/recurringruns")
     assert created.body["namespace"] == "team-a" and job.body["experiment_id"] == "exp-1"
     assert job.body["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
+    # Each scheduled run draws anew: no parameter pins the draw, and the stages that draw take
+    # the run's own id (a new one per run) as their dataset version, which is their draw.
+    assert set(job.body["runtime_config"]["parameters"]) == {"config_uri"}
+    spec = job.body["pipeline_spec"]["pipeline_spec"]  # kfp sends the IR and its platform spec
+    drawn = [
+        task["inputs"]["parameters"]["dataset_version"]
+        for component in spec["components"].values()
+        for name, task in component.get("dag", {}).get("tasks", {}).items()
+        if name.split("-")[0] in ("generate", "backgrounds", "compose")
+    ]
+    assert drawn and all(
+        value == {"runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}} for value in drawn
+    )
