@@ -91,7 +91,7 @@ class MlflowRun:
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
-        flat = _flatten(params)
+        flat = flatten_keys(params)
         items = [Param(key, str(value)[:6000]) for key, value in flat.items()]
         for start in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[start : start + 100])
@@ -332,13 +332,13 @@ def load_logged_weights(tracking_uri: str, artifact_uri: str) -> dict[str, Any]:
         return load_file(os.path.join(local, MODEL_WEIGHTS))
 
 
-def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_keys(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested dicts to dotted keys, as MLflow params are flat."""
     flat: dict[str, Any] = {}
     for key, value in values.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{name}."))
+            flat.update(flatten_keys(value, f"{name}."))
         else:
             flat[name] = value
     return flat

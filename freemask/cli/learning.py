@@ -406,6 +406,7 @@ def publish(
     run FINISHED (the exit handler only marks failures); safe to re-run."""
     from freemask.local.report import REPORT
     from freemask.publish import log_report, publish_run
+    from freemask.refresh_summary import log_summary, summarize_refresh
     from freemask.report_page import PAGE
     from freemask.tracking import run_page_url
     from freemask.versions import settle_versions
@@ -422,6 +423,10 @@ def publish(
         url = run_page_url(run_config.tracking.ui_url, tracker.client.tracking_uri, run)
         published = publish_run(run_config, workdir, url)
         log_report(run, workdir, published.report["files"])
+        version = run_config.kubeflow.dataset_version
+        if version:  # before LATEST moves: what this refresh changed against the one before
+            top = open_storage(load_config(config).workdir)
+            log_summary(tracker.client, parent_run_id, summarize_refresh(top, version))
         # The run's last real task ended well: its outcome needs no exit handler's state.
         tracker.client.set_tag(parent_run_id, "kfp.final_status", "FINISHED")
         tracker.client.set_terminated(parent_run_id, status="FINISHED")

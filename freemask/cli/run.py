@@ -71,6 +71,12 @@ def run(
         f"MLflow: {report.tracking_uri} (run {report.run_id})"
     )
     if version is not None:
+        from mlflow import MlflowClient
+
+        from freemask.refresh_summary import log_summary, summarize_refresh
+
+        summary = summarize_refresh(top, version)
+        log_summary(MlflowClient(report.tracking_uri), report.run_id, summary)
         latest, deleted = settle_versions(top, run_config.versions.keep)
         pruned = f"; deleted {', '.join(deleted)}" if deleted else ""
         out.print(f"refresh {version} published; LATEST: {latest}{pruned}")

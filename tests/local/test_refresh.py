@@ -53,7 +53,11 @@ def test_refreshes_draw_new_samples_keep_the_newest_and_compare_side_by_side(
 ) -> None:
     config = small_demo(tmp_path, validation, keep=2)
     work = tmp_path / "work"
-    for _ in range(3):
+    for refresh in range(3):
+        if refresh == 2:  # the third refresh changes one setting, and says so
+            settings = yaml.safe_load(config.read_text())
+            settings["generate"]["guidance_scale"] = 5.0
+            config.write_text(yaml.safe_dump(settings))
         assert main(["run", "-c", str(config), "--refresh"]) == 0
     versions = work / "versions"
     assert read_latest(LocalStorage(work))["version"] == "refresh-0003"
@@ -73,6 +77,11 @@ def test_refreshes_draw_new_samples_keep_the_newest_and_compare_side_by_side(
     coco = json.loads((exported / "annotations/instances.json").read_text())
     shipped = versions / "refresh-0003/export/coco/annotations/instances.json"
     assert coco["images"] == json.loads(shipped.read_text())["images"]
+    # Each refresh's summary: what it drew, kept and cost, and what changed since the last.
+    summary = json.loads((versions / "refresh-0003/refresh.json").read_text())
+    assert summary["previous"] == "refresh-0002"
+    assert summary["drawn"] == 5 and summary["kept"] > 0 and summary["seconds"]["generate"] > 0
+    assert summary["changed"] == ["generate.guidance_scale: 4.0 -> 5.0"]
     # One experiment in the project's store: a parent run per refresh, by version.
     client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("freemask-demo").experiment_id
@@ -82,6 +91,9 @@ def test_refreshes_draw_new_samples_keep_the_newest_and_compare_side_by_side(
         "refresh-0002",
         "refresh-0003",
     ]
+    for run in parents:  # the summary's numbers, charted across refreshes
+        assert run.data.metrics["refresh.drawn"] == 5
+        assert "refresh.seconds.generate" in run.data.metrics
     monkeypatch.setattr(out, "width", 200)
     capsys.readouterr()
     uri = f"sqlite:///{work / 'mlflow.db'}"
