@@ -397,9 +397,14 @@ class ModelsConfig(StrictModel):
 
 class VersionsConfig(StrictModel):
     """Dataset versions (``freemask run --refresh``, every pipeline run): how many complete
-    versions to keep beside the one ``LATEST`` names; older ones are deleted after it moves."""
+    versions to keep beside the one ``LATEST`` names (older ones are deleted after it moves),
+    and whether each version stands alone (``independent``, the default: its dataset is what it
+    drew and kept, its cost does not grow, and one judge's mistakes do not pile up across
+    versions) or ``grow``s: its active loop re-judges what the version ``LATEST`` named kept
+    together with its own new draws, so old samples drop out when the loop disagrees."""
 
     keep: Annotated[int, Field(strict=True, ge=1, le=1000)] = 5
+    mode: Literal["independent", "grow"] = "independent"
 
 
 class RunConfig(StrictModel):

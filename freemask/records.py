@@ -109,6 +109,10 @@ class Sample(BaseModel):
     source: list[StageStamp] = Field(default_factory=list)
     scores: dict[str, float] = Field(default_factory=dict)
     round: Annotated[int, Field(ge=0)] = 0
+    # Dataset versions: the one that drew the sample, and those whose dataset kept it (a
+    # growing dataset carries kept samples from version to version; versions.mode "grow").
+    drawn_in: str | None = None
+    kept_in: list[str] = Field(default_factory=list)
     scene: str | None = None
     placements: list[Placement] = Field(default_factory=list)
 

@@ -27,6 +27,15 @@ DELETING = "_DELETING"
 LOCAL_VERSION = re.compile(r"^refresh-(\d{4,})$")
 
 
+def top_workdir(config: RunConfig) -> str | None:
+    """The work directory that holds ``config``'s version (``config.workdir`` is
+    ``<top>/versions/<version>`` in a refresh or pipeline run), or None outside a version."""
+    version = config.kubeflow.dataset_version
+    suffix = f"/{VERSIONS}/{version}"
+    workdir = config.workdir.rstrip("/")
+    return workdir.removesuffix(suffix) if version and workdir.endswith(suffix) else None
+
+
 def version_storage(workdir: Storage, version: str) -> Storage:
     """The folder of dataset version ``version``."""
     return workdir.child(f"{VERSIONS}/{version}")

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from freemask.active.carry import carried_samples, kept_by, with_provenance
 from freemask.active.disputed import ignore_disputed
 from freemask.active.relabel import relabel_samples
 from freemask.active.report import log_pictures
@@ -79,6 +80,11 @@ def prepare(config: RunConfig, inputs: str, out: Storage) -> None:
         for path in sample.files():
             if not out.exists(path):
                 out.write_bytes(path, source.read_bytes(path))
+    version = config.kubeflow.dataset_version
+    if version:  # a dataset version: its draws, and in a growing dataset what the last one kept
+        drawn = {sample.id for sample in samples}
+        carried = [s for s in carried_samples(config, out) if s.id not in drawn]
+        samples = with_provenance(samples, version) + carried
     pool, validation = (samples, []) if config.segment.validation else split_validation(samples)
     out.write_bytes(VALIDATION, serialize_samples(validation))
     out.write_bytes(POOL, serialize_samples(pool))  # written last: the prefix is prepared
@@ -371,6 +377,8 @@ def finish(
         raise FreemaskError(f"{out.uri}: no finished round to choose from")
     best = max(rounds, key=lambda summary: summary["val_miou"])
     kept = read_manifest(out, f"{round_folder(best['round'])}/kept.jsonl")
+    if config.kubeflow.dataset_version:
+        kept = kept_by(kept, config.kubeflow.dataset_version)
     write_manifest(out, kept)
     if best.get("model_version"):
         parent.alias_model(f"{config.name}-segmenter", "best", best["model_version"])

@@ -171,3 +171,26 @@ def test_a_refresh_killed_anywhere_leaves_latest_on_a_whole_version(
     assert not [p for p in first.rglob("*") if p.is_file()]
     marker = json.loads((work / "versions/refresh-0003/_PUBLISHED").read_text())
     assert marker["published_at"]
+
+
+def test_a_growing_dataset_carries_what_the_last_version_kept(tmp_path, validation) -> None:
+    config = small_demo(tmp_path, validation, keep=5)
+    settings = yaml.safe_load(config.read_text())
+    settings["versions"]["mode"] = "grow"
+    settings["active"].update(keep_rule="any_class", iou_threshold=0.0)  # the loop keeps all
+    config.write_text(yaml.safe_dump(settings))
+    for _ in range(2):
+        assert main(["run", "-c", str(config), "--refresh"]) == 0
+    versions = tmp_path / "work/versions"
+    first = read_manifest(LocalStorage(versions / "refresh-0001/active"))
+    second = read_manifest(LocalStorage(versions / "refresh-0002/active"))
+    drawn = {s.id for s in read_manifest(LocalStorage(versions / "refresh-0002/harmonize"))}
+    assert first and {s.id for s in second} == {s.id for s in first} | drawn
+    by_id = {sample.id: sample for sample in second}
+    for sample in first:  # carried, with where it came from and who kept it
+        carried = by_id[sample.id]
+        assert carried.drawn_in == "refresh-0001"
+        assert carried.kept_in == ["refresh-0001", "refresh-0002"]
+        assert (versions / "refresh-0002/active" / carried.image).is_file()
+    assert {by_id[i].drawn_in for i in drawn} == {"refresh-0002"}
+    assert read_latest(LocalStorage(tmp_path / "work"))["version"] == "refresh-0002"
