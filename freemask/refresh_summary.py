@@ -85,3 +85,24 @@ def log_summary(client: Any, run_id: str, summary: dict[str, Any]) -> None:
     for key, value in summary_metrics(summary).items():
         client.log_metric(run_id, key, value)
     client.set_tag(run_id, "freemask.refresh_changed", "; ".join(summary["changed"]) or "-")
+
+
+def alias_latest_model(client: Any, model_name: str, workdir: Storage) -> str | None:
+    """Point the registered model's ``current`` alias at the segmenter of the version
+    ``LATEST`` names (its best round's model version), as ``LATEST`` points at its dataset;
+    return that model version, or None when the version registered none. (MLflow reserves
+    the alias ``latest``: ``models:/<name>/latest`` is the newest registered version, which
+    a failed refresh may have registered.)"""
+    latest = read_latest(workdir)
+    if latest is None:
+        return None
+    active = version_storage(workdir, latest["version"]).child("active")
+    if not active.exists("_SUCCESS"):
+        return None
+    best = json.loads(active.read_bytes("_SUCCESS")).get("summary", {}).get("best_round")
+    rounds = json.loads(active.read_bytes("_SUCCESS")).get("summary", {}).get("rounds", [])
+    chosen = [entry for entry in rounds if entry.get("round") == best]
+    model_version = chosen[0].get("model_version") if chosen else None
+    if model_version:
+        client.set_registered_model_alias(model_name, "current", model_version)
+    return model_version

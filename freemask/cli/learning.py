@@ -406,7 +406,7 @@ def publish(
     run FINISHED (the exit handler only marks failures); safe to re-run."""
     from freemask.local.report import REPORT
     from freemask.publish import log_report, publish_run
-    from freemask.refresh_summary import log_summary, summarize_refresh
+    from freemask.refresh_summary import alias_latest_model, log_summary, summarize_refresh
     from freemask.report_page import PAGE
     from freemask.tracking import run_page_url
     from freemask.versions import settle_versions
@@ -414,18 +414,17 @@ def publish(
     run_config = load_run_config(config)
     if check:
         return report_check("publish", run_config, report_html=report_html)
-    workdir = open_storage(run_config.workdir)
-    if not parent_run_id:
-        published = publish_run(run_config, workdir)
-    else:
-        tracker = _tracker(run_config)
+    workdir, version = open_storage(run_config.workdir), run_config.kubeflow.dataset_version
+    top = open_storage(load_config(config).workdir)  # the versions' parent, with LATEST
+    tracker = _tracker(run_config) if parent_run_id else None
+    url = None
+    if tracker is not None:
         run = tracker.resume_run(parent_run_id)
         url = run_page_url(run_config.tracking.ui_url, tracker.client.tracking_uri, run)
-        published = publish_run(run_config, workdir, url)
+    published = publish_run(run_config, workdir, url)
+    if tracker is not None:
         log_report(run, workdir, published.report["files"])
-        version = run_config.kubeflow.dataset_version
         if version:  # before LATEST moves: what this refresh changed against the one before
-            top = open_storage(load_config(config).workdir)
             log_summary(tracker.client, parent_run_id, summarize_refresh(top, version))
         # The run's last real task ended well: its outcome needs no exit handler's state.
         tracker.client.set_tag(parent_run_id, "kfp.final_status", "FINISHED")
@@ -434,10 +433,10 @@ def publish(
         report_html.parent.mkdir(parents=True, exist_ok=True)
         report_html.write_bytes(workdir.child(REPORT).read_bytes(PAGE))
     out.print(f"published {json.dumps(published.exports)} under {workdir.uri}")
-    version = run_config.kubeflow.dataset_version
-    if version:  # a pipeline run: its version becomes LATEST, then retention
-        top = open_storage(load_config(config).workdir)
+    if version:  # a pipeline run: its version becomes LATEST (and its model's), then retention
         latest, deleted = settle_versions(top, run_config.versions.keep)
+        if tracker is not None:
+            alias_latest_model(tracker.client, f"{run_config.name}-segmenter", top)
         out.print(f"LATEST: {latest}" + (f"; deleted {', '.join(deleted)}" if deleted else ""))
 
 

@@ -73,10 +73,11 @@ def run(
     if version is not None:
         from mlflow import MlflowClient
 
-        from freemask.refresh_summary import log_summary, summarize_refresh
+        from freemask.refresh_summary import alias_latest_model, log_summary, summarize_refresh
 
         summary = summarize_refresh(top, version)
         log_summary(MlflowClient(report.tracking_uri), report.run_id, summary)
         latest, deleted = settle_versions(top, run_config.versions.keep)
+        alias_latest_model(MlflowClient(report.tracking_uri), f"{run_config.name}-segmenter", top)
         pruned = f"; deleted {', '.join(deleted)}" if deleted else ""
         out.print(f"refresh {version} published; LATEST: {latest}{pruned}")

@@ -91,6 +91,13 @@ def test_refreshes_draw_new_samples_keep_the_newest_and_compare_side_by_side(
         "refresh-0002",
         "refresh-0003",
     ]
+    # The registered segmenter's `current` alias follows LATEST: refresh-0003's best round.
+    latest_model = client.get_model_version_by_alias("demo-segmenter", "current")
+    assert client.get_run(latest_model.run_id).data.tags["mlflow.parentRunId"] in {
+        run.info.run_id
+        for run in parents
+        if run.data.tags["freemask.dataset_version"] == "refresh-0003"
+    }
     for run in parents:  # the summary's numbers, charted across refreshes
         assert run.data.metrics["refresh.drawn"] == 5
         assert "refresh.seconds.generate" in run.data.metrics
