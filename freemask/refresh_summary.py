@@ -25,8 +25,11 @@ PER_VERSION = {"workdir", "draw", "kubeflow.dataset_version", "tracking.uri"}
 
 def summarize_refresh(workdir: Storage, version: str) -> dict[str, Any]:
     """Write and return the summary of ``version`` under ``workdir`` (call it before ``LATEST``
-    moves to ``version``, so that ``changed`` compares with the version before)."""
+    moves to ``version``, so that ``changed`` compares with the version before). Written once:
+    a refresh resumed after ``LATEST`` moved keeps the summary made against the one before."""
     folder = version_storage(workdir, version)
+    if folder.exists(SUMMARY):
+        return json.loads(folder.read_bytes(SUMMARY))
     stages = {}
     for stage in STAGES:
         if folder.exists(f"{stage}/_SUCCESS"):

@@ -24,6 +24,7 @@ from freemask.tracking import resolve_tracking_uri
 VERSIONS = "versions"
 LATEST = "LATEST"
 DELETING = "_DELETING"
+REFRESHED = "_REFRESHED"  # a local refresh's last write: published, LATEST moved, pruned
 LOCAL_VERSION = re.compile(r"^refresh-(\d{4,})$")
 
 
@@ -52,13 +53,14 @@ def next_local_version(workdir: Storage) -> str:
 
 
 def local_refresh(config: RunConfig) -> tuple[RunConfig, str]:
-    """The config of this local refresh and its version: the newest ``refresh-N`` left
-    incomplete by a killed refresh (resumed), else the next one. Its work directory is the
+    """The config of this local refresh and its version: the newest ``refresh-N`` that a kill
+    left without its ``_REFRESHED`` mark (resumed: its stages skip what they made, then it
+    publishes, moves LATEST and applies retention), else the next one. Its work directory is the
     version's folder, its draw the version, and its tracking store the project's, under the
     top work directory, so every refresh's parent run lands in one experiment."""
     workdir = open_storage(config.workdir)
     local = [name for name in list_versions(workdir) if LOCAL_VERSION.match(name)]
-    unfinished = local and published_at(workdir, local[-1]) is None
+    unfinished = local and not version_storage(workdir, local[-1]).exists(REFRESHED)
     version = local[-1] if unfinished else next_local_version(workdir)
     tracking = config.tracking.model_copy(
         update={"uri": resolve_tracking_uri(config.tracking.uri, config.workdir)}

@@ -30,13 +30,12 @@ def run(
     """Run the whole pipeline in this process on local defaults (no cluster needed)."""
     from freemask.local.runner import run_local
     from freemask.storage import open_storage
-    from freemask.versions import local_refresh, settle_versions
+    from freemask.versions import REFRESHED, local_refresh, settle_versions, version_storage
 
     run_config: RunConfig = load_config(config)
     version = None
     if refresh:
         top = open_storage(run_config.workdir)
-        settle_versions(top, run_config.versions.keep)  # what a killed refresh left to finish
         run_config, version = local_refresh(run_config)
     report = run_local(run_config)
     stages = Table(
@@ -79,5 +78,6 @@ def run(
         log_summary(MlflowClient(report.tracking_uri), report.run_id, summary)
         latest, deleted = settle_versions(top, run_config.versions.keep)
         alias_latest_model(MlflowClient(report.tracking_uri), f"{run_config.name}-segmenter", top)
+        version_storage(top, version).write_bytes(REFRESHED, b"{}\n")
         pruned = f"; deleted {', '.join(deleted)}" if deleted else ""
         out.print(f"refresh {version} published; LATEST: {latest}{pruned}")

@@ -61,15 +61,30 @@ FORCED = [
     ("create_run", "round-1", "after"),
     ("model_version", "kill-test-segmenter", "before"),
     ("write", "active/rounds/01/summary.json", "before"),
+    # --refresh: the second refresh's marker, LATEST's move, the first version's deletion.
+    ("write", "versions/refresh-0002/_PUBLISHED", "after"),
+    ("write", "LATEST", "before"),
+    ("write", "LATEST", "after"),
+    ("delete", "versions/refresh-0001/_PUBLISHED", "after"),
+    ("delete", "versions/refresh-0001/export/coco/annotations/instances.json", "before"),
 ]
 # Files whose bytes differ between two uninterrupted runs (run ids, timings, MLflow's store).
 VOLATILE = ("mlflow.db", "mlartifacts/", "run.json", "report/")
 VOLATILE_KEYS = {"seconds", "run_id", "skipped", "published_at"}
 
 
+# ``--refresh``: every child runs ``freemask run --refresh`` on a work directory that already
+# holds one complete refresh, keeping one version, so the kills land in the second refresh:
+# its stages, its publish, LATEST's move and the deletion of the first.
+REFRESH = {"argv": [], "versions": 1}
+
+
 def write_config(work: Path) -> Path:
     path = work.parent / f"{work.name}.yaml"
-    path.write_text(yaml.safe_dump({**CONFIG, "workdir": str(work)}))
+    settings = {**CONFIG, "workdir": str(work)}
+    if REFRESH["argv"]:
+        settings["versions"] = {"keep": 1}
+    path.write_text(yaml.safe_dump(settings))
     return path
 
 
@@ -121,6 +136,7 @@ def install_hooks(work: Path, log: Path, target: tuple[str, str, str] | None) ->
     os.replace = hooked_rename
     wrap(LocalStorage, "write_bytes", "write", lambda s, path, *_, **__: relative(s, path))
     wrap(LocalStorage, "append_lines", "append", first_id)
+    wrap(LocalStorage, "delete", "delete", lambda s, path: relative(s, path))
     wrap(MlflowClient, "create_run", "create_run", lambda s, *a, **k: k.get("run_name"))
     wrap(MlflowClient, "create_model_version", "model_version", lambda s, name, *a, **k: name)
     wrap(MlflowClient, "log_artifacts", "log_artifacts", lambda s, run, folder, path=None: path)
@@ -143,7 +159,7 @@ def run_child(work: Path, log: Path, target: tuple[str, str, str] | None) -> str
         try:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the child exits right after
             install_hooks(work, log, target)
-            code = main(["run", "-c", str(config)])
+            code = main(["run", "-c", str(config), *REFRESH["argv"]])
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
@@ -175,7 +191,7 @@ def fingerprint(work: Path) -> dict[str, str]:
         if not path.is_file() or name.startswith(VOLATILE) or name in VOLATILE:
             continue
         data = path.read_bytes().replace(str(work).encode(), b"<workdir>")
-        if path.suffix == ".json" or path.name.startswith(("_SUCCESS", "_PUBLISHED")):
+        if path.suffix == ".json" or path.name.startswith(("_SUCCESS", "_PUBLISHED", "LATEST")):
             data = json.dumps(_without(json.loads(data)), sort_keys=True).encode()
         prints[name] = hashlib.sha256(data).hexdigest()
     return prints
@@ -200,7 +216,8 @@ def tracking_problems(work: Path) -> list[str]:
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
     problems = []
-    if len(parents) != 1:
+    refreshes = REFRESH["versions"]
+    if len(parents) != refreshes:
         problems.append(f"{len(parents)} parent runs")
     rounds: dict[str, int] = {}
     for run in runs:
@@ -210,18 +227,30 @@ def tracking_problems(work: Path) -> list[str]:
             rounds[run.data.tags["freemask.round"]] = (
                 rounds.get(run.data.tags["freemask.round"], 0) + 1
             )
-    if any(count != 1 for count in rounds.values()):
+    if any(count != refreshes for count in rounds.values()):
         problems.append(f"round runs {rounds}")
     versions = client.search_model_versions(f"name = '{CONFIG['name']}-segmenter'")
-    if len(versions) != 1:
-        problems.append(f"{len(versions)} registered model versions for 1 closed round")
-    if parents:
-        metrics = parents[0].data.metrics
+    if len(versions) != refreshes:
+        problems.append(f"{len(versions)} registered model versions for {refreshes} closed rounds")
+    for parent in parents:
+        metrics = parent.data.metrics
         for stage in ("generate", "compose"):
-            history = client.get_metric_history(parents[0].info.run_id, f"{stage}.written")
+            history = client.get_metric_history(parent.info.run_id, f"{stage}.written")
             if len(history) != 1 or metrics.get(f"{stage}.written") != 2:
                 problems.append(f"{stage}.written history {[m.value for m in history]}")
     return problems
+
+
+def latest_problems(work: Path) -> list[str]:
+    """What is wrong with ``LATEST`` after a kill: it must name a published version whose
+    export is whole (empty when all is well)."""
+    if not (work / "LATEST").is_file():
+        return ["no LATEST"]
+    version = work / "versions" / json.loads((work / "LATEST").read_text())["version"]
+    coco = version / "export/coco/annotations/instances.json"
+    if not (version / "_PUBLISHED").is_file() or not coco.is_file():
+        return [f"LATEST names {version.name}, which is not whole"]
+    return []
 
 
 def main_driver() -> None:
@@ -229,7 +258,10 @@ def main_driver() -> None:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--points", type=int, default=20)
+    parser.add_argument("--refresh", action="store_true", help="kill the second refresh")
     args = parser.parse_args()
+    if args.refresh:
+        REFRESH.update(argv=["--refresh"], versions=2)
     folder: Path = args.folder
     folder.mkdir(parents=True, exist_ok=True)
     template = empty_store(folder)
@@ -238,6 +270,10 @@ def main_driver() -> None:
         work = folder / name
         work.mkdir()
         shutil.copy(template, work / "mlflow.db")
+        if args.refresh:  # the first refresh, whole: what LATEST names until the second's end
+            outcome = run_child(work, folder / "first.events", None)
+            if outcome != "ok":
+                raise SystemExit(f"the first refresh ended {outcome}")
         return work
 
     # 1. The uninterrupted run: its outputs, and its events to choose kill points from.
@@ -255,7 +291,8 @@ def main_driver() -> None:
         targets.append((*rest[index], "before" if rng.random() < 0.5 else "after"))
     targets.sort(key=lambda t: once.index((t[0], t[1])))
     # 3. Kill at each point in turn, re-running one work directory; compare at each chain's end.
-    expected, report = fingerprint(baseline), {"kills": 0, "chains": [], "missed": []}
+    expected = fingerprint(baseline)
+    report: dict[str, Any] = {"kills": 0, "chains": [], "missed": [], "latest": []}
     chain: list[str] = []
     work = fresh("chain-0")
 
@@ -280,6 +317,8 @@ def main_driver() -> None:
         if outcome == "killed":
             report["kills"] += 1
             chain.append(":".join(target))
+            if args.refresh:
+                report["latest"] += [f"{':'.join(target)}: {p}" for p in latest_problems(work)]
             continue
         report["missed"].append({"point": ":".join(target), "outcome": outcome})
         close_chain()

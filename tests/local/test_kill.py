@@ -31,3 +31,27 @@ def test_runs_killed_anywhere_end_identical_to_an_uninterrupted_run(tmp_path: Pa
         assert chain["final_run"] == "ok", chain
         assert chain["differences"] == [], chain
         assert chain["tracking"] == [], chain
+
+
+@pytest.mark.slow
+def test_a_second_refresh_killed_anywhere_keeps_latest_whole_and_ends_identical(tmp_path) -> None:
+    """The same kills in ``freemask run --refresh`` on a work directory holding one complete
+    refresh (one version kept): after every kill LATEST names a published version with its
+    export whole; re-run, the second refresh ends as an uninterrupted one."""
+    done = subprocess.run(
+        [sys.executable, str(DRIVER), str(tmp_path), "--seed", "1", "--points", "12", "--refresh"],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    points = [point for chain in report["chains"] for point in chain["points"]]
+    assert report["kills"] == len(points) >= 12, report
+    assert any(point.startswith("write:LATEST") for point in points)
+    assert any(point.startswith("delete:versions/refresh-0001") for point in points)
+    assert report["latest"] == [], report["latest"]
+    for chain in report["chains"]:
+        assert chain["final_run"] == "ok", chain
+        assert chain["differences"] == [], chain
+        assert chain["tracking"] == [], chain

@@ -171,11 +171,15 @@ def test_a_refresh_killed_anywhere_leaves_latest_on_a_whole_version(
         assert latest == "refresh-0001" or point == "delete", point
         if latest == "refresh-0001":
             assert all((first / path).is_file() for path in exports), point
-    # The refresh killed in retention published and moved LATEST; the next finishes the delete.
+    # The refresh killed in retention published and moved LATEST; the same command finishes
+    # that refresh (the delete too) rather than drawing another; the one after draws anew.
     assert read_latest(LocalStorage(work))["version"] == "refresh-0002"
     assert main(["run", "-c", str(config), "--refresh"]) == 0
-    assert read_latest(LocalStorage(work))["version"] == "refresh-0003"
+    assert read_latest(LocalStorage(work))["version"] == "refresh-0002"
     assert not [p for p in first.rglob("*") if p.is_file()]
+    assert not (work / "versions/refresh-0003").exists()
+    assert main(["run", "-c", str(config), "--refresh"]) == 0
+    assert read_latest(LocalStorage(work))["version"] == "refresh-0003"
     marker = json.loads((work / "versions/refresh-0003/_PUBLISHED").read_text())
     assert marker["published_at"]
 
