@@ -4,17 +4,23 @@ carried into this version's active loop beside its own new draws, with their pro
 Each carried sample's files are copied under this version's ``active/`` (a version stays whole
 when retention deletes the one it came from); its ``drawn_in`` and ``kept_in`` go with it. The
 loop then judges the union: a carried sample is kept again only if this version's rounds keep
-it, and ``finish`` adds this version to the ``kept_in`` of every sample it keeps.
+it, and ``finish`` adds this version to the ``kept_in`` of every sample it keeps. The previous
+version's best segmenter comes along too, and judges round 1 when it scores higher on the
+validation set than this version's own first judge.
 """
 
 from __future__ import annotations
 
+import json
+
 from freemask.config import RunConfig
 from freemask.records import Sample, read_manifest
+from freemask.segment.train import MODEL_MARKER
 from freemask.storage import Storage, open_storage
 from freemask.versions import read_latest, top_workdir, version_storage
 
 FINAL = "active"
+CARRIED_JUDGE = "carried_judge"  # the previous version's best segmenter, a judge candidate
 
 
 def carried_samples(config: RunConfig, out: Storage) -> list[Sample]:
@@ -52,3 +58,32 @@ def kept_by(samples: list[Sample], version: str) -> list[Sample]:
         else sample
         for sample in samples
     ]
+
+
+def carry_judge(config: RunConfig, out: Storage) -> bool:
+    """Copy the segmenter of the best round of the version ``LATEST`` names under
+    ``out/CARRIED_JUDGE`` (its weights last), a candidate judge of round 1 in a growing
+    dataset; False when there is none to carry."""
+    top = top_workdir(config)
+    if config.versions.mode != "grow" or top is None:
+        return False
+    workdir = open_storage(top)
+    latest = read_latest(workdir)
+    if latest is None or latest["version"] == config.kubeflow.dataset_version:
+        return False
+    active = version_storage(workdir, latest["version"]).child(FINAL)
+    if not active.exists("_SUCCESS"):
+        return False
+    best = json.loads(active.read_bytes("_SUCCESS")).get("summary", {}).get("best_round")
+    model = active.child(f"rounds/{best:02d}/model") if isinstance(best, int) else None
+    if model is None or not model.exists(MODEL_MARKER):
+        return False
+    target = out.child(CARRIED_JUDGE)
+    names = sorted(model.list(), key=lambda name: name == MODEL_MARKER)  # the marker last
+    for name in names:
+        target.write_bytes(name, model.read_bytes(name))
+    out.write_bytes(
+        f"{CARRIED_JUDGE}/from.json",
+        json.dumps({"version": latest["version"], "round": best}).encode(),
+    )
+    return True

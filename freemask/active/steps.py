@@ -19,7 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from freemask.active.carry import carried_samples, kept_by, with_provenance
+from freemask.active.carry import (
+    CARRIED_JUDGE,
+    carried_samples,
+    carry_judge,
+    kept_by,
+    with_provenance,
+)
 from freemask.active.disputed import ignore_disputed
 from freemask.active.relabel import relabel_samples
 from freemask.active.report import log_pictures
@@ -47,6 +53,7 @@ from freemask.storage import Storage, open_storage, read_json, write_json
 from freemask.tracking import Run
 
 STAGE = "active"
+JUDGE = "judge.json"  # round 1's judge in a growing dataset: this version's or the carried one
 POOL = "pool.jsonl"
 VALIDATION = "validation.jsonl"
 ROUND_TAG = "freemask.round"
@@ -85,6 +92,7 @@ def prepare(config: RunConfig, inputs: str, out: Storage) -> None:
         drawn = {sample.id for sample in samples}
         carried = [s for s in carried_samples(config, out) if s.id not in drawn]
         samples = with_provenance(samples, version) + carried
+        carry_judge(config, out)
     pool, validation = (samples, []) if config.segment.validation else split_validation(samples)
     out.write_bytes(VALIDATION, serialize_samples(validation))
     out.write_bytes(POOL, serialize_samples(pool))  # written last: the prefix is prepared
@@ -127,8 +135,16 @@ def bootstrap(config: RunConfig, out: Storage, parent: Run) -> None:
             train_round(config, pool_of(out), out, model, run)
 
 
-def judge_of(config: RunConfig, round_index: int) -> str:
+def judge_of(config: RunConfig, round_index: int, out: Storage | None = None) -> str:
     """Who pseudo-labels round ``round_index``, in words (the round summary's ``judge``)."""
+    if round_index == 1 and out is not None and out.exists(JUDGE):
+        choice = read_json(out, JUDGE)
+        if choice["chosen"] == "carried":
+            origin = read_json(out, f"{CARRIED_JUDGE}/from.json")
+            return (
+                f"the segmenter of version {origin['version']} round {origin['round']} "
+                f"(validation mIoU {choice['validation_miou']})"
+            )
     if round_index > 1:
         previous = round_index - 1
         return (
@@ -142,11 +158,30 @@ def judge_of(config: RunConfig, round_index: int) -> str:
 def labeller(config: RunConfig, out: Storage, round_index: int) -> Segmenter:
     """The segmenter that pseudo-labels round ``round_index`` (see ``judge_of``)."""
     if round_index == 1 and not needs_bootstrap(config):
-        return load_labeller(config.segment, config.classes)
+        return carried_or(config, out, load_labeller(config.segment, config.classes))
     previous = out.child(f"{round_folder(round_index - 1)}/model")
     if not previous.exists("model.safetensors"):
         raise FreemaskError(f"{previous.uri}: no trained segmenter to judge round {round_index}")
-    return load_trained(previous, config.segment)
+    trained = load_trained(previous, config.segment)
+    return carried_or(config, out, trained) if round_index == 1 else trained
+
+
+def carried_or(config: RunConfig, out: Storage, first: Segmenter) -> Segmenter:
+    """Round 1's judge in a growing dataset: the previous version's segmenter when one was
+    carried and it scores higher than ``first`` on the validation set, else ``first``. The
+    choice is written once (``JUDGE``), so a resumed round judges as it began."""
+    if not out.exists(f"{CARRIED_JUDGE}/{MODEL_MARKER}"):
+        return first
+    carried = load_trained(out.child(CARRIED_JUDGE), config.segment)
+    if not out.exists(JUDGE):
+        samples, store = validation_of(config, out)
+        scores = {
+            "first": evaluate(first, samples, store, config.classes)["miou"],
+            "carried": evaluate(carried, samples, store, config.classes)["miou"],
+        }
+        chosen = "carried" if scores["carried"] > scores["first"] else "first"
+        write_json(out, JUDGE, {"chosen": chosen, "validation_miou": scores})
+    return carried if read_json(out, JUDGE)["chosen"] == "carried" else first
 
 
 def candidates(out: Storage, round_index: int) -> list[Sample]:
@@ -278,7 +313,7 @@ def close(config: RunConfig, out: Storage, round_index: int, parent: Run) -> dic
     )
     summary: dict[str, Any] = {
         "round": round_index,
-        "judge": judge_of(config, round_index),
+        "judge": judge_of(config, round_index, out),
         "trained_from": trained_from,
         "candidates": judged,
         "kept": len(kept),

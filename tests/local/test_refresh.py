@@ -204,4 +204,11 @@ def test_a_growing_dataset_carries_what_the_last_version_kept(tmp_path, validati
         assert carried.kept_in == ["refresh-0001", "refresh-0002"]
         assert (versions / "refresh-0002/active" / carried.image).is_file()
     assert {by_id[i].drawn_in for i in drawn} == {"refresh-0002"}
+    # The first version's segmenter came along and was weighed as round 1's judge.
+    active = versions / "refresh-0002/active"
+    assert (active / "carried_judge/model.safetensors").is_file()
+    choice = json.loads((active / "judge.json").read_text())
+    assert set(choice["validation_miou"]) == {"first", "carried"}
+    judge = json.loads((active / "rounds/01/summary.json").read_text())["judge"]
+    assert ("version refresh-0001" in judge) == (choice["chosen"] == "carried"), judge
     assert read_latest(LocalStorage(tmp_path / "work"))["version"] == "refresh-0002"
