@@ -1,6 +1,7 @@
 """The open-source KFP v2 backend's rules for running a compiled pipeline (IR), written down so
 that tests resolve each pod's command line, and follow a run's states, as a real cluster would.
-``backend`` picks the version (2.14 to 2.17) where the rules differ.
+``backend`` picks the version (2.14.0 to 2.17.0; "2.16" is 2.16.0) where the rules differ.
+Rule 1's CEL is modelled in kfp_cel.py, rule 4's values as text in kfp_values.py.
 
 Upstream: kubeflow/pipelines at tag 2.17.0 unless another tag is named, paths under
 backend/src/v2/. Rule by rule:
@@ -9,9 +10,9 @@ backend/src/v2/. Rule by rule:
    a task's ``triggerPolicy.condition`` is CEL over its resolved inputs
    (``inputs.parameter_values['x']``). When false, the driver records the task CANCELED
    (metadata/client.go:659-665) and Argo skips it (compiler/argocompiler/dag.go:278-279): nothing
-   under it runs, nor anything after it (``dep.Succeeded``, dag.go:713-726). The model reads the
-   CEL the KFP SDK writes: ``== != < <= > >= && ||``, ``!(...)``, ``int()``, ``double()``,
-   strings, numbers, ``true``, ``false``.
+   under it runs, nor anything after it (``dep.Succeeded``, dag.go:713-726). A condition that
+   cel-go cannot compile or evaluate, or that is no bool, fails the driver: kfp_cel.py models
+   the CEL the KFP SDK writes.
 2. Inputs and defaults (driver/resolve.go resolveInputs, 102-369): a ``componentInputParameter``
    takes the parent DAG's value (an optional input whose value is null is skipped, 333-347), a
    ``taskOutputParameter`` the producer's output; a missing one fails the driver. Defaults: the
@@ -36,13 +37,9 @@ backend/src/v2/. Rule by rule:
    command's replacements are computed and dropped). So a placeholder in ``command[1:]`` is
    resolved like an argument, one in ``command[0]`` by the 2.17 driver only. A ``Concat``, and an
    IfPresent before 2.17, reaches the container as literal JSON (kubeflow/pipelines#9486).
-4. Numbers as text: the 2.17 driver (pbValueToString, util.go:138-163) writes a whole number
-   with ``%d``, any other with ``%g`` (``1.2345675e+06``, ``1e-05``); the launcher
-   (getPlaceholders, launcher_v2.go:1139-1164) and PbValueToText (converter.go:29) with
-   ``FormatFloat(f, 'f', -1, 64)`` (``1234567.5``, ``0.00001``). Booleans are ``true``/``false``;
-   lists and structs are Go JSON (json.Marshal: compact, keys sorted, ``<>&`` escaped). The
-   executor input ``{{$}}`` is protojson (launcher_v2.go:1054): numbers as encoding/json writes a
-   float64 (``3``, not ``3.0``), no HTML escaping.
+4. Values as text (kfp_values.py): the 2.17 driver writes a whole number with ``%d``, any other
+   with ``%g``; the launcher with ``FormatFloat(f, 'f', -1, 64)``; lists and structs as Go JSON;
+   the executor input ``{{$}}`` as protojson.
 5. Outputs (driver/driver.go provisionOutputs, 741-810): an output parameter's file is
    ``/tmp/kfp/outputs/<name>`` (794-797); an output artifact's URI is
    ``<run root>/<task>/<uuid>/<name>`` (775, 786), the run root being ``<pipeline root>/<pipeline
@@ -50,8 +47,10 @@ backend/src/v2/. Rule by rule:
    file is ``output_metadata.json`` under the task root's local path (800-807), on 2.14
    ``/tmp/kfp_outputs/output_metadata.json`` with artifacts that have no ``name`` (2.14.0
    driver/driver.go:483-518). Logs are published by default (cmd/driver/main.go:102): an
-   ``executor-logs`` artifact is added (755-768), on 2.17 with the attempt's ``-0`` suffix
-   (launcher_v2.go:569-598). The launcher resolves ``{{$.outputs.parameters['x'].output_file}}``,
+   ``executor-logs`` artifact is added (755-768), and from 2.16.1 (kubeflow/pipelines#13334) the
+   launcher gives its URI the attempt's ``-0`` suffix before it compiles the command line
+   (qualifyExecutorLogsForRetry, launcher_v2.go:420 and 569-598; 2.16.1 launcher_v2.go:389 and
+   538-567). The launcher resolves ``{{$.outputs.parameters['x'].output_file}}``,
    ``{{$.outputs.artifacts['x'].uri}}`` and ``.path`` (LocalPathForURI, 1239-1253: ``gs://b/k``
    -> ``/gcs/b/k``; also ``s3://``, ``minio://``). There is no ``.metadata`` placeholder: an
    artifact's metadata (what the UI shows) comes only from the executor output file,
@@ -97,13 +96,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import operator
 import re
-from collections.abc import Callable, Container, Iterator, Mapping
+from collections.abc import Container, Iterator, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 from graphlib import TopologicalSorter
 from typing import Any
+
+from kfp_cel import CelError, condition_holds
+from kfp_values import as_text, go_json, keys_sorted, launcher_text
 
 INPUT_PARAMETER = re.compile(r"\{\{\$\.inputs\.parameters\['(.+?)'\]\}\}")
 EXECUTOR_INPUT = "{{$}}"
@@ -119,113 +119,16 @@ class UnresolvedArgument(AssertionError):
     """Where the open-source backend would fail a task, or hand its pod unintended text."""
 
 
-def backend_version(backend: str) -> tuple[int, int]:
-    """``(2, 17)`` for "2.17" or "2.17.0"; ValueError outside the modelled 2.14 to 2.17."""
-    major, minor = (int(part) for part in backend.split(".")[:2])
-    if not (2, 14) <= (major, minor) <= (2, 17):
-        raise ValueError(f"backend {backend!r}: the model follows KFP 2.14 to 2.17")
-    return major, minor
-
-
-# Rule 4: values as text.
-
-
-def _digits(number: float) -> tuple[str, str, int]:
-    """Go's shortest decimal digits of ``number`` (Python's repr finds the same ones): sign,
-    digits and the decimal point's position (strconv's decimalSlice ``dp``)."""
-    sign, digits, exponent = Decimal(repr(float(number))).normalize().as_tuple()
-    text = "".join(map(str, digits))
-    return ("-" if sign else ""), text, len(text) + int(exponent)
-
-
-def format_f(number: float) -> str:
-    """``strconv.FormatFloat(number, 'f', -1, 64)``: shortest digits, no exponent."""
-    sign, digits, point = _digits(number)
-    if digits == "0":
-        return f"{sign}0"
-    if point <= 0:
-        return f"{sign}0.{'0' * -point}{digits}"
-    if point >= len(digits):
-        return f"{sign}{digits}{'0' * (point - len(digits))}"
-    return f"{sign}{digits[:point]}.{digits[point:]}"
-
-
-def format_e(number: float) -> str:
-    """``strconv.FormatFloat(number, 'e', -1, 64)``: ``d.ddde+XX``."""
-    sign, digits, point = _digits(number)
-    exponent = point - 1 if digits != "0" else 0
-    fraction = f".{digits[1:]}" if len(digits) > 1 else ""
-    return f"{sign}{digits[0]}{fraction}e{'-' if exponent < 0 else '+'}{abs(exponent):02d}"
-
-
-def format_g(number: float) -> str:
-    """Go's ``%g``: ``%e`` when the exponent is below -4 or at least 6 (strconv's shortest
-    'g'), else ``%f``."""
-    _, digits, point = _digits(number)
-    return format_e(number) if digits != "0" and not -4 <= point - 1 < 6 else format_f(number)
-
-
-def _json_number(number: float) -> str:
-    """A float64 as encoding/json and protojson write it."""
-    if number != 0 and not 1e-6 <= abs(number) < 1e21:
-        return re.sub(r"e-0(\d)$", r"e-\1", format_e(number))
-    return format_f(number)
-
-
-def go_json(value: Any, escape_html: bool = True) -> str:
-    """``value`` as Go writes JSON: compact, keys in ``value``'s order (sort a map's first),
-    float64 numbers; with ``escape_html`` (json.Marshal) ``<>&`` escaped, without (protojson) not."""
-    if isinstance(value, dict):
-        items = (
-            f"{go_json(str(k), escape_html)}:{go_json(v, escape_html)}" for k, v in value.items()
-        )
-        return "{" + ",".join(items) + "}"
-    if isinstance(value, list):
-        return "[" + ",".join(go_json(item, escape_html) for item in value) + "]"
-    if value is None or isinstance(value, bool):
-        return {None: "null", True: "true", False: "false"}[value]
-    if isinstance(value, int | float):
-        return _json_number(value)
-    text = json.dumps(value, ensure_ascii=False)
-    if escape_html:
-        for char in "<>&\u2028\u2029":
-            text = text.replace(char, f"\\u{ord(char):04x}")
-    return text
-
-
-def _sorted(value: Any) -> Any:
-    """``value`` with every map's keys sorted, as Go marshals a map and protojson a Struct."""
-    if isinstance(value, dict):
-        return {key: _sorted(value[key]) for key in sorted(value)}
-    if isinstance(value, list):
-        return [_sorted(item) for item in value]
-    return value
-
-
-def _text(value: Any, number: Callable[[float], str]) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return number(value)
-    if isinstance(value, list | dict):
-        return go_json(_sorted(value))
-    return "" if value is None else str(value)
-
-
-def as_text(value: Any) -> str:
-    """A parameter value as the 2.17 driver writes it into an argument (pbValueToString)."""
-
-    def number(value: float) -> str:
-        whole = float(value).is_integer() and -(2**63) <= value < 2**63
-        return str(int(value)) if whole else format_g(value)
-
-    return _text(value, number)
-
-
-def launcher_text(value: Any) -> str:
-    """A parameter value as the launcher writes it into an argument (getPlaceholders), and as
-    PbValueToText converts it for a STRING input (where null is "")."""
-    return _text(value, format_f)
+def backend_version(backend: str) -> tuple[int, int, int]:
+    """``(2, 16, 1)`` for "2.16.1", ``(2, 17, 0)`` for "2.17" or "2.17.0"; ValueError for other
+    text, or outside the modelled 2.14.0 to 2.17.0."""
+    match = re.fullmatch(r"(\d+)\.(\d+)(?:\.(\d+))?", backend)
+    if match is None:
+        raise ValueError(f"backend {backend!r}: give a KFP version, such as 2.17 or 2.16.1")
+    version = (int(match[1]), int(match[2]), int(match[3] or 0))
+    if not (2, 14, 0) <= version <= (2, 17, 0):
+        raise ValueError(f"backend {backend!r}: the model follows KFP 2.14.0 to 2.17.0")
+    return version
 
 
 def local_path(uri: str) -> str:
@@ -237,91 +140,6 @@ def local_path(uri: str) -> str:
     if uri.startswith("oci://"):
         return f"/oci/{uri.removeprefix('oci://').replace('/', '_')}/models"
     raise UnresolvedArgument(f"{uri}: no local path for this storage scheme")
-
-
-# Rule 1: conditions.
-
-_CEL_TOKEN = re.compile(
-    r"\s*(inputs\.parameter_values\[(['\"])(.*?)\2\]|'[^']*'|\"[^\"]*\"|\d+(?:\.\d+)?"
-    r"|&&|\|\||[=!<>]=|[!<>()]|true|false|int|double)"
-)
-_CASTS = {"int": int, "double": float}
-_COMPARISONS = {
-    "==": operator.eq,
-    "!=": operator.ne,
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-}
-
-
-def condition_holds(condition: str, inputs: Mapping[str, Any]) -> bool:
-    """Whether a ``triggerPolicy.condition`` (CEL) holds for a task's resolved inputs;
-    UnresolvedArgument where CEL fails (the driver fails) or for CEL beyond the SDK's."""
-    tokens: list[re.Match] = []
-    position = 0
-    while position < len(condition.rstrip()):
-        token = _CEL_TOKEN.match(condition, position)
-        if token is None:
-            raise UnresolvedArgument(f"condition {condition!r}: CEL beyond this model")
-        tokens.append(token)
-        position = token.end()
-
-    def take(expected: str = "") -> re.Match:
-        token = tokens.pop(0)
-        if expected and token[1] != expected:
-            raise ValueError(f"expected {expected!r}, got {token[1]!r}")
-        return token
-
-    def operand() -> Any:
-        token = take()
-        if token[1] == "!":
-            value = operand()
-            if not isinstance(value, bool):
-                raise TypeError(f"! of {value!r}")
-            return not value
-        if token[1] in ("(", "int", "double"):
-            if token[1] != "(":
-                take("(")
-            value = disjunction()
-            take(")")
-            return value if token[1] == "(" else _CASTS[token[1]](value)
-        if token[3] is not None:
-            return inputs[token[3]]
-        if token[1][0] in "'\"":
-            return token[1][1:-1]
-        if token[1] in ("true", "false"):
-            return token[1] == "true"
-        return float(token[1]) if "." in token[1] else int(token[1])
-
-    def comparison() -> Any:
-        left = operand()
-        if tokens and tokens[0][1] in _COMPARISONS:
-            return _COMPARISONS[take()[1]](left, operand())
-        return left
-
-    def joined(part: Callable[[], Any], symbol: str, combine: Callable) -> Callable[[], Any]:
-        def parse() -> Any:
-            value = part()
-            while tokens and tokens[0][1] == symbol:
-                take()
-                value = combine(value, part())
-            return value
-
-        return parse
-
-    conjunction = joined(comparison, "&&", lambda left, right: left and right)
-    disjunction = joined(conjunction, "||", lambda left, right: left or right)
-    try:
-        result = disjunction()
-        if tokens:
-            raise ValueError(f"unexpected {tokens[0][1]!r}")
-    except (IndexError, KeyError, TypeError, ValueError) as error:
-        raise UnresolvedArgument(f"condition {condition!r}: {error!r}") from None
-    if not isinstance(result, bool):
-        raise UnresolvedArgument(f"condition {condition!r}: not a bool: {result!r}")
-    return result
 
 
 # Rules 1, 2, 7 and 8: a run, driver by driver.
@@ -338,7 +156,7 @@ class Execution:
     inputs: dict[str, Any]
     component: dict[str, Any]
     document: dict[str, Any]
-    backend: tuple[int, int]
+    backend: tuple[int, int, int]
 
 
 @dataclass
@@ -421,7 +239,7 @@ class _Run:
     """A run in progress: each task's driver, and the launcher's state updates, over MLMD."""
 
     spec: dict[str, Any]
-    backend: tuple[int, int]
+    backend: tuple[int, int, int]
     run_id: str
     pipeline_root: str
     outputs: Mapping[str, Any]
@@ -483,7 +301,11 @@ class _Run:
         component = self.spec["components"][task["componentRef"]["name"]]
         inputs = self.inputs(task, component, parent, values, path)
         condition = task.get("triggerPolicy", {}).get("condition")
-        state = "RUNNING" if not condition or condition_holds(condition, inputs) else "CANCELED"
+        try:
+            holds = not condition or condition_holds(condition, inputs)
+        except CelError as error:
+            raise UnresolvedArgument(f"{path}: {error}") from None
+        state = "RUNNING" if holds else "CANCELED"
         if "dag" not in component:
             return (yield from self.container(name, path, component, parent, inputs, state))
         if state == "RUNNING" and "parameterIterator" in task:
@@ -500,7 +322,7 @@ class _Run:
         if state == "CANCELED":
             return "Skipped"
         document = {
-            "inputs": {"parameterValues": _sorted(inputs)},
+            "inputs": {"parameterValues": keys_sorted(inputs)},
             "outputs": self.provisioned(record, component),
         }
         executor = component["executorLabel"]
@@ -578,7 +400,7 @@ class _Run:
         """Rule 7: the runtime constants the driver substitutes."""
         if not isinstance(value, str):
             return value
-        if self.backend >= (2, 15) and "{{$.workspace_path}}" in value:
+        if self.backend >= (2, 15, 0) and "{{$.workspace_path}}" in value:
             return value.replace("{{$.workspace_path}}", WORKSPACE_PATH)
         constants = {
             "{{$.pipeline_job_name}}": f"run {self.run_id}",
@@ -587,7 +409,7 @@ class _Run:
             "{{$.pipeline_task_name}}": path.rsplit("/", 1)[-1],  # the IR task key
             "{{$.pipeline_task_uuid}}": str(parent.id),
         }
-        if self.backend >= (2, 16):
+        if self.backend >= (2, 16, 0):
             constants["{{$.pipeline_job_create_time_utc}}"] = CREATE_TIME
             constants["{{$.pipeline_job_schedule_time_utc}}"] = CREATE_TIME
         return constants.get(value, value)
@@ -606,7 +428,7 @@ class _Run:
     def update(self, dag: _Record) -> None:
         """UpdateDAGExecutionsState after a container ends (rule 8)."""
         expected = dag.total
-        if self.backend >= (2, 17):
+        if self.backend >= (2, 17, 0):
             expected = dag.total if dag.iterations is None else dag.iterations
             if expected == 0 and dag.iterations is None:
                 return  # the root: its state is Argo's and the API server's
@@ -617,7 +439,7 @@ class _Run:
             self.set_state(dag, "FAILED")
         else:
             return
-        if self.backend >= (2, 17) and dag.parent:
+        if self.backend >= (2, 17, 0) and dag.parent:
             self.update(self.records[dag.parent - 1])
 
     def provisioned(self, record: _Record, component) -> dict[str, Any]:
@@ -632,7 +454,7 @@ class _Run:
             for name in sorted(types)
         }
         output_file = LEGACY_OUTPUT_FILE  # on 2.14, and for a root of an unknown scheme
-        if self.backend < (2, 15):
+        if self.backend < (2, 15, 0):
             for listed in artifacts.values():
                 del listed["artifacts"][0]["name"]
         else:
@@ -653,15 +475,15 @@ class _Run:
 
 def _launcher_view(execution: Execution) -> dict[str, Any]:
     """The executor input the launcher compiles the command line with: the component's
-    defaults added for inputs the driver left out (addDefaultParams) and, on 2.17, the logs
+    defaults added for inputs the driver left out (addDefaultParams) and, from 2.16.1, the logs
     artifact named for the first attempt (qualifyExecutorLogsForRetry)."""
     document = copy.deepcopy(execution.document)
     values = document["inputs"]["parameterValues"]
     for name, definition in _parameters(execution.component).items():
         if name not in values and "defaultValue" in definition:
             values[name] = definition["defaultValue"]
-    document["inputs"] = {"parameterValues": _sorted(values)} if values else {}
-    if execution.backend >= (2, 17):
+    document["inputs"] = {"parameterValues": keys_sorted(values)} if values else {}
+    if execution.backend >= (2, 16, 1):
         document["outputs"]["artifacts"]["executor-logs"]["artifacts"][0]["uri"] += "-0"
     document["outputs"] = {key: value for key, value in document["outputs"].items() if value}
     return document
@@ -725,9 +547,9 @@ def command_line(container: Mapping[str, Any], execution: Execution) -> list[str
     elements = [*container.get("command", []), *container.get("args", [])]
     for element in elements:  # a JSON object: Concat, or an IfPresent the driver leaves alone
         resolved = element.lstrip().startswith('{"IfPresent":') and "$.outputs" not in element
-        if element.lstrip().startswith('{"') and not (resolved and execution.backend >= (2, 17)):
+        if element.lstrip().startswith('{"') and not (resolved and execution.backend >= (2, 17, 0)):
             raise UnresolvedArgument(f"struct placeholder reaches the container as JSON: {element}")
-    if execution.backend >= (2, 17):
+    if execution.backend >= (2, 17, 0):
         elements = _driver_resolved(elements, execution.inputs)
     if not elements:
         raise UnresolvedArgument(f"{execution.path}: command and arguments are empty")

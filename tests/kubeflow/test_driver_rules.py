@@ -3,9 +3,11 @@ of its docstring (which cites the upstream file and line of each): tiny pipeline
 and the production pipeline, run through the model on backends 2.14 to 2.17."""
 
 import json
+import re
 
 import pytest
 from kfp import compiler, dsl
+from kfp_cel import CelError, condition_holds
 from kfp_driver import (
     CREATE_TIME,
     UnresolvedArgument,
@@ -62,10 +64,14 @@ def say(word: str):
     return dsl.ContainerSpec(image="busybox:1.36", command=["echo"], args=[word])
 
 
-def test_backends_outside_the_model_are_refused() -> None:
-    assert backend_version("2.17.0") == (2, 17)
-    with pytest.raises(ValueError, match="follows KFP"):
-        backend_version("2.13")
+def test_backends_are_read_with_their_patch_and_refused_outside_the_model() -> None:
+    assert backend_version("2.17") == backend_version("2.17.0") == (2, 17, 0)
+    assert backend_version("2.16.1") == (2, 16, 1)
+    for outside in ("2.13", "2.13.9", "2.17.1"):
+        with pytest.raises(ValueError, match="follows KFP"):
+            backend_version(outside)
+    with pytest.raises(ValueError, match="give a KFP version"):
+        backend_version("v2.16")
 
 
 # Rule 1: a condition not taken is CANCELED and nothing under it runs.
@@ -96,6 +102,66 @@ def test_only_the_branch_whose_cel_condition_holds_runs(n, word, tmp_path) -> No
     runs = pods(compiled(branches, tmp_path), {"n": n}, states=states)
     assert list(runs.values()) == [["echo", word]]
     assert list(states.values()).count("CANCELED") == 2
+
+
+@dsl.pipeline(name="signs")
+def signs(n: int):
+    with dsl.If(n == -1):
+        say(word="minus one")
+    with dsl.Else():
+        say(word="other")
+
+
+@pytest.mark.parametrize(("n", "word"), [(-1, "minus one"), (2, "other")])
+def test_a_negative_number_in_a_condition_is_a_cel_literal(n, word, tmp_path) -> None:
+    spec = compiled(signs, tmp_path)
+    assert "== -1" in json.dumps(spec)  # the SDK writes the literal with its sign
+    assert list(pods(spec, {"n": n}).values()) == [["echo", word]]
+
+
+X = "inputs.parameter_values['x']"  # dyn to cel-go's checker; a number in it is a double
+
+
+@pytest.mark.parametrize(
+    ("condition", "x", "holds"),
+    [
+        (f"{X} == 1", True, False),  # heterogeneous equality: a bool is no number, nor an error
+        (f"{X} != 1", True, True),
+        (f"{X} == 1", 1, True),  # numbers by value across int and double
+        (f"double({X}) < -0.5", -1, True),
+        ("--1 == 1 && !!true", None, True),  # an even run of - or ! is dropped
+        (f"false && int({X}) == 1", True, False),  # false decides &&, even over an error
+        ("'it\\'s\\x21' == \"it's!\"", None, True),  # CEL's escapes
+    ],
+)
+def test_cel_values_compare_as_cel_go_compares_them(condition, x, holds) -> None:
+    assert condition_holds(condition, {"x": x}) is holds
+
+
+@pytest.mark.parametrize(
+    ("condition", "x", "error"),
+    [
+        ("true == 1", None, "no matching overload for '_==_' applied to '(bool, int)'"),
+        ("1 == 1.0", None, "no matching overload for '_==_' applied to '(int, double)'"),
+        ("int(true) == 1", None, "no matching overload for 'int' applied to '(bool)'"),
+        (f"int({X}) == 1", True, "evaluation error: no such overload"),
+        (f"{X} < 1", True, "evaluation error: no such overload"),
+        (f"int({X}) == 1", 1e19, "evaluation error: integer overflow"),
+    ],
+)
+def test_cel_go_refuses_bools_as_numbers_and_mixed_literal_types(condition, x, error) -> None:
+    with pytest.raises(CelError, match=re.escape(error)):
+        condition_holds(condition, {"x": x})
+
+
+def test_a_condition_cel_go_refuses_fails_the_driver() -> None:
+    task = {"componentRef": {"name": "comp-t"}, "triggerPolicy": {"condition": "int(true) == 1"}}
+    spec = {
+        "root": {"dag": {"tasks": {"t": task}}},
+        "components": {"comp-t": {"executorLabel": "exec-t"}},
+    }
+    with pytest.raises(UnresolvedArgument, match=r"root/t: condition .* applied to '\(bool\)'"):
+        list(executions(spec, {}, {}))
 
 
 # Rule 2: the driver leaves a container's unset optional input out; the launcher adds defaults.
@@ -265,6 +331,16 @@ def test_the_executor_output_file_moved_under_the_task_root_in_215(production, b
     executor_json = value_after(by_task(production, backend=backend)["publish"], "--executor-input")
     output_file = json.loads(executor_json)["outputs"]["outputFile"]
     assert output_file.startswith(folder) and output_file.endswith("/output_metadata.json")
+
+
+@pytest.mark.parametrize(
+    ("backend", "suffix"), [("2.16", ""), ("2.16.0", ""), ("2.16.1", "-0"), ("2.17", "-0")]
+)
+def test_the_logs_uri_gets_the_attempts_suffix_from_2161(backend, suffix, tmp_path) -> None:
+    spec = compiled(shells, tmp_path)
+    (execution,) = executions(spec, {"word": "hi"}, {}, backend=backend)
+    logs = json.loads(executor_input(execution))["outputs"]["artifacts"]["executor-logs"]
+    assert logs["artifacts"][0]["uri"].endswith(f"/executor-logs{suffix}")
 
 
 # Rule 6: without a run's pipeline root, minio://mlpipeline/v2/artifacts (not the IR's).

@@ -9,12 +9,12 @@ import yaml
 from kfp import compiler, dsl
 from kfp_driver import (
     UnresolvedArgument,
-    as_text,
     command_line,
     executions,
     executor_input,
     local_path,
 )
+from kfp_values import as_text
 
 from freemask.cli import main
 from freemask.commands import task_argv
