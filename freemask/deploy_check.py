@@ -331,25 +331,11 @@ def command(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run deploy-check with ``argv``; return 0, or 2 (one ``error:`` line per placeholder)."""
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    app.command()(command)
-    try:
-        code = typer.main.get_command(app).main(
-            args=sys.argv[1:] if argv is None else list(argv),
-            prog_name="python -m freemask.deploy_check",
-            standalone_mode=False,
-        )
-    except FreemaskError as exc:
-        for line in str(exc).splitlines():
-            print(f"error: {line}", file=sys.stderr)
-        return 2
-    except typer.Exit as exc:
-        return exc.exit_code
-    except typer.TyperException as exc:  # usage errors: a missing value, an unknown option
-        exc.show()
-        return 2
-    return code if isinstance(code, int) else 0
+    """``freemask deploy-check`` with ``argv``; return 0, or 2 (one ``error:`` line per
+    placeholder), as the ``freemask`` command does."""
+    from freemask.cli import main as freemask
+
+    return freemask(["deploy-check", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -5,17 +5,10 @@ command's output or errors."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_submit_schedule import (
-    API,
-    FakeKfpApi,
-    isolate_from_this_machine,
-    submit_argv,
-    write_config,
-)
+from test_submit_schedule import API, FakeKfpApi, submit_argv, write_config
 
 from freemask.cli import main
 from freemask.kfp_auth import (
@@ -44,17 +37,6 @@ def leaked(text: str) -> list[str]:
     """The test secrets found in ``text``, even split across wrapped lines."""
     glued = "".join(text.split())
     return [s for s in (TOKEN, IAP_TOKEN, COOKIE.partition("=")[2]) if s in glued]
-
-
-@pytest.fixture
-def kfp_environment(monkeypatch, tmp_path) -> None:
-    isolate_from_this_machine(monkeypatch, tmp_path)
-
-
-@pytest.fixture
-def kfp_api(kfp_environment) -> Iterator[FakeKfpApi]:
-    with FakeKfpApi() as api:
-        yield api
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -283,17 +282,6 @@ def isolate_from_this_machine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv(IN_CLUSTER_TOKEN_ENV, str(tmp_path / "not-in-a-pod"))
     monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "kfp-context.json"))
-
-
-@pytest.fixture
-def kfp_environment(monkeypatch, tmp_path) -> None:
-    isolate_from_this_machine(monkeypatch, tmp_path)
-
-
-@pytest.fixture
-def kfp_api(kfp_environment) -> Iterator[FakeKfpApi]:
-    with FakeKfpApi() as api:
-        yield api
 
 
 def submit_argv(api: FakeKfpApi, config: str, *extra: str) -> list[str]:
