@@ -90,7 +90,7 @@ scan: $(STAMP)  ## Security scan of the rendered Kubernetes manifests (checkov, 
 OVERLAY ?=
 deploy-check: $(STAMP)  ## Refuse an overlay that still holds a placeholder (OVERLAY=standalone, multi-user, dev, prod)
 	@test -n "$(OVERLAY)" || { echo "name the overlay: make deploy-check OVERLAY=multi-user (or standalone, dev, prod)"; exit 2; }
-	$(BIN)/python -m freemask.deploy_check $(OVERLAY)
+	$(BIN)/freemask deploy-check $(OVERLAY)
 
 clean:  ## Remove build outputs and caches (keeps .venv and runs/)
 	rm -rf build .pytest_cache .ruff_cache

@@ -7,8 +7,8 @@ shipped manifests use (``PLACEHOLDERS``). Each one left is reported with its obj
 the variable to set: the key of the overlay's ``settings.yaml`` (the local-config ConfigMap
 ``freemask-settings``) whose kustomize replacement fills that field, else the placeholder itself.
 
-    python -m freemask.deploy_check multi-user
-    kubectl kustomize manifests/overlays/prod | python -m freemask.deploy_check -f -
+    freemask deploy-check multi-user
+    kubectl kustomize manifests/overlays/prod | freemask deploy-check -f -
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ __all__ = [
     "check_overlay",
     "check_stream",
     "command",
-    "main",
 ]
 
 # What the shipped manifests write where a deployment's own value belongs, and what it stands for.
@@ -328,15 +327,3 @@ def command(
     if found:
         raise DeployCheckError("\n".join([*map(str, found), _summary(found)]))
     print(f"ok: no placeholder left in {', '.join(checked)}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``freemask deploy-check`` with ``argv``; return 0, or 2 (one ``error:`` line per
-    placeholder), as the ``freemask`` command does."""
-    from freemask.cli import main as freemask
-
-    return freemask(["deploy-check", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,10 +13,10 @@ from typing import Any
 from freemask.config import RunConfig
 from freemask.storage import Storage, write_json
 from freemask.tracking import Run
+from freemask.versions import PUBLISHED
 
 EXPORT = "export"
 FINAL = "active"  # the active loop's output: the dataset the run ships
-PUBLISHED = "_PUBLISHED"  # written last: the run's dataset and report are complete
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ from typing import Any
 
 from freemask.config import RunConfig
 from freemask.errors import FreemaskError
-from freemask.publish import PUBLISHED
 from freemask.storage import Storage, open_storage
 from freemask.tracking import resolve_tracking_uri
 
 VERSIONS = "versions"
+PUBLISHED = "_PUBLISHED"  # publish_run's last write: the version's dataset and report are whole
 LATEST = "LATEST"
 DELETING = "_DELETING"
 REFRESHED = "_REFRESHED"  # a local refresh's last write: published, LATEST moved, pruned

@@ -11,7 +11,8 @@ import pytest
 import yaml
 from test_manifests import ROOT, render
 
-from freemask.deploy_check import check_stream, main
+from freemask.cli import main
+from freemask.deploy_check import check_stream
 
 MANIFESTS = ROOT / "manifests"
 # What each overlay as shipped asks for (dev carries the project's own values).
@@ -39,7 +40,7 @@ def errors(capsys: pytest.CaptureFixture[str]) -> list[str]:
 def test_shipped_overlay_is_refused_naming_each_variable_to_set(
     overlay: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main([overlay, "--manifests", str(MANIFESTS)]) == 2
+    assert main(["deploy-check", overlay, "--manifests", str(MANIFESTS)]) == 2
     *found, summary = errors(capsys)
     settings = f"{MANIFESTS}/overlays/{overlay}/settings.yaml"
     variables = {line.rsplit(": set ", 1)[1].removesuffix(f" in {settings}") for line in found}
@@ -51,7 +52,7 @@ def test_shipped_overlay_is_refused_naming_each_variable_to_set(
 def test_each_line_names_the_resource_field_and_placeholder(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert main(["standalone", "--manifests", str(MANIFESTS)]) == 2
+    assert main(["deploy-check", "standalone", "--manifests", str(MANIFESTS)]) == 2
     found = errors(capsys)
     settings = f"{MANIFESTS}/overlays/standalone/settings.yaml"
     # The runner account in kubeflow, where standalone KFP runs the pipeline's pods.
@@ -71,7 +72,7 @@ def test_each_line_names_the_resource_field_and_placeholder(
 
 
 def test_dev_passes_as_shipped(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["dev", "--manifests", str(MANIFESTS)]) == 0
+    assert main(["deploy-check", "dev", "--manifests", str(MANIFESTS)]) == 0
     assert capsys.readouterr().out == "ok: no placeholder left in dev\n"
 
 
@@ -86,7 +87,9 @@ def test_overlay_passes_once_its_settings_hold_real_values(
     data["data"] = {key: VALUES[key] for key in data["data"]}
     settings.write_text(yaml.safe_dump(data), encoding="utf-8")
 
-    assert main([overlay, "--manifests", str(manifests)]) == 0, capsys.readouterr().err
+    assert main(["deploy-check", overlay, "--manifests", str(manifests)]) == 0, (
+        capsys.readouterr().err
+    )
     # Every field a setting fills carries it, in every namespace the object is in.
     objects = render(str(manifests / "overlays" / overlay))
     values = {key: value for key, value in VALUES.items() if key in data["data"]}
@@ -129,7 +132,7 @@ def test_a_rendered_stream_is_refused_with_the_variable_its_field_takes(
         "data:\n  where: gs://BUCKET/elsewhere\n",
         encoding="utf-8",
     )
-    assert main(["-f", str(stream), "--manifests", str(MANIFESTS)]) == 2
+    assert main(["deploy-check", "-f", str(stream), "--manifests", str(MANIFESTS)]) == 2
     account, extra, summary = errors(capsys)
     assert account.startswith(f"{stream}: ServiceAccount team-a/freemask-runner ")
     assert account.endswith("set RUNNER_GSA in the overlay's settings.yaml")
@@ -141,7 +144,7 @@ def test_a_rendered_stream_is_refused_with_the_variable_its_field_takes(
 
 def test_the_hf_token_example_is_a_template_it_refuses(capsys: pytest.CaptureFixture[str]) -> None:
     example = MANIFESTS / "examples" / "hf-token-secret.yaml"
-    assert main(["-f", str(example), "--manifests", str(MANIFESTS)]) == 2
+    assert main(["deploy-check", "-f", str(example), "--manifests", str(MANIFESTS)]) == 2
     namespace, token, _ = errors(capsys)
     assert "metadata.namespace = 'RUN_NAMESPACE' holds the placeholder RUN_NAMESPACE" in namespace
     assert "stringData.token = 'HF_TOKEN' holds the placeholder HF_TOKEN" in token
@@ -166,6 +169,6 @@ def test_real_values_that_resemble_placeholders_pass() -> None:
 def test_an_unknown_overlay_is_refused_naming_the_known_ones(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert main(["staging", "--manifests", str(MANIFESTS)]) == 2
+    assert main(["deploy-check", "staging", "--manifests", str(MANIFESTS)]) == 2
     (line,) = errors(capsys)
     assert "staging: no such overlay" in line and "dev, multi-user, prod, standalone" in line
