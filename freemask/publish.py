@@ -13,10 +13,9 @@ from typing import Any
 from freemask.config import RunConfig
 from freemask.storage import Storage, write_json
 from freemask.tracking import Run
-from freemask.versions import PUBLISHED
+from freemask.versions import FINAL, PUBLISHED
 
 EXPORT = "export"
-FINAL = "active"  # the active loop's output: the dataset the run ships
 
 
 @dataclass(frozen=True)

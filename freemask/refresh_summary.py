@@ -13,9 +13,10 @@ from typing import Any
 
 import yaml
 
+from freemask.stage_output import SUCCESS
 from freemask.storage import Storage, write_json
 from freemask.tracking import flatten_keys
-from freemask.versions import read_latest, version_storage
+from freemask.versions import FINAL, best_round, read_latest, settle_versions, version_storage
 
 SUMMARY = "refresh.json"
 STAGES = ("generate", "backgrounds", "refine", "compose", "harmonize", "active")
@@ -32,8 +33,8 @@ def summarize_refresh(workdir: Storage, version: str) -> dict[str, Any]:
         return json.loads(folder.read_bytes(SUMMARY))
     stages = {}
     for stage in STAGES:
-        if folder.exists(f"{stage}/_SUCCESS"):
-            done = json.loads(folder.read_bytes(f"{stage}/_SUCCESS"))
+        if folder.exists(f"{stage}/{SUCCESS}"):
+            done = json.loads(folder.read_bytes(f"{stage}/{SUCCESS}"))
             stages[stage] = {key: done.get(key, 0) for key in ("written", "dropped", "seconds")}
     rounds = []
     if folder.exists("report/summary.json"):
@@ -97,15 +98,25 @@ def alias_latest_model(client: Any, model_name: str, workdir: Storage) -> str | 
     the alias ``latest``: ``models:/<name>/latest`` is the newest registered version, which
     a failed refresh may have registered.)"""
     latest = read_latest(workdir)
-    if latest is None:
-        return None
-    active = version_storage(workdir, latest["version"]).child("active")
-    if not active.exists("_SUCCESS"):
-        return None
-    best = json.loads(active.read_bytes("_SUCCESS")).get("summary", {}).get("best_round")
-    rounds = json.loads(active.read_bytes("_SUCCESS")).get("summary", {}).get("rounds", [])
-    chosen = [entry for entry in rounds if entry.get("round") == best]
-    model_version = chosen[0].get("model_version") if chosen else None
+    dataset = latest and version_storage(workdir, latest["version"]).child(FINAL)
+    best = dataset and best_round(dataset)
+    model_version = best.get("model_version") if best else None
     if model_version:
         client.set_registered_model_alias(model_name, "current", model_version)
     return model_version
+
+
+def finish_refresh(
+    workdir: Storage, version: str, keep: int, client: Any | None, run_id: str, model_name: str
+) -> tuple[str | None, list[str]]:
+    """The end of a published refresh, locally as in the pipeline: its summary (logged to
+    ``run_id`` through ``client``, an ``MlflowClient``, when given), ``LATEST`` and retention
+    (``settle_versions``), then the model's ``current`` alias; returns what ``settle_versions``
+    does."""
+    summary = summarize_refresh(workdir, version)
+    if client is not None:
+        log_summary(client, run_id, summary)
+    settled = settle_versions(workdir, keep)
+    if client is not None:
+        alias_latest_model(client, model_name, workdir)
+    return settled

@@ -17,10 +17,12 @@ from typing import Any
 
 from freemask.config import RunConfig
 from freemask.errors import FreemaskError
+from freemask.stage_output import SUCCESS
 from freemask.storage import Storage, open_storage
 from freemask.tracking import resolve_tracking_uri
 
 VERSIONS = "versions"
+FINAL = "active"  # the active loop's output in a version: the dataset it ships
 PUBLISHED = "_PUBLISHED"  # publish_run's last write: the version's dataset and report are whole
 LATEST = "LATEST"
 DELETING = "_DELETING"
@@ -78,13 +80,35 @@ def settle_versions(workdir: Storage, keep: int) -> tuple[str | None, list[str]]
     """Point ``LATEST`` at the newest complete version (finishing a refresh killed after it
     published), then apply retention; returns (the version ``LATEST`` names, or None before
     any, and the versions deleted). Safe to run at any time, and again."""
+    names = list_versions(workdir)
     complete = sorted(
-        (when, name)
-        for name in list_versions(workdir)
-        if (when := published_at(workdir, name)) is not None
+        (when, name) for name in names if (when := published_at(workdir, name)) is not None
     )
     latest = advance_latest(workdir, complete[-1][1]) if complete else None
-    return latest, prune_versions(workdir, keep)
+    return latest, _prune(workdir, keep, names, [name for _, name in complete], latest)
+
+
+def previous_dataset(config: RunConfig) -> tuple[str, Storage] | None:
+    """(version, its dataset folder) of the version ``LATEST`` names when ``config`` runs
+    another version under the same work directory; None outside a version or before any."""
+    top = top_workdir(config)
+    if top is None:
+        return None
+    workdir = open_storage(top)
+    latest = read_latest(workdir)
+    if latest is None or latest["version"] == config.kubeflow.dataset_version:
+        return None
+    return latest["version"], version_storage(workdir, latest["version"]).child(FINAL)
+
+
+def best_round(dataset: Storage) -> dict[str, Any] | None:
+    """The summary of the round a version's active loop shipped (``round``, ``val_miou``,
+    ``model_version``...), from its ``_SUCCESS``; None when the loop has not finished."""
+    if not dataset.exists(SUCCESS):
+        return None
+    summary = json.loads(dataset.read_bytes(SUCCESS)).get("summary", {})
+    chosen = [r for r in summary.get("rounds", []) if r.get("round") == summary.get("best_round")]
+    return chosen[0] if chosen else None
 
 
 def list_versions(workdir: Storage) -> list[str]:
@@ -107,14 +131,6 @@ def read_latest(workdir: Storage) -> dict[str, Any] | None:
     return json.loads(workdir.read_bytes(LATEST))
 
 
-def latest_version(workdir: Storage) -> str:
-    """The version ``LATEST`` names; FreemaskError when no refresh has completed."""
-    record = read_latest(workdir)
-    if record is None:
-        raise FreemaskError(f"{workdir.uri}/{LATEST}: no complete dataset version yet")
-    return record["version"]
-
-
 def advance_latest(workdir: Storage, version: str) -> str:
     """Point ``LATEST`` at ``version`` when it is complete and newer than the one named;
     return the version ``LATEST`` names afterwards."""
@@ -131,18 +147,15 @@ def advance_latest(workdir: Storage, version: str) -> str:
     return json.loads(workdir.update(LATEST, newer))["version"]
 
 
-def prune_versions(workdir: Storage, keep: int) -> list[str]:
-    """Delete the complete versions older than the newest ``keep`` (never the one ``LATEST``
-    names, nor an incomplete one: it may be a refresh in progress), and finish deletions an
+def _prune(
+    workdir: Storage, keep: int, names: list[str], complete: list[str], latest: str | None
+) -> list[str]:
+    """Delete the ``complete`` versions (oldest first) but the newest ``keep`` and ``latest``
+    (never an incomplete one: it may be a refresh in progress), and finish the deletions an
     earlier prune left half done; return the versions deleted."""
-    latest = read_latest(workdir)
-    names = list_versions(workdir)
-    complete = sorted(
-        (when, name) for name in names if (when := published_at(workdir, name)) is not None
-    )
-    kept = {name for _, name in complete[-keep:]} | ({latest["version"]} if latest else set())
+    kept = {*complete[-keep:], latest}
     unfinished = [name for name in names if version_storage(workdir, name).exists(DELETING)]
-    doomed = [name for _, name in complete if name not in kept]
+    doomed = [name for name in complete if name not in kept]
     for name in doomed:
         version_storage(workdir, name).write_bytes(DELETING, b"{}\n")
     for name in sorted({*unfinished, *doomed}):

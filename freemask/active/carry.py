@@ -16,24 +16,19 @@ import json
 from freemask.config import RunConfig
 from freemask.records import Sample, read_manifest
 from freemask.segment.train import MODEL_MARKER
-from freemask.storage import Storage, open_storage
-from freemask.versions import read_latest, top_workdir, version_storage
+from freemask.storage import Storage
+from freemask.versions import best_round, previous_dataset
 
-FINAL = "active"
 CARRIED_JUDGE = "carried_judge"  # the previous version's best segmenter, a judge candidate
 
 
 def carried_samples(config: RunConfig, out: Storage) -> list[Sample]:
     """The samples to carry into this version's pool (none unless growing and a previous
     version is complete), their files copied under ``out``."""
-    top = top_workdir(config)
-    if config.versions.mode != "grow" or top is None:
+    previous = previous_dataset(config) if config.versions.mode == "grow" else None
+    if previous is None:
         return []
-    workdir = open_storage(top)
-    latest = read_latest(workdir)
-    if latest is None or latest["version"] == config.kubeflow.dataset_version:
-        return []
-    source = version_storage(workdir, latest["version"]).child(FINAL)
+    _, source = previous
     samples = read_manifest(source)
     for sample in samples:
         for path in sample.files():
@@ -64,26 +59,18 @@ def carry_judge(config: RunConfig, out: Storage) -> bool:
     """Copy the segmenter of the best round of the version ``LATEST`` names under
     ``out/CARRIED_JUDGE`` (its weights last), a candidate judge of round 1 in a growing
     dataset; False when there is none to carry."""
-    top = top_workdir(config)
-    if config.versions.mode != "grow" or top is None:
+    previous = previous_dataset(config) if config.versions.mode == "grow" else None
+    best = previous and best_round(previous[1])
+    if not best:
         return False
-    workdir = open_storage(top)
-    latest = read_latest(workdir)
-    if latest is None or latest["version"] == config.kubeflow.dataset_version:
-        return False
-    active = version_storage(workdir, latest["version"]).child(FINAL)
-    if not active.exists("_SUCCESS"):
-        return False
-    best = json.loads(active.read_bytes("_SUCCESS")).get("summary", {}).get("best_round")
-    model = active.child(f"rounds/{best:02d}/model") if isinstance(best, int) else None
-    if model is None or not model.exists(MODEL_MARKER):
+    version, dataset = previous
+    model = dataset.child(f"rounds/{best['round']:02d}/model")
+    if not model.exists(MODEL_MARKER):
         return False
     target = out.child(CARRIED_JUDGE)
     names = sorted(model.list(), key=lambda name: name == MODEL_MARKER)  # the marker last
     for name in names:
         target.write_bytes(name, model.read_bytes(name))
-    out.write_bytes(
-        f"{CARRIED_JUDGE}/from.json",
-        json.dumps({"version": latest["version"], "round": best}).encode(),
-    )
+    origin = {"version": version, "round": best["round"]}
+    out.write_bytes(f"{CARRIED_JUDGE}/from.json", json.dumps(origin).encode())
     return True

@@ -406,10 +406,9 @@ def publish(
     run FINISHED (the exit handler only marks failures); safe to re-run."""
     from freemask.local.report import REPORT
     from freemask.publish import log_report, publish_run
-    from freemask.refresh_summary import alias_latest_model, log_summary, summarize_refresh
+    from freemask.refresh_summary import finish_refresh
     from freemask.report_page import PAGE
     from freemask.tracking import run_page_url
-    from freemask.versions import settle_versions
 
     run_config = load_run_config(config)
     if check:
@@ -424,8 +423,6 @@ def publish(
     published = publish_run(run_config, workdir, url)
     if tracker is not None:
         log_report(run, workdir, published.report["files"])
-        if version:  # before LATEST moves: what this refresh changed against the one before
-            log_summary(tracker.client, parent_run_id, summarize_refresh(top, version))
         # The run's last real task ended well: its outcome needs no exit handler's state.
         tracker.client.set_tag(parent_run_id, "kfp.final_status", "FINISHED")
         tracker.client.set_terminated(parent_run_id, status="FINISHED")
@@ -433,10 +430,11 @@ def publish(
         report_html.parent.mkdir(parents=True, exist_ok=True)
         report_html.write_bytes(workdir.child(REPORT).read_bytes(PAGE))
     out.print(f"published {json.dumps(published.exports)} under {workdir.uri}")
-    if version:  # a pipeline run: its version becomes LATEST (and its model's), then retention
-        latest, deleted = settle_versions(top, run_config.versions.keep)
-        if tracker is not None:
-            alias_latest_model(tracker.client, f"{run_config.name}-segmenter", top)
+    if version:  # a pipeline run: its summary, then it becomes LATEST (its model too), retention
+        client = tracker.client if tracker is not None else None
+        model = f"{run_config.name}-segmenter"
+        keep = run_config.versions.keep
+        latest, deleted = finish_refresh(top, version, keep, client, parent_run_id, model)
         out.print(f"LATEST: {latest}" + (f"; deleted {', '.join(deleted)}" if deleted else ""))
 
 

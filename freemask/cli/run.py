@@ -30,7 +30,7 @@ def run(
     """Run the whole pipeline in this process on local defaults (no cluster needed)."""
     from freemask.local.runner import run_local
     from freemask.storage import open_storage
-    from freemask.versions import REFRESHED, local_refresh, settle_versions, version_storage
+    from freemask.versions import REFRESHED, local_refresh, version_storage
 
     run_config: RunConfig = load_config(config)
     version = None
@@ -72,12 +72,11 @@ def run(
     if version is not None:
         from mlflow import MlflowClient
 
-        from freemask.refresh_summary import alias_latest_model, log_summary, summarize_refresh
+        from freemask.refresh_summary import finish_refresh
 
-        summary = summarize_refresh(top, version)
-        log_summary(MlflowClient(report.tracking_uri), report.run_id, summary)
-        latest, deleted = settle_versions(top, run_config.versions.keep)
-        alias_latest_model(MlflowClient(report.tracking_uri), f"{run_config.name}-segmenter", top)
+        client, model = MlflowClient(report.tracking_uri), f"{run_config.name}-segmenter"
+        keep = run_config.versions.keep
+        latest, deleted = finish_refresh(top, version, keep, client, report.run_id, model)
         version_storage(top, version).write_bytes(REFRESHED, b"{}\n")
         pruned = f"; deleted {', '.join(deleted)}" if deleted else ""
         out.print(f"refresh {version} published; LATEST: {latest}{pruned}")
