@@ -191,7 +191,8 @@ class FakeKfpApi:
     answers the calls submit and schedule make (healthz, experiments, runs, recurring runs).
 
     ``multi_user`` answers healthz with ``multi_user: true`` and refuses an experiment listed or
-    created without a namespace, as multi-user KFP does. ``require`` (header, value) answers
+    created without a namespace, as multi-user KFP does (kubeflow/pipelines 2.17.0,
+    backend/src/apiserver/resource/resource_manager.go:197, "Namespace cannot be empty"). ``require`` (header, value) answers
     401 to a request without it, echoing the Authorization it got (a leak to redact), or, with
     ``login_page``, 200 with an HTML sign-in page, as an auth proxy in front of KFP may.
     """
