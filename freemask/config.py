@@ -22,12 +22,17 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from freemask import bounded_yaml
+from freemask.config_errors import KeyLines, describe, listed, problem_lines
 from freemask.errors import ConfigError
+from freemask.records import MAX_CLASSES
+from freemask.redact import has_userinfo, split_userinfo
 
 ENV_PREFIX = "FREEMASK__"
 
@@ -312,6 +317,9 @@ class ActiveConfig(StrictModel):
     # In a kept sample where some class agrees, the classes below iou_threshold become ignore
     # (their instances ``disputed``) instead of being trained on as they are.
     ignore_disputed: bool = False
+    # The smallest dataset a run may export, as a share of the pool (and never empty): a loop
+    # whose best round keeps less fails with the reason instead of shipping a degenerate set.
+    min_dataset_fraction: Probability = 0.05
 
 
 class Toleration(StrictModel):
@@ -373,7 +381,15 @@ class KubeflowConfig(StrictModel):
 
 class TrackingConfig(StrictModel):
     """MLflow tracking. Without a uri: MLFLOW_TRACKING_URI, else a sqlite file in the workdir;
-    ``ui_url``: where a browser opens the MLflow UI [default: the uri, when it is http(s)]."""
+    ``ui_url``: where a browser opens the MLflow UI [default: the uri, when it is http(s)].
+
+    A uri with a user and password (``https://user:password@host``) is taken apart when the
+    config loads: ``uri`` keeps the address alone (what a dump, a log or MLflow's params hold)
+    and the pair stays in memory until tracking starts, which hands it to MLflow as
+    ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` (freemask.tracking). Pipeline
+    tasks get those two variables from the Kubernetes Secret ``credentials_secret`` (its keys
+    ``username_key`` and ``password_key``): a reference in the compiled pipeline, never the
+    values; a run's ``tracking_uri`` parameter with credentials is refused."""
 
     uri: str | None = None
     experiment: str = "freemask"
@@ -381,6 +397,35 @@ class TrackingConfig(StrictModel):
     # ingress), for the links in reports and the KFP UI; the tracking uri is often a cluster
     # address (http://mlflow.freemask.svc:5000) that no browser can open.
     ui_url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")] | None = None
+    credentials_secret: (
+        Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")] | None
+    ) = None
+    username_key: Annotated[str, Field(pattern=r"^[-._a-zA-Z0-9]+$")] = "username"
+    password_key: Annotated[str, Field(pattern=r"^[-._a-zA-Z0-9]+$")] = "password"
+    _credentials: tuple[str, str] | None = PrivateAttr(default=None)
+
+    @property
+    def credentials(self) -> tuple[str, str] | None:
+        """(user, password) taken out of ``uri`` when it held them, else None."""
+        return self._credentials
+
+    @model_validator(mode="after")
+    def _take_credentials(self) -> Self:
+        if self.ui_url and has_userinfo(self.ui_url):
+            raise ValueError("ui_url is shown in reports and links: give it without user:password")
+        if self.uri is None:
+            return self
+        bare, user, password = split_userinfo(self.uri)
+        if user is None:
+            return self
+        if password is None:
+            raise ValueError(
+                "tracking.uri has a user without a password: write user:password@host, or "
+                "set MLFLOW_TRACKING_TOKEN for a bearer token"
+            )
+        self._credentials = (user, password)
+        self.uri = bare  # validated again, now without them
+        return self
 
 
 class ModelsConfig(StrictModel):
@@ -439,12 +484,25 @@ class RunConfig(StrictModel):
         digest = hashlib.sha256(f"{self.seed}|{self.draw}".encode()).digest()
         return int.from_bytes(digest[:4], "big")
 
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _at_most_max_classes(cls, classes: Any) -> Any:
+        if isinstance(classes, (list, tuple)) and len(classes) > MAX_CLASSES:
+            raise ValueError(
+                f"{len(classes)} classes; at most {MAX_CLASSES} (masks are 16-bit at most and "
+                f"{MAX_CLASSES + 1} is ignore)"
+            )
+        return classes
+
     @field_validator("classes")
     @classmethod
     def _unique_classes(cls, classes: list[str]) -> list[str]:
-        repeated = sorted({name for name in classes if classes.count(name) > 1})
+        seen: set[str] = set()
+        repeated: set[str] = set()
+        for name in classes:
+            (repeated if name in seen else seen).add(name)
         if repeated:
-            raise ValueError(f"each class must be listed once; repeated: {', '.join(repeated)}")
+            raise ValueError(f"each class must be listed once; repeated: {listed(repeated)}")
         return classes
 
 
@@ -458,25 +516,23 @@ def config_hash(section: BaseModel, exclude: set[str] | None = None) -> str:
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> RunConfig:
     """Load and validate a run config from YAML, applying ``FREEMASK__`` environment overrides.
 
-    Raises ConfigError with one line per problem: where (file:line or the environment
-    variable), the field path, the bad value and what was expected.
+    Raises ConfigError with one line per problem (the first ``MAX_PROBLEMS``, then how many
+    more): where (file:line or the environment variable), the field path, the bad value
+    (abbreviated) and what was expected. A file or override past the YAML bounds of
+    freemask.bounded_yaml (size, nesting, nodes with aliases expanded) is refused in one line.
     """
     text, path = _read_config_text(path)
-    try:
-        data = yaml.safe_load(text)
-        document = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    repeated = _repeated_keys(document)
-    if repeated:
+    document = _compose(text, path)
+    if document.repeated_keys:
         raise ConfigError(
-            "\n".join(
-                f"{path}:{line}: {key}: repeated key; each key once" for key, line in repeated
+            problem_lines(
+                [
+                    f"{path}:{line}: {key}: repeated key; each key once"
+                    for key, line in document.repeated_keys
+                ]
             )
         )
-    lines = _line_numbers(document)
+    data = _construct(document, path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -489,20 +545,17 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> R
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        errors = sorted(exc.errors(), key=lambda error: _line_of(tuple(error["loc"]), lines))
-        raise ConfigError(
-            "\n".join(_describe(error, path, lines, env_origins) for error in errors)
-        ) from None
+        lines = KeyLines(document.root)
+        errors = sorted(exc.errors(), key=lambda error: lines.line_of(tuple(error["loc"])))
+        described = [describe(error, path, lines, env_origins, RunConfig) for error in errors]
+        raise ConfigError(problem_lines(described)) from None
 
 
 def read_config_data(path: str | Path) -> dict[str, Any]:
     """A config file's YAML as a mapping, unvalidated, its relative input paths made absolute
     (for tools that rewrite a config so that it works from any folder)."""
     text, where = _read_config_text(path)
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    data = _construct(_compose(text, where), where) or {}
     if not isinstance(data, dict):
         raise ConfigError(
             f"{where}: expected a mapping of config sections, got {type(data).__name__}"
@@ -510,6 +563,29 @@ def read_config_data(path: str | Path) -> dict[str, Any]:
     if not str(where).startswith("gs:"):
         _resolve_relative_paths(data, where.resolve().parent)
     return data
+
+
+def _compose(text: str, path: Path) -> bounded_yaml.Document:
+    """The config's composed YAML; ConfigError naming the file and line when it is not YAML."""
+    try:
+        return bounded_yaml.compose(text, str(path))
+    except yaml.YAMLError as exc:
+        raise ConfigError(_not_yaml(exc, path)) from None
+
+
+def _construct(document: bounded_yaml.Document, path: Path) -> Any:
+    try:
+        return bounded_yaml.construct(document.root)
+    except yaml.YAMLError as exc:  # a tag the safe constructor refuses
+        raise ConfigError(_not_yaml(exc, path)) from None
+    except ValueError as exc:  # a date like 2024-13-01, an integer of over 4300 digits
+        raise ConfigError(f"{path}: not a valid YAML value: {str(exc)[:200]}") from None
+
+
+def _not_yaml(exc: yaml.YAMLError, path: Path) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}" if mark else str(path)
+    return f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}"
 
 
 def _read_config_text(path: str | Path) -> tuple[str, Path]:
@@ -521,7 +597,9 @@ def _read_config_text(path: str | Path) -> tuple[str, Path]:
 
         parent, _, name = text_path.rpartition("/")
         try:
-            return open_storage(parent).read_bytes(name).decode("utf-8"), Path(text_path)
+            data = open_storage(parent).read_bytes(name)
+            bounded_yaml.check_size(len(data), text_path)
+            return data.decode("utf-8"), Path(text_path)
         except StorageError as exc:
             raise ConfigError(f"{text_path}: config not readable ({exc})") from None
         except UnicodeDecodeError as exc:
@@ -529,6 +607,7 @@ def _read_config_text(path: str | Path) -> tuple[str, Path]:
     local = Path(text_path.removeprefix("file://"))
     if not local.is_file():
         raise ConfigError(f"{local}: config file not found")
+    bounded_yaml.check_size(local.stat().st_size, str(local))
     try:
         return local.read_text(encoding="utf-8"), local
     except UnicodeDecodeError as exc:
@@ -547,8 +626,8 @@ def _apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> di
                 f"{variable}: empty key in override; expected FREEMASK__SECTION__FIELD"
             )
         try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
+            value = bounded_yaml.load(raw, f"environment {variable}")
+        except (yaml.YAMLError, ValueError):  # not YAML, or a value like 2024-13-01: the text
             value = raw
         node = data
         for key in keys[:-1]:
@@ -589,90 +668,3 @@ def _resolve_relative_paths(data: dict[str, Any], folder: Path) -> None:
         path = Path(value).expanduser()
         if not path.is_absolute() and (folder / path).exists():
             node[key] = str(folder / path)
-
-
-def _repeated_keys(node: yaml.Node | None, prefix: str = "") -> list[tuple[str, int]]:
-    """(dotted key, line) of every key given twice in one mapping: YAML keeps the last
-    silently, so a second ``generate:`` section would replace the first."""
-    repeated: list[tuple[str, int]] = []
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            name = f"{prefix}{key_node.value}"
-            if key_node.value in seen:
-                repeated.append((name, key_node.start_mark.line + 1))
-            seen.add(key_node.value)
-            repeated.extend(_repeated_keys(value_node, f"{name}."))
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            repeated.extend(_repeated_keys(item, f"{prefix}{index}."))
-    return repeated
-
-
-def _line_numbers(node: yaml.Node | None, prefix: tuple = ()) -> dict[tuple, int]:
-    """Map each key path of a composed YAML document to its 1-based line number."""
-    lines: dict[tuple, int] = {}
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            path = (*prefix, key_node.value)
-            lines[path] = key_node.start_mark.line + 1
-            lines.update(_line_numbers(value_node, path))
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            path = (*prefix, index)
-            lines[path] = item.start_mark.line + 1
-            lines.update(_line_numbers(item, path))
-    return lines
-
-
-def _line_of(loc: tuple, lines: dict[tuple, int]) -> int:
-    """The line of ``loc``'s nearest enclosing key in the file (0 when it is not in the file)."""
-    for depth in range(len(loc), 0, -1):
-        if loc[:depth] in lines:
-            return lines[loc[:depth]]
-    return 0
-
-
-def _describe(error: Mapping[str, Any], path: Path, lines: dict, env_origins: dict) -> str:
-    """Turn one pydantic error into 'where: field: got X; expected Y'."""
-    loc = tuple(error["loc"])
-    field = ".".join(str(part) for part in loc) or "(top level)"
-    overridden = [loc[:depth] for depth in range(len(loc), 0, -1) if loc[:depth] in env_origins]
-    line = _line_of(loc, lines)
-    if overridden:
-        where = f"environment {env_origins[overridden[0]]}"
-    else:
-        where = f"{path}:{line}" if line else str(path)
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        return f"{where}: {field}: unknown key; expected one of: {', '.join(_known_keys(loc))}"
-    if kind == "missing":
-        return f"{where}: {field}: missing; this field is required"
-    message = error["msg"]
-    if kind == "value_error":
-        return f"{where}: {field}: {message.removeprefix('Value error, ')}"
-    expected = message[0].lower() + message[1:]
-    expected = expected.removeprefix("input should be ").removeprefix("input ")
-    for words, symbol in _COMPARISONS:
-        if expected.startswith(words):
-            expected = f"a value {symbol}{expected[len(words) :]}"
-    return f"{where}: {field}: got {error['input']!r}; expected {expected}"
-
-
-_COMPARISONS = (
-    ("greater than or equal to", ">="),
-    ("less than or equal to", "<="),
-    ("greater than", ">"),
-    ("less than", "<"),
-)
-
-
-def _known_keys(loc: tuple) -> list[str]:
-    """The field names allowed in the section that holds ``loc``'s last key."""
-    model: type[BaseModel] = RunConfig
-    for part in loc[:-1]:
-        annotation = model.model_fields[str(part)].annotation if isinstance(part, str) else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            break
-        model = annotation
-    return sorted(model.model_fields)

@@ -25,6 +25,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
+from freemask.bounded_yaml import load, load_all
 from freemask.errors import FreemaskError
 
 __all__ = [
@@ -47,6 +48,16 @@ PLACEHOLDERS: dict[str, tuple[re.Pattern[str], str]] = {
     "HF_TOKEN": (
         re.compile(r"\bHF_TOKEN\b"),
         "a Hugging Face token: create the Secret from stdin instead, as the file's comment shows",
+    ),
+    "MLFLOW_USER": (
+        re.compile(r"\bMLFLOW_USER\b"),
+        "the MLflow server's user: create the Secret from stdin instead, as the file's comment "
+        "shows",
+    ),
+    "MLFLOW_PASSWORD": (
+        re.compile(r"\bMLFLOW_PASSWORD\b"),
+        "the MLflow server's password: create the Secret from stdin instead, as the file's "
+        "comment shows",
     ),
     # RFC 2606 reserves these domains for examples: no deployment's host or user is there.
     "example.com": (
@@ -121,8 +132,8 @@ def check_stream(
     ``overlay`` when given (its settings name the variables); else each field's variable is
     looked up in every overlay under ``manifests``. Raises DeployCheckError on bad YAML."""
     try:
-        objects = [item for item in yaml.safe_load_all(text) if isinstance(item, dict)]
-    except yaml.YAMLError as exc:
+        objects = [item for item in load_all(text, source) if isinstance(item, dict)]
+    except (yaml.YAMLError, ValueError) as exc:
         raise DeployCheckError(f"{source}: not a YAML stream ({exc})") from exc
     if overlay is not None:
         rules = _rules(overlay)
@@ -217,8 +228,8 @@ def _rules(folder: Path) -> list[_Rule]:
 def _read_kustomization(folder: Path) -> dict[str, Any]:
     path = folder / "kustomization.yaml"
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        data = load(path.read_text(encoding="utf-8"), str(path)) or {}
+    except (OSError, yaml.YAMLError, ValueError) as exc:
         raise DeployCheckError(f"{path}: cannot read it ({exc})") from exc
     return data if isinstance(data, dict) else {}
 

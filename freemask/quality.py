@@ -1,11 +1,12 @@
 """Label quality against exact truth: how far a stage's masks are from what the image shows.
 
 A sample has truth when its record names a ``truth_mask`` (the toy world's renderer masks,
-carried through redraws and replayed through composition). ``LabelQuality`` accumulates one
-confusion matrix over many samples. Ignore (255) in a label claims nothing, so it never counts
-against precision, but it is not free: label IoU and recall count a truth pixel labelled
-ignore as missed (a label that ignores everything scores 0), and ``ignore_share`` is reported
-beside them.
+carried through redraws and replayed through composition). ``LabelQuality`` accumulates
+per-label pixel counts (``label_counts``) over many samples. Ignore (255, or 65535 in a 16-bit
+label map: each map's own, by its dtype) in a label claims nothing, so it never counts against
+precision, but it is not free: label IoU and recall count a truth pixel labelled ignore as
+missed (a label that ignores everything scores 0), and ``ignore_share`` is reported beside
+them.
 
 Objects drawn from text have no renderer masks; their truth is the toy world's truth proxy
 (``freemask.toyworld.oracle``), whose distance from exact truth is measured on redraws. Beside
@@ -25,32 +26,48 @@ import cv2
 import numpy as np
 from scipy.stats import spearmanr
 
-from freemask.records import IGNORE_INDEX, Sample
+from freemask.records import Sample, ignore_value
 from freemask.storage import Storage, read_image
 
+# The rows of ``label_counts``: per label, pixel counts over the pixels whose truth is known.
+HITS, LABELLED, TRUE, FROM_BACKGROUND, IGNORED = range(5)
 
-def confusion(label: np.ndarray, truth: np.ndarray, num_labels: int) -> np.ndarray:
-    """[truth, label] pixel counts over ``num_labels`` labels plus a last column for ignore;
-    truth pixels marked 255 are left out."""
+
+def label_counts(label: np.ndarray, truth: np.ndarray, num_labels: int) -> np.ndarray:
+    """[5, num_labels] pixel counts over pixels whose truth is not ignore; per label k: truth
+    and label both k (``HITS``), label k (``LABELLED``), truth k (``TRUE``), truth background
+    and label k (``FROM_BACKGROUND``), truth k and label ignore (``IGNORED``). Memory is linear
+    in the labels (a confusion matrix of 65,534 classes would take 34 GB)."""
     if label.shape != truth.shape:
         raise ValueError(f"label {label.shape} and truth {truth.shape} differ in size")
-    known = truth != IGNORE_INDEX
-    columns = np.where(label == IGNORE_INDEX, num_labels, label).astype(np.int64)
-    if columns.max(initial=0) > num_labels or truth[known].max(initial=0) >= num_labels:
+    known = truth != ignore_value(truth)
+    true = truth[known].astype(np.int64)
+    labelled = label[known].astype(np.int64)
+    ignored = label[known] == ignore_value(label)
+    claimed = labelled[~ignored]
+    if claimed.max(initial=0) >= num_labels or true.max(initial=0) >= num_labels:
         raise ValueError(f"a class id at or above {num_labels} in label or truth")
-    flat = truth[known].astype(np.int64) * (num_labels + 1) + columns[known]
-    counts = np.bincount(flat, minlength=num_labels * (num_labels + 1))
-    return counts.reshape(num_labels, num_labels + 1)
+
+    def count(values: np.ndarray) -> np.ndarray:
+        return np.bincount(values, minlength=num_labels)
+
+    return np.stack(
+        [
+            count(true[(true == labelled) & ~ignored]),
+            count(claimed),
+            count(true),
+            count(claimed[true[~ignored] == 0]),
+            count(true[ignored]),
+        ]
+    )
 
 
 def label_iou(label: np.ndarray, truth: np.ndarray, num_labels: int) -> float:
     """One sample's mIoU over the classes in its truth or label (ignore counts as a miss)."""
-    full = confusion(label, truth, num_labels)
-    matrix = full[:, :num_labels]
-    present = (matrix.sum(axis=0) + full.sum(axis=1)) > 0
-    hits = np.diag(matrix).astype(float)
-    union = matrix.sum(axis=0) + full.sum(axis=1) - hits
-    return float(np.mean(hits[present] / union[present])) if present.any() else 1.0
+    counts = label_counts(label, truth, num_labels).astype(float)
+    present = (counts[LABELLED] + counts[TRUE]) > 0
+    union = counts[LABELLED] + counts[TRUE] - counts[HITS]
+    return float(np.mean(counts[HITS][present] / union[present])) if present.any() else 1.0
 
 
 @dataclass
@@ -58,26 +75,26 @@ class LabelQuality:
     """Label quality of a set of samples against truth, per class; ``add`` one pair at a time."""
 
     class_names: list[str]
-    matrix: np.ndarray = field(init=False)
+    counts: np.ndarray = field(init=False)  # label_counts summed over the samples
     samples: int = 0
     # Per group: [object pixels labelled with their true class, object pixels in truth].
     groups: dict[str, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         labels = len(self.class_names) + 1  # background first
-        self.matrix = np.zeros((labels, labels + 1), dtype=np.int64)
+        self.counts = np.zeros((5, labels), dtype=np.int64)
 
     def add(self, label: np.ndarray, truth: np.ndarray, group: str | None = None) -> None:
         """Count one sample's semantic label against its truth (same size, class ids); with
         ``group`` (e.g. the object's colour) its object recall also counts for that group."""
-        counts = confusion(label, truth, len(self.class_names) + 1)
-        self.matrix += counts
+        counts = label_counts(label, truth, len(self.class_names) + 1)
+        self.counts += counts
         self.samples += 1
         if group is not None:
             hits, total = self.groups.setdefault(group, [0, 0])
             self.groups[group] = [
-                hits + int(np.diag(counts)[1:].sum()),
-                total + int(counts[1:].sum()),
+                hits + int(counts[HITS, 1:].sum()),
+                total + int(counts[TRUE, 1:].sum()),
             ]
 
     def summary(self) -> dict[str, Any]:
@@ -85,15 +102,14 @@ class LabelQuality:
         precision, recall, the share of object-labelled pixels that are truly background, the
         share that are truly another object (wrong class), and the share of pixels labelled
         ignore; and object recall per group."""
-        matrix = self.matrix.astype(float)
+        counts = self.counts.astype(float)
         labels = len(self.class_names) + 1
-        claims = matrix[:, :labels]
-        hits = np.diag(claims)
-        labelled = claims.sum(axis=0)
-        truth = matrix.sum(axis=1)
+        hits, labelled, truth = counts[HITS], counts[LABELLED], counts[TRUE]
+        background, ignored = counts[FROM_BACKGROUND], counts[IGNORED]
         union = labelled + truth - hits  # a truth pixel labelled ignore is a miss
         # Object-labelled pixels whose truth is another object class.
-        wrong = claims[1:].sum(axis=0) - np.concatenate([[0.0], hits[1:]])
+        wrong = labelled - background - hits
+        wrong[0] = 0.0
         iou = np.divide(hits, union, out=np.full(labels, np.nan), where=union > 0)
         per_class = {}
         for index, name in enumerate(["background", *self.class_names]):
@@ -101,9 +117,9 @@ class LabelQuality:
                 "iou": _round(iou[index]),
                 "precision": _ratio(hits[index], labelled[index]),
                 "recall": _ratio(hits[index], truth[index]),
-                "background_share": _ratio(claims[0, index], labelled[index]) if index else None,
+                "background_share": _ratio(background[index], labelled[index]) if index else None,
                 "wrong_class_share": _ratio(wrong[index], labelled[index]) if index else None,
-                "ignore_share": _ratio(matrix[index, labels], truth[index]),
+                "ignore_share": _ratio(ignored[index], truth[index]),
             }
         objects = slice(1, labels)
         object_labelled = labelled[objects].sum()
@@ -112,9 +128,9 @@ class LabelQuality:
             "miou": _round(np.nanmean(iou)) if np.isfinite(iou).any() else None,
             "object_precision": _ratio(hits[objects].sum(), object_labelled),
             "object_recall": _ratio(hits[objects].sum(), truth[objects].sum()),
-            "background_share": _ratio(claims[0, objects].sum(), object_labelled),
+            "background_share": _ratio(background[objects].sum(), object_labelled),
             "wrong_class_share": _ratio(wrong[objects].sum(), object_labelled),
-            "ignore_share": _ratio(matrix[:, labels].sum(), matrix.sum()),
+            "ignore_share": _ratio(ignored.sum(), truth.sum()),
             "per_class": per_class,
             "object_recall_by_group": {
                 group: _ratio(hits_, total) for group, (hits_, total) in sorted(self.groups.items())
@@ -173,9 +189,9 @@ def own_object(truth: np.ndarray, label: np.ndarray) -> np.ndarray:
     """A single-object sample's own object in its truth: the object pixels (not background,
     not ignore) of the connected parts that its label's object touches; all of them when
     none does. A stray second object drawn elsewhere is not the sample's object."""
-    objects = (truth != 0) & (truth != IGNORE_INDEX)
+    objects = (truth != 0) & (truth != ignore_value(truth))
     _, parts = cv2.connectedComponents(objects.astype(np.uint8), connectivity=8)
-    claimed = (label != 0) & (label != IGNORE_INDEX)
+    claimed = (label != 0) & (label != ignore_value(label))
     touched = np.unique(parts[claimed & objects])
     return np.isin(parts, touched) if touched.size else objects
 
@@ -248,7 +264,7 @@ def discard_precision(
 
 def class_ious(label: np.ndarray, truth: np.ndarray, class_ids: Iterable[int]) -> dict[int, float]:
     """Per class id: the IoU of its labelled and its true pixels (ignore counts as a miss)."""
-    known = truth != IGNORE_INDEX
+    known = truth != ignore_value(truth)
     scores = {}
     for class_id in class_ids:
         labelled, true = (label == class_id) & known, truth == class_id

@@ -2,7 +2,10 @@
 
 A manifest is ``manifest.jsonl`` under a stage's output prefix: one Sample per line. Paths in
 a record are relative to that prefix. Semantic masks hold, per pixel, 0 for background,
-``k`` for the run's k-th class (1-based, ``RunConfig.classes`` order) and 255 for ignore.
+``k`` for the run's k-th class (1-based, ``RunConfig.classes`` order) and an ignore value: 8-bit
+with 255 = ignore for a run of up to 254 classes, 16-bit with 65535 = ignore for more (up to
+65534). ``label_dtype`` and ``ignore_index`` give a run's encoding; a mask read back carries it
+in its dtype, so ``ignore_value(mask)`` is its ignore value.
 """
 
 from __future__ import annotations
@@ -16,12 +19,17 @@ import numpy as np
 from pycocotools import mask as mask_util
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from freemask.errors import ManifestError, StorageError
+from freemask.errors import ConfigError, ManifestError, StorageError
 from freemask.storage import Storage, safe_relative_path
 
-IGNORE_INDEX = 255
+IGNORE_INDEX = 255  # ignore in an 8-bit label map (a run of up to 254 classes)
+IGNORE_INDEX_16 = 65535  # ignore in a 16-bit label map (a run of 255 to 65534 classes)
+MAX_CLASSES = IGNORE_INDEX_16 - 1
 MANIFEST = "manifest.jsonl"
 MAX_SIDE = 16384  # the largest image side a record may declare
+# One manifest line: far above any real record (254 instances of complex 4096x4096 masks take
+# a few MB), so a corrupt or hostile line is refused before it is parsed.
+MAX_RECORD_CHARS = 64 * 2**20
 
 
 class RLE(BaseModel):
@@ -35,13 +43,14 @@ class RLE(BaseModel):
 
 class Instance(BaseModel):
     """One object in a sample: its class, box (x, y, w, h in pixels) and mask. A ``disputed``
-    object's label was contradicted by the active filter's judge: its pixels are ignore (255)
-    in the semantic mask and COCO exports it with ``iscrowd: 1`` (a region to ignore)."""
+    object's label was contradicted by the active filter's judge: its pixels are ignore (255, or
+    65535 in a 16-bit mask) in the semantic mask and COCO exports it with ``iscrowd: 1`` (a
+    region to ignore)."""
 
     model_config = ConfigDict(extra="forbid")
 
     class_name: str
-    class_id: Annotated[int, Field(ge=1, lt=IGNORE_INDEX)]
+    class_id: Annotated[int, Field(ge=1, le=MAX_CLASSES)]
     bbox: tuple[float, float, float, float]
     rle: RLE
     disputed: bool = False
@@ -136,6 +145,30 @@ class Sample(BaseModel):
         return list(dict.fromkeys(instance.class_name for instance in self.instances))
 
 
+def label_dtype(num_classes: int) -> np.dtype:
+    """The dtype of a run's label maps: uint8 for up to 254 classes, uint16 for up to 65534.
+
+    Raises ConfigError beyond 65534 classes (no label map holds them beside an ignore value).
+    """
+    if num_classes > MAX_CLASSES:
+        raise ConfigError(
+            f"{num_classes} classes: label maps hold at most {MAX_CLASSES} classes "
+            f"(16-bit, {IGNORE_INDEX_16} = ignore); split the class list into several runs"
+        )
+    return np.dtype(np.uint8 if num_classes < IGNORE_INDEX else np.uint16)
+
+
+def ignore_index(num_classes: int) -> int:
+    """The ignore value in a run's label maps: 255 for up to 254 classes, else 65535."""
+    return IGNORE_INDEX if label_dtype(num_classes) == np.uint8 else IGNORE_INDEX_16
+
+
+def ignore_value(labels: np.ndarray | np.dtype | type) -> int:
+    """The ignore value of a label map (or a label dtype): 65535 for uint16, else 255."""
+    dtype = labels.dtype if isinstance(labels, np.ndarray) else np.dtype(labels)
+    return IGNORE_INDEX_16 if dtype == np.uint16 else IGNORE_INDEX
+
+
 def sample_id(config_hash: str, class_name: str, seed: int) -> str:
     """Deterministic sample id from (config hash, class, seed), readable by its class prefix."""
     digest = hashlib.sha256(f"{config_hash}|{class_name}|{seed}".encode()).hexdigest()[:16]
@@ -217,6 +250,11 @@ def parse_manifest(data: bytes, where: str) -> list[Sample]:
         if not line.strip():
             continue
         is_last = number == len(lines)
+        if len(line) > MAX_RECORD_CHARS:
+            raise ManifestError(
+                f"{where}:{number}: a record of {len(line)} characters, more than the "
+                f"{MAX_RECORD_CHARS} one sample may take"
+            )
         try:
             sample = Sample.model_validate_json(line)
         except ValidationError as exc:
@@ -348,6 +386,7 @@ def _first_problem(exc: ValidationError) -> str:
     field = ".".join(str(part) for part in error["loc"]) or "record"
     if error["type"] == "json_invalid":
         return f"not valid JSON ({error['msg']})"
-    return f"{field}: {error['msg']}" + (
-        f" (got {error['input']!r})" if error["type"] != "missing" else ""
-    )
+    got = repr(error["input"])
+    if len(got) > 80:
+        got = f"{got[:60]}... ({len(got)} characters)"
+    return f"{field}: {error['msg']}" + (f" (got {got})" if error["type"] != "missing" else "")

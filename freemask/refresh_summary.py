@@ -11,8 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import yaml
-
+from freemask.bounded_yaml import load
 from freemask.stage_output import SUCCESS
 from freemask.storage import Storage, write_json
 from freemask.tracking import flatten_keys
@@ -73,7 +72,7 @@ def _changed(workdir: Storage, previous: str, version: str) -> list[str]:
     for name in (previous, version):
         folder = version_storage(workdir, name)
         text = folder.read_bytes("config.yaml") if folder.exists("config.yaml") else b"{}"
-        configs.append(flatten_keys(yaml.safe_load(text) or {}))
+        configs.append(flatten_keys(load(text.decode("utf-8"), f"{name}/config.yaml") or {}))
     old, new = configs
     keys = sorted((set(old) | set(new)) - PER_VERSION)
     return [

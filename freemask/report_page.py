@@ -8,6 +8,8 @@ import base64
 from html import escape
 from typing import Any
 
+from freemask.redact import redact
+
 PAGE = "index.html"
 
 
@@ -22,9 +24,11 @@ def report_page(
     """The page of a run named ``name`` whose dataset lies under ``dataset``: the exports
     (format -> counts, under ``<dataset>/export/<format>``), the report's ``summary`` (stages,
     rounds), its ``pictures`` (file name -> PNG bytes) and the MLflow run's page."""
+    dataset = redact(dataset)
     parts = [f"<h1>{escape(name)}</h1>", f"<p>Dataset: <code>{escape(dataset)}</code></p>"]
     if mlflow_url:
-        parts.append(f'<p><a href="{escape(mlflow_url)}" target="_blank">MLflow run</a></p>')
+        link = escape(redact(mlflow_url))
+        parts.append(f'<p><a href="{link}" target="_blank">MLflow run</a></p>')
     parts.append("<h2>Exports</h2>")
     parts.append(
         _table(

@@ -18,6 +18,7 @@ runs it took.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 import time
@@ -25,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
+
+from pydantic import BaseModel
 
 from freemask.errors import FreemaskError, ManifestError, WriteConflictError
 from freemask.records import (
@@ -122,41 +125,32 @@ class StageOutput:
     """Writes one stage's (shard's) samples: skip what is done, commit each sample whole."""
 
     def __init__(
-        self, storage: Storage, stage: str, shard: Shard = Shard(), settings_hash: str | None = None
+        self,
+        storage: Storage,
+        stage: str,
+        shard: Shard = Shard(),
+        settings_hash: str | None = None,
+        settings: dict[str, Any] | None = None,
     ):
         self.storage = storage
         self.shard = shard
         self.result = StageResult(stage=stage, output=storage.uri)
         self._started = time.monotonic()
-        self._settings = {"stage": stage, "settings_hash": settings_hash}
-        self._claimed = settings_hash is None
-        if settings_hash is not None and storage.exists(SETTINGS):
-            self._check_settings()
+        self._settings = settings_record(stage, settings_hash, settings)
+        self._claimed = self._settings["settings_hash"] is None
+        if not self._claimed and storage.exists(SETTINGS):
+            check_settings(storage, self._settings)
             self._claimed = True
         storage.remove_temporary()
         self._per_record = not storage.appends_cheaply
         self._done = self._read_done_ids()
-
-    def _check_settings(self) -> None:
-        """Refuse a prefix whose samples were made with other settings."""
-        recorded = read_json_object(self.storage, SETTINGS)
-        if recorded.get("settings_hash") != self._settings["settings_hash"]:
-            raise FreemaskError(
-                f"{self.storage.uri}: holds {recorded.get('stage')} output made with other "
-                f"settings (hash {recorded.get('settings_hash')}, now "
-                f"{self._settings['settings_hash']}); write to a new --out or workdir, or "
-                "remove the old output"
-            )
 
     def _claim(self) -> None:
         """Record the settings this prefix's samples are made with, before the first write, so a
         later run with other settings is refused instead of mixing two configurations. Written
         once: of two shards started together with different settings, the second is refused."""
         if not self._claimed:
-            try:
-                write_json(self.storage, SETTINGS, self._settings, write_once=True)
-            except WriteConflictError:
-                self._check_settings()
+            claim_settings(self.storage, self._settings)
             self._claimed = True
 
     def _read_done_ids(self) -> set[str]:
@@ -280,6 +274,73 @@ class StageOutput:
             self.storage.write_bytes(self.shard.rejected_path, lines.encode())
         with ThreadPoolExecutor(COMPACT_THREADS) as pool:
             list(pool.map(self.storage.delete, names))
+
+
+def settings_of(section: BaseModel, name: str, exclude: set[str] | None = None) -> dict[str, Any]:
+    """A config section's resolved values as ``{"<name>.<field>": value}`` (less ``exclude``):
+    what a prefix records of the settings its output was made with."""
+    values = section.model_dump(mode="json", exclude=exclude)
+    return {f"{name}.{key}": value for key, value in values.items()}
+
+
+def classes_setting(classes: list[str]) -> str:
+    """A run's class list as one settings value: its length and digest (a list of thousands of
+    names would swamp the record and a refusal naming it)."""
+    digest = hashlib.sha256("\n".join(classes).encode()).hexdigest()[:12]
+    return f"{len(classes)} classes, sha256 {digest}"
+
+
+def settings_record(
+    stage: str, settings_hash: str | None, settings: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The settings record a prefix keeps (``stage.json``): the stage, a hash of its settings
+    (``settings_hash``, else one of ``settings``) and, where given, the settings themselves, so
+    that a refusal can name the changed fields."""
+    if settings_hash is None and settings is not None:
+        canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+        settings_hash = hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    record: dict[str, Any] = {"stage": stage, "settings_hash": settings_hash}
+    if settings is not None:
+        record["settings"] = settings
+    return record
+
+
+def claim_settings(storage: Storage, record: dict[str, Any]) -> None:
+    """Record the settings a prefix's output is made with, once, before its first write; a
+    prefix that already holds output made with other settings is refused (``check_settings``).
+    Of two writers started together with different settings, the second is refused."""
+    try:
+        write_json(storage, SETTINGS, record, write_once=True)
+    except WriteConflictError:
+        check_settings(storage, record)
+
+
+def check_settings(storage: Storage, record: dict[str, Any]) -> None:
+    """Refuse a prefix whose output was made with other settings, naming the changed fields
+    where both records hold them (a mix of two configurations is never written)."""
+    recorded = read_json_object(storage, SETTINGS)
+    if recorded.get("settings_hash") == record["settings_hash"]:
+        return
+    before, now = recorded.get("settings"), record.get("settings")
+    changed = []
+    if isinstance(before, dict) and now is not None:
+        changed = [
+            f"{key} {before.get(key, '(unset)')!r} -> {now.get(key, '(unset)')!r}"
+            for key in sorted(set(before) | set(now))
+            if before.get(key) != now.get(key)
+        ]
+    if changed:
+        more = f"; and {len(changed) - 5} more" if len(changed) > 5 else ""
+        what = f"other settings ({'; '.join(changed[:5])}{more})"
+    else:
+        what = (
+            f"other settings (hash {recorded.get('settings_hash')}, now {record['settings_hash']})"
+        )
+    raise FreemaskError(
+        f"{storage.uri}: holds {recorded.get('stage')} output made with {what}; write to a new "
+        "--out or workdir, make a new dataset version (freemask run --refresh), or remove the "
+        "old output"
+    )
 
 
 def write_success(storage: Storage, path: str, summary: dict[str, Any]) -> None:

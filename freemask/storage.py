@@ -238,11 +238,16 @@ def replace_folder(folder: Path, write: Callable[[Path], None]) -> None:
     """Replace a local ``folder`` whole: ``write`` fills a sibling ``.partial`` folder; the old
     folder is renamed aside (``.old``), the new one renamed in, then the old one deleted. A kill
     never leaves a mix of old and new files under ``folder``; between the two renames the
-    folder is briefly absent, both versions whole beside it."""
+    folder is briefly absent, both versions whole beside it. When ``write`` raises, the partial
+    folder is removed and ``folder`` left as it was."""
     partial = folder.with_name(folder.name + ".partial")
     retired = folder.with_name(folder.name + ".old")
     shutil.rmtree(partial, ignore_errors=True)
-    write(partial)
+    try:
+        write(partial)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     shutil.rmtree(retired, ignore_errors=True)
     if folder.exists():
         os.replace(folder, retired)
@@ -312,10 +317,23 @@ def read_image(storage: Storage, path: str, mode: str | None = None) -> np.ndarr
 
 
 def encode_image(array: np.ndarray, path: str, palette: list[int] | None = None) -> bytes:
-    """Encode an HxW or HxWx3 uint8 array as PNG or JPEG (by ``path``'s suffix)."""
-    if array.dtype != np.uint8:
-        raise StorageError(f"{path}: image array has dtype {array.dtype}, expected uint8")
+    """Encode an HxW or HxWx3 uint8 array as PNG or JPEG (by ``path``'s suffix); an HxW uint16
+    array (a 16-bit label map) as a 16-bit greyscale PNG, which ``read_image`` reads back as
+    uint16."""
     suffix = PurePosixPath(path).suffix.lower()
+    if array.dtype == np.uint16:
+        if array.ndim != 2 or palette is not None or suffix != ".png":
+            raise StorageError(
+                f"{path}: a uint16 array is written as a 16-bit greyscale PNG only (HxW, no "
+                f"palette, .png); got shape {array.shape}, suffix {suffix!r}"
+            )
+        buffer = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(array, dtype="<u2")).save(buffer, format="PNG")
+        return buffer.getvalue()
+    if array.dtype != np.uint8:
+        raise StorageError(
+            f"{path}: image array has dtype {array.dtype}, expected uint8 (or uint16 labels)"
+        )
     if palette is not None:
         if array.ndim != 2:
             raise StorageError(

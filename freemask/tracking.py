@@ -12,10 +12,13 @@ import os
 import tempfile
 import time
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
 from freemask.errors import FreemaskError
+from freemask.file_lock import exclusive_lock
+from freemask.redact import redact, split_userinfo
 
 PARENT_RUN_TAG = "mlflow.parentRunId"
 MODEL_WEIGHTS = "model.safetensors"
@@ -23,14 +26,19 @@ MODEL_CONFIG = "config.json"
 
 
 def resolve_tracking_uri(
-    configured: str | None, workdir: str, environ: Mapping[str, str] | None = None
+    configured: str | None,
+    workdir: str,
+    environ: Mapping[str, str] | None = None,
+    credentials: tuple[str, str] | None = None,
 ) -> str:
-    """The tracking URI: the config's, else ``MLFLOW_TRACKING_URI``, else a sqlite file in a local workdir."""
+    """The tracking URI: the config's, else ``MLFLOW_TRACKING_URI``, else a sqlite file in a
+    local workdir. ``credentials`` (``tracking.credentials``) or a user and password in the URI
+    go to MLflow (``use_credentials``); the URI returned never holds them."""
     environ = os.environ if environ is None else environ
     if configured:
-        return configured
+        return use_credentials(configured, credentials)
     if environ.get("MLFLOW_TRACKING_URI"):
-        return environ["MLFLOW_TRACKING_URI"]
+        return use_credentials(environ["MLFLOW_TRACKING_URI"], credentials)
     if "://" in workdir and not workdir.startswith("file://"):
         raise FreemaskError(
             f"workdir {workdir} is remote: set tracking.uri (or MLFLOW_TRACKING_URI) to an MLflow server"
@@ -38,6 +46,21 @@ def resolve_tracking_uri(
     path = Path(workdir.removeprefix("file://")).expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path / 'mlflow.db'}"
+
+
+def use_credentials(uri: str, credentials: tuple[str, str] | None = None) -> str:
+    """``uri`` without its user and password; they (or ``credentials``) are set as
+    ``MLFLOW_TRACKING_USERNAME`` and ``MLFLOW_TRACKING_PASSWORD`` in this process's environment,
+    where MLflow's REST client reads them for every request (mlflow/utils/credentials.py,
+    ``read_mlflow_creds``) and sends them as HTTP basic auth. So no URI that freemask stores,
+    logs or prints, nor MLflow's own "View run at" line (built from the URI it was given),
+    holds them; they are never written anywhere."""
+    bare, user, password = split_userinfo(uri)
+    if user is not None and password is not None:
+        credentials = (user, password)
+    if credentials is not None:
+        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = credentials
+    return bare
 
 
 class Run(Protocol):
@@ -92,7 +115,7 @@ class MlflowRun:
         from mlflow.entities import Param
 
         flat = flatten_keys(params)
-        items = [Param(key, str(value)[:6000]) for key, value in flat.items()]
+        items = [Param(key, redact(str(value))[:6000]) for key, value in flat.items()]
         for start in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[start : start + 100])
 
@@ -122,7 +145,7 @@ class MlflowRun:
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         for key, value in tags.items():
-            self.client.set_tag(self.run_id, key, str(value))
+            self.client.set_tag(self.run_id, key, redact(str(value)))
 
     def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
         path = Path(local_path)
@@ -219,14 +242,17 @@ class MlflowTracker:
     def __init__(self, tracking_uri: str, experiment: str, artifact_location: str | None = None):
         from mlflow import MlflowClient
 
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        found = self.client.get_experiment_by_name(experiment)
-        if found is None:
-            self.experiment_id = self.client.create_experiment(
-                experiment, artifact_location=artifact_location
-            )
-        else:
-            self.experiment_id = found.experiment_id
+        # The first use of a sqlite store creates its schema (alembic migrations), which two
+        # processes must not do at once; the experiment too is created once, under the lock.
+        with store_lock(tracking_uri):
+            self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                self.experiment_id = self.client.create_experiment(
+                    experiment, artifact_location=artifact_location
+                )
+            else:
+                self.experiment_id = found.experiment_id
 
     def start_run(self, name: str, tags: Mapping[str, str] | None = None) -> MlflowRun:
         run = self.client.create_run(self.experiment_id, run_name=name, tags=dict(tags or {}))
@@ -254,10 +280,18 @@ class MlflowTracker:
             run = self.client.get_run(run_id)
         except MlflowException:
             raise FreemaskError(
-                f"MLflow run {run_id!r} not found at {self.client.tracking_uri}"
+                f"MLflow run {run_id!r} not found at {redact(self.client.tracking_uri)}"
             ) from None
         self.client.update_run(run_id, status="RUNNING")
         return MlflowRun(self.client, run.info.experiment_id, run_id)
+
+
+def store_lock(tracking_uri: str) -> AbstractContextManager[None]:
+    """An exclusive lock beside a local sqlite store (``<file>.lock``); nothing for a server."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return nullcontext()
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    return exclusive_lock(database.with_name(database.name + ".lock"))
 
 
 class NullRun:
@@ -358,7 +392,7 @@ def log_dataset_input(
         name=name,
         digest=digest,
         source_type=scheme,
-        source=json.dumps({"uri": uri}),
+        source=json.dumps({"uri": redact(uri)}),
         profile=json.dumps({"num_rows": samples}),
     )
     context_tag = InputTag(key="mlflow.data.context", value=context)

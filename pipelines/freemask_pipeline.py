@@ -104,12 +104,26 @@ def production_tasks() -> Tasks:
 
 def task_settings(config: RunConfig) -> KubeflowConfig:
     """The Kubernetes settings of every task: ``kubeflow``'s, plus the hub token's Secret as
-    ``HF_TOKEN`` when ``models.hf_token_secret`` names one (a reference, never the token)."""
-    models = config.models
-    if not models.hf_token_secret:
+    ``HF_TOKEN`` when ``models.hf_token_secret`` names one, and the MLflow server's user and
+    password as ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` (which MLflow's client
+    reads) when ``tracking.credentials_secret`` names one: references, never the values."""
+    models, tracking = config.models, config.tracking
+    secrets = list(config.kubeflow.secrets)
+    if models.hf_token_secret:
+        secrets.append(
+            SecretEnv(secret=models.hf_token_secret, key=models.hf_token_key, env="HF_TOKEN")
+        )
+    if tracking.credentials_secret:
+        secrets += [
+            SecretEnv(secret=tracking.credentials_secret, key=key, env=env)
+            for key, env in (
+                (tracking.username_key, "MLFLOW_TRACKING_USERNAME"),
+                (tracking.password_key, "MLFLOW_TRACKING_PASSWORD"),
+            )
+        ]
+    if len(secrets) == len(config.kubeflow.secrets):
         return config.kubeflow
-    token = SecretEnv(secret=models.hf_token_secret, key=models.hf_token_key, env="HF_TOKEN")
-    return config.kubeflow.model_copy(update={"secrets": [*config.kubeflow.secrets, token]})
+    return config.kubeflow.model_copy(update={"secrets": secrets})
 
 
 class Scheduling(KubeflowConfig):
@@ -283,6 +297,11 @@ def build_pipeline(tasks: Tasks, config: RunConfig):
 def compile_pipeline(config: RunConfig, out: str | Path) -> Path:
     """Compile the production pipeline to Kubeflow IR YAML at ``out``; refuse one that the IR
     lint finds problems in (FreemaskError listing them)."""
+    if config.tracking.credentials is not None:
+        raise FreemaskError(
+            "tracking.uri holds a user and password: a pipeline's tasks take them from the "
+            "Kubernetes Secret named by tracking.credentials_secret; give the uri without them"
+        )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(build_pipeline(production_tasks(), config), str(out))

@@ -4,10 +4,13 @@ canonical form for comparing compiles (nested component names change between com
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from freemask.redact import has_userinfo, redact
 
 
 def load_ir(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -69,8 +72,14 @@ def _kubernetes_executors(platform: dict[str, Any]) -> dict[str, Any]:
 
 def lint(spec: dict[str, Any], platform: dict[str, Any]) -> list[str]:
     """Problems in a compiled pipeline: dangling component or executor references, images
-    without a pinned tag or digest, GPU requests without a toleration or node selector."""
-    problems = []
+    without a pinned tag or digest, GPU requests without a toleration or node selector, a URI
+    with a user and password anywhere (a default, a constant: credentials come from Secrets)."""
+    problems = [
+        f"holds a URI with a user and password ({redact(text)[:120]}); pipeline tasks take "
+        "tracking credentials from the Secret tracking.credentials_secret"
+        for text in _strings(spec, platform)
+        if has_userinfo(text)
+    ]
     components = spec.get("components", {})
     executors = spec.get("deploymentSpec", {}).get("executors", {})
     dags = [("root", spec["root"]), *((name, body) for name, body in components.items())]
@@ -96,6 +105,20 @@ def lint(spec: dict[str, Any], platform: dict[str, Any]) -> list[str]:
             if not settings.get("nodeSelector"):
                 problems.append(f"{name}: requests a GPU without a node selector for the GPU pool")
     return problems
+
+
+def _strings(*documents: Any) -> Iterator[str]:
+    """Every string (keys too) in parsed YAML documents, walked with an explicit stack."""
+    stack = list(documents)
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def pin_images(path: str | Path, images: dict[str, str]) -> Path:

@@ -154,3 +154,17 @@ def test_on_gcs_rejections_are_compacted_into_the_rejected_list(request) -> None
     assert [entry["id"] for entry in read_rejected(storage)] == ["a-sample", "b-sample"]
     assert read_json(storage, SUCCESS)["dropped"] == 2
     assert storage.list("pending") == []
+
+
+def test_a_refusal_names_the_changed_settings(tmp_path) -> None:
+    storage = LocalStorage(tmp_path / "out")
+    sample, files, _ = make_sample(0)
+    made = {"refine.band": 8, "refine.scope": "band", "refine.steps": 3}
+    first = StageOutput(storage, "refine", settings_hash="aaa", settings=made)
+    first.commit(sample, files)
+    first.finish()
+    changed = {**made, "refine.band": 12, "refine.steps": 3}
+    with pytest.raises(FreemaskError, match=r"other settings \(refine\.band 8 -> 12\)"):
+        StageOutput(storage, "refine", settings_hash="bbb", settings=changed)
+    # The same settings (as a resumed run has) are accepted.
+    StageOutput(storage, "refine", settings_hash="aaa", settings=made)

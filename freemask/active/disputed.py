@@ -4,10 +4,10 @@ become ignore instead of being trained on as they are.
 ``any_class`` keeps a composed scene when one of its objects agrees with the judge, so a scene
 with one broken object among good ones keeps the broken label; ``mean_over_classes`` can keep
 one too. With ``active.ignore_disputed``, a kept sample where at least one class agrees at
-``iou_threshold`` has the pixels of every class below it set to ignore (255), and those classes'
-instances are marked ``disputed`` (COCO ``iscrowd``). A sample where no class agrees is left as
-its rule kept it. The new mask is written under the round's folder and the record points to
-it; the original file stays where it was.
+``iou_threshold`` has the pixels of every class below it set to ignore (255; 65535 in a 16-bit
+mask), and those classes' instances are marked ``disputed`` (COCO ``iscrowd``). A sample where
+no class agrees is left as its rule kept it. The new mask is written under the round's folder
+and the record points to it; the original file stays where it was.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 
 from freemask.active.relabel import agreement
 from freemask.config import ActiveConfig
-from freemask.records import IGNORE_INDEX, Sample, StageStamp
+from freemask.records import Sample, StageStamp, ignore_value
 from freemask.storage import Storage, encode_image, read_image
 
 DISPUTED_VERSION = "1"
@@ -31,9 +31,9 @@ def disputed_classes(sample: Sample, rules: ActiveConfig) -> list[int]:
 
 
 def ignore_classes(mask: np.ndarray, class_ids: list[int]) -> np.ndarray:
-    """``mask`` with the pixels of ``class_ids`` set to ignore."""
+    """``mask`` with the pixels of ``class_ids`` set to its ignore value (by its dtype)."""
     result = mask.copy()
-    result[np.isin(mask, class_ids)] = IGNORE_INDEX
+    result[np.isin(mask, class_ids)] = ignore_value(mask)
     return result
 
 

@@ -1,12 +1,13 @@
 """The quality filter: keep a sample when its generated mask agrees with the segmenter's.
 
 Agreement is the IoU between the generated mask and the pseudo-label, per class of the sample,
-over the pixels the generated mask labels (255 is left out). Rules: ``any_class`` keeps a
-sample if any of its classes reaches the threshold (the original method's rule, the default),
-``mean_over_classes`` if their mean does, ``percentile`` keeps the best-scoring samples (by
-their mean), whole tie groups at a time, as close as it can to ``100 - keep_percentile``% of
-the round. When every score ties, nothing ranks them: ``percentile`` then falls back to
-``iou_threshold`` on the mean, and the verdicts name that rule (the round summary shows it).
+over the pixels the generated mask labels (ignore, 255 or 65535 in a 16-bit mask, is left
+out). Rules: ``any_class`` keeps a sample if any of its classes reaches the threshold (the
+original method's rule, the default), ``mean_over_classes`` if their mean does, ``percentile``
+keeps the best-scoring samples (by their mean), whole tie groups at a time, as close as it can
+to ``100 - keep_percentile``% of the round. When every score ties, nothing ranks them:
+``percentile`` then falls back to ``iou_threshold`` on the mean, and the verdicts name that rule
+(the round summary shows it).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from freemask.config import ActiveConfig
-from freemask.records import IGNORE_INDEX, Sample
+from freemask.records import Sample, ignore_value
 
 
 @dataclass(frozen=True)
@@ -36,14 +37,15 @@ def sample_classes(sample: Sample, generated: np.ndarray) -> list[int]:
     if sample.instances:
         return sorted({i.class_id for i in sample.instances if not i.disputed})
     present = np.unique(generated)
-    return [int(value) for value in present if value not in (0, IGNORE_INDEX)]
+    return [int(value) for value in present if value not in (0, ignore_value(generated))]
 
 
 def iou_vs_pseudo_label(
     generated: np.ndarray, pseudo: np.ndarray, class_ids: list[int]
 ) -> dict[int, float]:
-    """Per class: IoU of generated and pseudo-label pixels, where the generated mask is not 255."""
-    valid = generated != IGNORE_INDEX
+    """Per class: IoU of generated and pseudo-label pixels, where the generated mask is not
+    ignore."""
+    valid = generated != ignore_value(generated)
     scores = {}
     for class_id in class_ids:
         mine = (generated == class_id) & valid

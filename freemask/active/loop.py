@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 
 from freemask.active import steps
+from freemask.active.settings import guard_settings
 from freemask.active.stop_rule import should_continue
 from freemask.config import RunConfig
 from freemask.stage_output import StageResult
@@ -35,11 +36,13 @@ def run_active(
 ) -> StageResult:
     """Run the loop on the samples under ``inputs``; write rounds and the final manifest.
 
-    Finished rounds (with a summary) are not run again, so a killed loop resumes.
+    Finished rounds (with a summary) are not run again, so a killed loop resumes. A prefix
+    whose rounds were made with other settings is refused (``guard_settings``).
     """
     started = time.monotonic()
     run = run or NullRun()
     out = open_storage(outputs)
+    guard_settings(config, out)
     steps.prepare(config, inputs, out)
     if steps.needs_bootstrap(config):
         steps.bootstrap(config, out, run)

@@ -3,10 +3,11 @@ prediction.
 
 A kept sample qualifies when every one of its classes agrees with the pseudo-label at IoU >=
 ``active.relabel_iou``. Its new mask is the prediction restricted to the sample's classes
-(other predicted classes become background) with the generated mask's ignore pixels (255) kept
-ignore; it is written under the round's folder and the record points to it, while the original
-file stays where it was (earlier rounds and the discarded lists still name it). Each instance
-takes the new mask's pixels of its class nearest to its old mask.
+(other predicted classes become background) with the generated mask's ignore pixels (255, or
+65535 in a 16-bit mask) kept ignore; it is written under the round's folder and the record
+points to it, while the original file stays where it was (earlier rounds and the discarded
+lists still name it). Each instance takes the new mask's pixels of its class nearest to its old
+mask.
 """
 
 from __future__ import annotations
@@ -16,16 +17,18 @@ from scipy.ndimage import distance_transform_edt
 
 from freemask.active.rounds import SCORE
 from freemask.config import ActiveConfig
-from freemask.records import IGNORE_INDEX, Instance, Sample, StageStamp
+from freemask.records import Instance, Sample, StageStamp, ignore_value
 from freemask.storage import Storage, encode_image, read_image
 
 RELABEL_VERSION = "1"
 
 
 def relabel_mask(generated: np.ndarray, prediction: np.ndarray, class_ids: list[int]) -> np.ndarray:
-    """The prediction restricted to ``class_ids`` (others: background); ignore stays ignore."""
-    mask = np.where(np.isin(prediction, class_ids), prediction, 0).astype(np.uint8)
-    mask[generated == IGNORE_INDEX] = IGNORE_INDEX
+    """The prediction restricted to ``class_ids`` (others: background), in the generated
+    mask's dtype; ignore stays ignore."""
+    ignore = ignore_value(generated)
+    mask = np.where(np.isin(prediction, class_ids), prediction, 0).astype(generated.dtype)
+    mask[generated == ignore] = ignore
     return mask
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from freemask.export import voc_palette
-from freemask.records import IGNORE_INDEX, Sample, serialize_samples
+from freemask.records import Sample, ignore_value, serialize_samples
 from freemask.storage import Storage, read_image
 from freemask.tracking import Run
 
@@ -41,10 +41,11 @@ def iou_histogram_png(scores: list[float], threshold: float | None, title: str) 
 
 
 def overlay(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """The image with its label map blended in (VOC colours; ignore shown white)."""
+    """The image with its label map blended in (VOC colours; ignore shown white). In a 16-bit
+    label map class k > 254 takes class ``(k - 1) % 254 + 1``'s colour: the palette has 256."""
     palette = np.array(voc_palette(), dtype=np.uint8).reshape(-1, 3)
-    colours = palette[labels]
-    colours[labels == IGNORE_INDEX] = 255
+    colours = palette[np.where(labels > 0, (labels.astype(np.int64) - 1) % 254 + 1, 0)]
+    colours[labels == ignore_value(labels)] = 255
     alpha = np.where(labels == 0, 0.0, 0.5)[..., None]
     return (image * (1 - alpha) + colours * alpha).astype(np.uint8)
 

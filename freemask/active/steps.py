@@ -15,6 +15,7 @@ it keeps (round 1: the labeller when it predicts the run's labels, else a fresh 
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Any
 
 import numpy as np
@@ -37,8 +38,9 @@ from freemask.active.rounds import (
     train_round,
 )
 from freemask.config import RunConfig
-from freemask.errors import FreemaskError, WriteConflictError
+from freemask.errors import DegenerateResultError, FreemaskError, WriteConflictError
 from freemask.quality import discard_precision, dispute_precision
+from freemask.record_checks import require_usable
 from freemask.records import Sample, read_manifest, serialize_samples, write_manifest
 from freemask.segment import (
     MODEL_MARKER,
@@ -83,6 +85,7 @@ def prepare(config: RunConfig, inputs: str, out: Storage) -> None:
     ]
     if not samples:
         raise FreemaskError(f"{source.uri}: no labelled samples for the active-learning loop")
+    require_usable(source, samples, config.classes, f"{source.uri}/manifest.jsonl")
     for sample in samples:
         for path in sample.files():
             if not out.exists(path):
@@ -410,10 +413,15 @@ def finish(
     rounds = history(out)
     if not rounds:
         raise FreemaskError(f"{out.uri}: no finished round to choose from")
+    # On equal validation mIoU the earlier round wins (max keeps the first): deterministic.
     best = max(rounds, key=lambda summary: summary["val_miou"])
     kept = read_manifest(out, f"{round_folder(best['round'])}/kept.jsonl")
     if config.kubeflow.dataset_version:
         kept = kept_by(kept, config.kubeflow.dataset_version)
+    pool = len(pool_of(out))
+    floor = max(1, math.ceil(config.active.min_dataset_fraction * pool))
+    if len(kept) < floor:
+        raise DegenerateResultError(degenerate_reason(out, best, len(kept), pool, floor))
     write_manifest(out, kept)
     if best.get("model_version"):
         parent.alias_model(f"{config.name}-segmenter", "best", best["model_version"])
@@ -422,12 +430,34 @@ def finish(
         stage=STAGE,
         output=out.uri,
         written=len(kept),
-        dropped=len(pool_of(out)) - len(kept),
+        dropped=pool - len(kept),
         seconds=seconds,
         summary={"rounds": rounds, "best_round": best["round"], "stop_reason": reason},
     )
     write_success(out, SUCCESS, result.to_json())
     return result
+
+
+def degenerate_reason(out: Storage, best: dict[str, Any], kept: int, pool: int, floor: int) -> str:
+    """Why the loop's dataset is too small to ship, with what the rounds saw and what to try."""
+    folder = round_folder(best["round"])
+    judged = [
+        *read_manifest(out, f"{folder}/kept.jsonl"),
+        *read_manifest(out, f"{folder}/discarded.jsonl"),
+    ]
+    scores = sorted({round(s.scores.get(SCORE, 0.0), 3) for s in judged})
+    seen = (
+        f"every score tied at {scores[0]:.3f}"
+        if len(scores) == 1
+        else f"scores {scores[0]:.3f} to {scores[-1]:.3f}"
+    )
+    return (
+        f"{out.uri}: the dataset would hold {kept} of the pool's {pool} samples, below the floor "
+        f"of {floor} (active.min_dataset_fraction); the best round, {best['round']}, judged by "
+        f"{best['judge']}, kept {best['kept']} of {best['candidates']} ({seen}, keep rule "
+        f"{best.get('keep_rule_used', '?')}); check the judge (segment.labeller) or lower "
+        "active.iou_threshold"
+    )
 
 
 def storage_of(config: RunConfig, outputs: str | None = None) -> Storage:

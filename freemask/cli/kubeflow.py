@@ -23,7 +23,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from freemask import deploy_check
+from freemask import bounded_yaml, deploy_check
 from freemask.cli.options import load_run_config, out
 from freemask.commands import ARTIFACTS, OVERRIDES
 from freemask.config import ENV_PREFIX, RunConfig, load_config
@@ -37,6 +37,7 @@ from freemask.kfp_auth import (
     connect,
     resolve_credentials,
 )
+from freemask.redact import has_userinfo
 
 ConfigOption = Annotated[
     str, typer.Option("--config", "-c", help="Run config YAML (compile-time settings).")
@@ -137,7 +138,7 @@ def with_images(package: Path, images_lock: Path | None) -> Path:
 
 def pipeline_parameters(package: Path) -> dict[str, dict[str, Any]]:
     """The compiled pipeline's root parameters: name -> {parameterType, defaultValue?}."""
-    spec = next(yaml.safe_load_all(package.read_text()))
+    spec = bounded_yaml.load_all(package.read_text(), str(package))[0]
     return spec["root"]["inputDefinitions"]["parameters"]
 
 
@@ -157,7 +158,10 @@ def check_arguments(parameters: dict[str, dict[str, Any]], raw: list[str]) -> di
                 f"--param {name}: unknown parameter; expected one of {sorted(parameters)}"
             )
         kind = parameters[name]["parameterType"]
-        value = yaml.safe_load(text) if kind != "STRING" else text
+        try:
+            value = bounded_yaml.load(text, f"--param {name}") if kind != "STRING" else text
+        except (yaml.YAMLError, ValueError):
+            value = text  # refused below as not of the parameter's type
         expected = PARAMETER_TYPES[kind]
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
@@ -195,8 +199,18 @@ def validate_submission(config: str, arguments: dict[str, Any], depth: int) -> R
 
     Raises FreemaskError, one line, when the pods could not use it: a config URI or workdir that
     is not on ``gs://``, tracking that is not over http(s), an invalid override (a class list
-    that is not a YAML list, ...), or more rounds than the pipeline was compiled with.
+    that is not a YAML list, ...), or more rounds than the pipeline was compiled with; or when
+    a parameter or the config's tracking.uri holds a user and password (a run's parameters
+    are its tasks' command lines, kept with the run: credentials come from
+    tracking.credentials_secret).
     """
+    secret = sorted(name for name, value in arguments.items() if has_userinfo(str(value)))
+    if secret:
+        raise FreemaskError(
+            f"--param {', '.join(secret)}: a user and password in a pipeline parameter reach "
+            "every task's command line; give the URI without them and name the Kubernetes "
+            "Secret holding them in tracking.credentials_secret"
+        )
     overrides = {
         ENV_PREFIX + field.upper().replace(".", "__"): str(arguments[name])
         for name, field in OVERRIDES.items()
@@ -210,6 +224,11 @@ def validate_submission(config: str, arguments: dict[str, Any], depth: int) -> R
         problems.append(f"workdir {run_config.workdir!r} must be on gs:// (pods share no disk)")
     if not (run_config.tracking.uri or "").startswith(("http://", "https://")):
         problems.append("tracking.uri must be the MLflow server's http(s) URL")
+    if run_config.tracking.credentials is not None:
+        problems.append(
+            "tracking.uri holds a user and password: give it without them and name the "
+            "Kubernetes Secret holding them in tracking.credentials_secret"
+        )
     if run_config.active.max_rounds > depth:
         problems.append(
             f"active.max_rounds={run_config.active.max_rounds} is above the {depth} rounds "

@@ -21,6 +21,7 @@ from freemask.cli.options import CheckOption, ConfigOption, load_run_config, out
 from freemask.config import load_config
 from freemask.errors import FreemaskError
 from freemask.records import MANIFEST, read_manifest, serialize_samples
+from freemask.redact import redact
 from freemask.storage import open_storage, write_json
 
 ROUND_STEPS = ("prepare", "bootstrap", "pseudo-label", "filter", "train", "close")
@@ -65,6 +66,15 @@ def active(
     )
 
 
+def _usable(data, samples: list, classes: list[str], where: str | None = None) -> list:
+    """``samples`` once each fits its files under ``data`` and the run's classes (see
+    ``freemask.record_checks``); ManifestError naming ``where`` (the manifest) otherwise."""
+    from freemask.record_checks import require_usable
+
+    require_usable(data, samples, classes, where or f"{data.uri}/{MANIFEST}")
+    return samples
+
+
 def _segmenter(run_config, model: str | None):
     from freemask.segment import load_segmenter, load_trained
 
@@ -87,7 +97,7 @@ def pseudo_label_command(
 
     run_config = load_config(config)
     data = open_storage(inputs)
-    samples = read_manifest(data)
+    samples = _usable(data, read_manifest(data), run_config.classes)
     pseudo_label(_segmenter(run_config, model), samples, data, open_storage(outputs))
     out.print(f"pseudo-labelled {len(samples)} samples -> {outputs}")
 
@@ -105,7 +115,11 @@ def filter_command(
     run_config = load_config(config)
     data = open_storage(inputs)
     selection = filter_samples(
-        read_manifest(data), data, open_storage(pseudo), run_config.active, round_index
+        _usable(data, read_manifest(data), run_config.classes),
+        data,
+        open_storage(pseudo),
+        run_config.active,
+        round_index,
     )
     kept, discarded = selection.kept, selection.discarded
     target = open_storage(outputs)
@@ -144,6 +158,7 @@ def train_command(
         chosen = read_manifest(open_storage(parent or "."), name)
     else:
         chosen = read_manifest(data, MANIFEST)
+    _usable(data, chosen, run_config.classes, samples)
     segmenter = load_segmenter(run_config.segment, run_config.classes, trainable=True)
     result = train_segmenter(
         segmenter, chosen, data, open_storage(outputs), run_config.segment, seed=run_config.seed
@@ -163,7 +178,7 @@ def evaluate_command(
     data = open_storage(inputs)
     scores = evaluate(
         load_trained(open_storage(model), run_config.segment),
-        read_manifest(data),
+        _usable(data, read_manifest(data), run_config.classes),
         data,
         run_config.classes,
     )
@@ -190,13 +205,16 @@ def compare(
 
     if (run_id is None) == (experiment is None):
         raise FreemaskError("compare takes either a RUN_ID or --experiment NAME")
-    client = MlflowClient(tracking_uri=tracking_uri)
+    from freemask.tracking import use_credentials
+
+    client = MlflowClient(tracking_uri=use_credentials(tracking_uri) if tracking_uri else None)
     if experiment is not None:
         return out.print(refreshes_table(client, experiment, last))
     try:
         parent = client.get_run(run_id)
     except MlflowException:
-        raise FreemaskError(f"MLflow run {run_id!r} not found at {client.tracking_uri}") from None
+        where = redact(client.tracking_uri)
+        raise FreemaskError(f"MLflow run {run_id!r} not found at {where}") from None
     rounds = client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'"
     )
@@ -227,7 +245,8 @@ def refreshes_table(client, experiment: str, last: int) -> Table:
     its dataset), and both against the refresh before."""
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        raise FreemaskError(f"MLflow experiment {experiment!r} not found at {client.tracking_uri}")
+        where = redact(client.tracking_uri)
+        raise FreemaskError(f"MLflow experiment {experiment!r} not found at {where}")
     runs = client.search_runs(
         [found.experiment_id], order_by=["attributes.start_time DESC"], max_results=1000
     )
@@ -271,8 +290,9 @@ def _deltas(before: tuple[float, float] | None, now: tuple[float, float] | None)
 def _tracker(run_config):
     from freemask.tracking import MlflowTracker, resolve_tracking_uri
 
-    uri = resolve_tracking_uri(run_config.tracking.uri, run_config.workdir)
-    return MlflowTracker(uri, run_config.tracking.experiment)
+    tracking = run_config.tracking
+    uri = resolve_tracking_uri(tracking.uri, run_config.workdir, credentials=tracking.credentials)
+    return MlflowTracker(uri, tracking.experiment)
 
 
 def check_depth(run_config, depth: int | None) -> None:
@@ -311,7 +331,7 @@ def start_run(
     if version:
         tags["kfp.run_id"] = version
     snapshot = yaml.safe_dump(run_config.model_dump(mode="json"), sort_keys=False)
-    open_storage(run_config.workdir).write_bytes("config.yaml", snapshot.encode())
+    open_storage(run_config.workdir).write_bytes("config.yaml", redact(snapshot).encode())
     tracker = _tracker(run_config)
     run = tracker.start_run(run_config.name, tags=tags)
     run.log_params(run_config.model_dump(mode="json"))
@@ -322,10 +342,10 @@ def start_run(
     if mlflow_link is not None:
         mlflow_link.parent.mkdir(parents=True, exist_ok=True)
         mlflow_link.write_text(
-            f"# MLflow run\n\n{shown} in `{tracker.client.tracking_uri}`\n\n"
+            f"# MLflow run\n\n{shown} in `{redact(tracker.client.tracking_uri)}`\n\n"
             f"Dataset version `{version or '-'}` under `{run_config.workdir}`.\n"
         )
-    out.print(f"MLflow run {run.run_id}: {url or tracker.client.tracking_uri}")
+    out.print(f"MLflow run {run.run_id}: {redact(url or tracker.client.tracking_uri)}")
 
 
 # KFP's PipelineTaskFinalStatus.state -> MLflow run status, for the states that end a run.
@@ -470,9 +490,11 @@ def round_step(
     if check:
         return report_check(f"round {step}", run_config, round=str(round_index))
     from freemask.active import should_continue, steps
+    from freemask.active.settings import guard_settings
     from freemask.tracking import NullRun
 
     out_storage = steps.storage_of(run_config)
+    guard_settings(run_config, out_storage)
     parent = _tracker(run_config).resume_run(parent_run_id) if parent_run_id else NullRun()
     if step == "prepare":
         steps.prepare(

@@ -16,6 +16,7 @@ import typer
 
 from freemask.cli import config, dataset, kubeflow, learning, models, run, stages, toyworld
 from freemask.errors import FreemaskError
+from freemask.redact import has_userinfo, redact
 
 app = typer.Typer(
     name="freemask",
@@ -28,6 +29,26 @@ for group in (config, dataset, stages, run, learning, kubeflow, toyworld, models
     group.register(app)
 
 INTERRUPTED = 130  # the exit code of a command stopped by Ctrl-C
+# A bad-input message prints at most this many lines of at most this many characters each:
+# whatever a message quotes from the input (a value, a list), the terminal gets a summary.
+MAX_ERROR_LINES = 100
+MAX_ERROR_LINE = 1000
+
+
+def error_lines(message: str) -> list[str]:
+    """The lines of a FreemaskError's message as the CLI prints them: each cut to
+    ``MAX_ERROR_LINE`` characters, the first ``MAX_ERROR_LINES``, then how many more; any URI
+    in them without its user and password."""
+    every = redact(message).splitlines()
+    lines = [
+        line
+        if len(line) <= MAX_ERROR_LINE
+        else f"{line[:MAX_ERROR_LINE]}... ({len(line)} characters)"
+        for line in every[:MAX_ERROR_LINES]
+    ]
+    if len(every) > MAX_ERROR_LINES:
+        lines.append(f"... and {len(every) - MAX_ERROR_LINES} more lines")
+    return lines
 
 
 @contextlib.contextmanager
@@ -45,7 +66,15 @@ def runtime_overrides(argv: list[str]) -> Iterator[list[str]]:
         pair = next(tokens, "")
         key, equals, value = pair.partition("=")
         if not equals or not key:
-            raise FreemaskError(f"--set {pair!r}: expected section.field=value")
+            raise FreemaskError(f"--set {redact(pair)!r}: expected section.field=value")
+        if has_userinfo(value):
+            # A command line is seen by every process listing and kept with a pipeline's run.
+            raise FreemaskError(
+                f"--set {key}={redact(value)}: a user and password do not belong on a command "
+                "line; put the URI with them in the config or its FREEMASK__ environment "
+                "variable, or set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+                "(pipeline tasks: tracking.credentials_secret)"
+            )
         if value != "":
             overrides["FREEMASK__" + key.upper().replace(".", "__")] = value
     saved = {name: os.environ.get(name) for name in overrides}
@@ -76,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                 args=rest, prog_name="freemask", standalone_mode=False, obj={"run_cli": main}
             )
     except FreemaskError as exc:
-        for line in str(exc).splitlines():
+        for line in error_lines(str(exc)):
             print(f"error: {line}", file=sys.stderr)
         return 2
     except typer.Exit as exc:

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from freemask.cli.options import ConfigOption, out
 from freemask.config import RunConfig, load_config
+from freemask.redact import redact
 
 
 def register(app: typer.Typer) -> None:
@@ -28,16 +29,31 @@ def run(
     ] = False,
 ) -> None:
     """Run the whole pipeline in this process on local defaults (no cluster needed)."""
+    from freemask.file_lock import hold_workdir
     from freemask.local.runner import run_local
     from freemask.storage import open_storage
     from freemask.versions import REFRESHED, local_refresh, version_storage
 
     run_config: RunConfig = load_config(config)
     version = None
-    if refresh:
-        top = open_storage(run_config.workdir)
-        run_config, version = local_refresh(run_config)
-    report = run_local(run_config)
+    # One run per work directory: a second start is refused before it writes anything.
+    with hold_workdir(run_config.workdir):
+        if refresh:
+            top = open_storage(run_config.workdir)
+            run_config, version = local_refresh(run_config)
+        report = run_local(run_config)
+        published = ""
+        if version is not None:
+            from mlflow import MlflowClient
+
+            from freemask.refresh_summary import finish_refresh
+
+            client, model = MlflowClient(report.tracking_uri), f"{run_config.name}-segmenter"
+            keep = run_config.versions.keep
+            latest, deleted = finish_refresh(top, version, keep, client, report.run_id, model)
+            version_storage(top, version).write_bytes(REFRESHED, b"{}\n")
+            pruned = f"; deleted {', '.join(deleted)}" if deleted else ""
+            published = f"refresh {version} published; LATEST: {latest}{pruned}"
     stages = Table(
         title=f"freemask run {run_config.name}" + (" (resumed)" if report.resumed else "")
     )
@@ -67,16 +83,7 @@ def run(
         f"workdir: {report.workdir}\n"
         f"exports: {report.workdir}/export/coco, {report.workdir}/export/voc\n"
         f"report: {report.workdir}/report ({len(report.report.get('files', []))} files)\n"
-        f"MLflow: {report.tracking_uri} (run {report.run_id})"
+        f"MLflow: {redact(report.tracking_uri)} (run {report.run_id})"
     )
-    if version is not None:
-        from mlflow import MlflowClient
-
-        from freemask.refresh_summary import finish_refresh
-
-        client, model = MlflowClient(report.tracking_uri), f"{run_config.name}-segmenter"
-        keep = run_config.versions.keep
-        latest, deleted = finish_refresh(top, version, keep, client, report.run_id, model)
-        version_storage(top, version).write_bytes(REFRESHED, b"{}\n")
-        pruned = f"; deleted {', '.join(deleted)}" if deleted else ""
-        out.print(f"refresh {version} published; LATEST: {latest}{pruned}")
+    if published:
+        out.print(published)

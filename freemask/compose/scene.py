@@ -3,13 +3,15 @@
 A ``Cutout`` is an object's crop: RGB, alpha in [0, 1] from its soft mask (the uncertainty band
 fades out, so edges are feathered, but only within a thin band around the certain mask: a
 wide attention band would paste the source's background as a halo), and labels (1 object, 255
-uncertain, 0 outside). Where the source has a truth mask, the cutout carries it and the
-scene replays it through the same paste and occlusion (``Scene.truth``), with the classes it
-names (a drawn object whose truth is another class stays that class in the composite's truth). ``Scene``
-pastes cutouts in z-order; later objects occlude earlier ones. ``Scene.finish`` resolves
-occlusion into the semantic mask (class id per pixel, 255 ignore) and per-instance masks, and
-drops an instance whose visible part is under a minimum fraction of its pasted area: its
-remaining pixels become ignore, never a wrong label.
+uncertain, 0 outside; whatever the source mask's bit depth). Where the source has a truth
+mask, the cutout carries it and the scene replays it through the same paste and occlusion
+(``Scene.truth``), with the classes it names (a drawn object whose truth is another class stays
+that class in the composite's truth). ``Scene`` pastes cutouts in z-order; later objects
+occlude earlier ones. ``Scene.finish`` resolves occlusion into the semantic mask (class id per
+pixel, in the scene's label dtype: uint8 with 255 = ignore, or uint16 with 65535 = ignore for a
+run of more than 254 classes) and per-instance masks, and drops an instance whose visible part
+is under a minimum fraction of its pasted area: its remaining pixels become ignore, never a
+wrong label.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+from numpy.typing import DTypeLike
 
-from freemask.records import IGNORE_INDEX
+from freemask.records import IGNORE_INDEX, ignore_value
 
 # Objects filling nearly the whole image cannot be cut out: there is no object boundary.
 MAX_OBJECT_FRACTION = 0.98
@@ -32,9 +35,10 @@ class CutoutError(ValueError):
 
 @dataclass(frozen=True)
 class Cutout:
-    """An object's crop: ``image`` HxWx3 uint8, ``alpha`` HxW float32, ``label`` HxW uint8;
-    ``truth`` when the source has truth: HxW bool (the object's exact pixels, of the pasted
-    class) or uint8 (their class ids, 0 background)."""
+    """An object's crop: ``image`` HxWx3 uint8, ``alpha`` HxW float32, ``label`` HxW uint8
+    (1 object, 255 uncertain, 0 outside); ``truth`` when the source has truth: HxW bool (the
+    object's exact pixels, of the pasted class) or uint8/uint16 (their class ids, 0
+    background)."""
 
     image: np.ndarray
     alpha: np.ndarray
@@ -62,20 +66,22 @@ def cut_out(
     band_width: float = 0.04,
     truth: np.ndarray | None = None,
 ) -> Cutout:
-    """Crop a single-object sample to its object (label 1 or its class id; 255 uncertain).
+    """Crop a single-object sample to its object (label 1 or its class id; ignore uncertain:
+    255, or 65535 in a 16-bit label).
 
     Alpha is 1 on object pixels, 0 outside object and band, and on band pixels rises with the
     soft mask from the band's low to high end; band pixels farther than ``band_width`` (a
     fraction of the image's longer side) from the certain mask are cut off. ``truth`` (bool,
-    the object's exact pixels, or uint8 class ids) is cropped alongside. Raises CutoutError for an empty mask or
-    one that covers the whole image.
+    the object's exact pixels, or class ids) is cropped alongside. Raises CutoutError for an
+    empty mask or one that covers the whole image.
     """
-    inside = (label != 0) & (label != IGNORE_INDEX)
+    ignore = ignore_value(label)
+    inside = (label != 0) & (label != ignore)
     if not inside.any():
         raise CutoutError("empty object mask")
     if inside.mean() >= MAX_OBJECT_FRACTION:
         raise CutoutError("object mask covers the whole image")
-    uncertain = label == IGNORE_INDEX
+    uncertain = label == ignore
     reach = max(1, round(band_width * max(label.shape)))
     near = cv2.dilate(inside.astype(np.uint8), np.ones((2 * reach + 1,) * 2, np.uint8)) > 0
     uncertain &= near
@@ -105,7 +111,7 @@ class _Pasted:
     cover: np.ndarray  # full-image bool: pixels this object hides (alpha >= 0.5)
     uncertain: np.ndarray  # full-image bool: the object's uncertain band
     alpha: np.ndarray  # full-image float32
-    truth: np.ndarray | None  # full-image uint8: the class ids of the object's truth, if known
+    truth: np.ndarray | None  # full-image class ids (scene's label dtype) of the object's truth
 
 
 @dataclass
@@ -122,10 +128,12 @@ class Instance:
 
 @dataclass
 class Scene:
-    """A background being composed; ``paste`` objects in z-order, then ``finish``."""
+    """A background being composed; ``paste`` objects in z-order, then ``finish``. ``labels``
+    is the run's label dtype (``records.label_dtype``) that the semantic and truth masks use."""
 
     image: np.ndarray
     pasted: list[_Pasted] = field(default_factory=list)
+    labels: DTypeLike = np.uint8
 
     def __post_init__(self) -> None:
         self.image = self.image.astype(np.float32)
@@ -166,11 +174,11 @@ class Scene:
         cover = full_alpha >= 0.5
         truth = None
         if cutout.truth is not None:
-            ids = cutout.truth.astype(np.uint8)
+            ids = cutout.truth.astype(self.labels)
             if cutout.truth.dtype == bool:
                 ids *= class_id
             pasted_truth = cv2.resize(ids, (width, height), interpolation=cv2.INTER_NEAREST)
-            truth = np.zeros(self.size, dtype=np.uint8)
+            truth = np.zeros(self.size, dtype=self.labels)
             truth[y : y + height, x : x + width] = pasted_truth[:, ::-1] if flip else pasted_truth
         self.pasted.append(
             _Pasted(class_name, class_id, object_mask, cover, uncertain, full_alpha, truth)
@@ -182,7 +190,7 @@ class Scene:
         class of that layer's source pixel in its truth, background included)."""
         if not self.pasted or any(item.truth is None for item in self.pasted):
             return None
-        semantic = np.zeros(self.size, dtype=np.uint8)
+        semantic = np.zeros(self.size, dtype=self.labels)
         for item in self.pasted:  # bottom of the stack first
             semantic[item.cover] = item.truth[item.cover]
         return semantic
@@ -191,9 +199,10 @@ class Scene:
         """Resolve occlusion: return the RGB image, semantic mask and every pasted instance.
 
         Instances with ``kept`` False were dropped for being mostly hidden; their visible
-        pixels are ignore (255) in the semantic mask.
+        pixels are ignore (255, or 65535 in a 16-bit scene) in the semantic mask.
         """
-        semantic = np.zeros(self.size, dtype=np.uint8)
+        ignore = ignore_value(self.labels)
+        semantic = np.zeros(self.size, dtype=self.labels)
         hidden = np.zeros(self.size, dtype=bool)
         instances: list[Instance] = []
         for item in reversed(self.pasted):  # top of the stack first
@@ -201,8 +210,8 @@ class Scene:
             area = int(item.object_mask.sum())
             fraction = float(visible.sum()) / area if area else 0.0
             kept = area > 0 and fraction >= min_visible_fraction
-            semantic[visible] = item.class_id if kept else IGNORE_INDEX
-            semantic[item.uncertain & ~hidden & ~visible] = IGNORE_INDEX
+            semantic[visible] = item.class_id if kept else ignore
+            semantic[item.uncertain & ~hidden & ~visible] = ignore
             alpha = np.where(hidden, 0.0, item.alpha).astype(np.float32)
             instances.append(
                 Instance(item.class_name, item.class_id, visible, alpha, fraction, kept)

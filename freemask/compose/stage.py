@@ -9,7 +9,8 @@ is reproducible and a resumed run writes the same bytes.
 
 Inputs: ``inputs`` is the generate (or any single-object) stage's prefix; ``relations`` the
 relate stage's ``relations.json`` prefix; ``backgrounds`` the backgrounds stage's prefix.
-Outputs per scene: ``images/<id>.png``, ``masks/<id>.png`` (class ids, 255 ignore),
+Outputs per scene: ``images/<id>.png``, ``masks/<id>.png`` (class ids, 255 ignore; 16-bit with
+65535 ignore for a run of more than 254 classes),
 ``soft_masks/<id>.npy`` (float16 [instances, H, W]: each kept instance's pasted alpha with
 occluded pixels removed), instances with RLE masks, and ``placements`` provenance.
 """
@@ -29,12 +30,14 @@ from freemask.config import RunConfig, config_hash
 from freemask.errors import FreemaskError
 from freemask.model_cache import resolve_model_source
 from freemask.progress import progress_bar
+from freemask.record_checks import require_usable
 from freemask.records import (
-    IGNORE_INDEX,
     Instance,
     Placement,
     Sample,
     StageStamp,
+    ignore_value,
+    label_dtype,
     read_manifest,
     sample_id,
 )
@@ -43,8 +46,10 @@ from freemask.stage_output import (
     Shard,
     StageOutput,
     StageResult,
+    classes_setting,
     read_finished_manifest,
     require_finished,
+    settings_of,
 )
 from freemask.storage import Storage, encode_image, open_storage, read_array, read_image
 
@@ -82,11 +87,14 @@ def load_library(config: RunConfig, inputs: str, relations: str, backgrounds: st
             objects[sample.instances[0].class_name].append(sample)
     if not any(objects.values()):
         raise FreemaskError(f"{object_storage.uri}: no single-object samples of the run's classes")
+    kept = [sample for group in objects.values() for sample in group]
+    require_usable(object_storage, kept, config.classes, f"{object_storage.uri}/manifest.jsonl")
     background_storage = open_storage(backgrounds)
     require_finished(background_storage, "the backgrounds input")
     found = read_manifest(background_storage)
     if not found:
         raise FreemaskError(f"{background_storage.uri}: no backgrounds")
+    require_usable(background_storage, found, None, f"{background_storage.uri}/manifest.jsonl")
     return Library(
         objects, found, read_relations(open_storage(relations)), object_storage, background_storage
     )
@@ -124,7 +132,16 @@ def run_compose(
         str(config.draw_seed),
     ]
     digest = hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
-    output = StageOutput(open_storage(outputs), STAGE, shard, settings_hash=digest)
+    named = {
+        **settings_of(config.compose, "compose", exclude={"backgrounds", "images"}),
+        **settings_of(config.relate, "relate"),
+        **settings_of(
+            config.generate, "generate", exclude={"batch_size", "device", "images_per_class"}
+        ),
+        "classes": classes_setting(config.classes),
+        "draw_seed": config.draw_seed,
+    }
+    output = StageOutput(open_storage(outputs), STAGE, shard, settings_hash=digest, settings=named)
     stamp = StageStamp(stage=STAGE, version=VERSION, config_hash=digest)
     indices = shard.select(list(range(config.compose.images)))
     ids = {
@@ -181,7 +198,7 @@ def compose_one(
     while len(wanted) < count:
         wanted.append(_pick_partner(wanted, classes, scene_weights, library.relations, rng))
     pixels = read_image(library.background_storage, background.image, mode="RGB")
-    scene = Scene(pixels)
+    scene = Scene(pixels, labels=label_dtype(len(config.classes)))
     occupied: list[tuple[int, int, int, int]] = []
     placements: list[Placement] = []
     problems: list[str] = []
@@ -308,7 +325,8 @@ def _cutout(
             truth = None
             if source.truth_mask:
                 exact = read_image(storage, source.truth_mask)
-                truth = np.where(exact == IGNORE_INDEX, 0, exact).astype(np.uint8)
+                labels = label_dtype(len(config.classes))
+                truth = np.where(exact == ignore_value(exact), 0, exact).astype(labels)
             cache[source.id] = cut_out(
                 image,
                 label,

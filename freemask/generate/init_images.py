@@ -14,19 +14,22 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from numpy.typing import DTypeLike
 
 from freemask.errors import FreemaskError
 from freemask.generate.prompts import Prompt
-from freemask.records import IGNORE_INDEX, Sample, read_manifest
+from freemask.records import Sample, ignore_value, label_dtype, read_manifest
 from freemask.storage import Storage, open_storage, read_image
 
 
 @dataclass
 class InitImages:
-    """The init samples of each class, in a fixed order, and the storage they live in."""
+    """The init samples of each class, in a fixed order, the storage they live in, and the
+    run's label dtype (``records.label_dtype``) that truth labels are made in."""
 
     storage: Storage
     by_class: dict[str, list[Sample]]
+    labels: DTypeLike = np.uint8
 
     def _pick(self, class_name: str, index: int) -> Sample:
         samples = self.by_class[class_name]
@@ -48,15 +51,16 @@ class InitImages:
     def truth(
         self, class_name: str, index: int, class_id: int, size: tuple[int, int]
     ) -> np.ndarray | None:
-        """The start image's object as a label of ``size`` (``class_id``, 0, 255 where the
-        source ignores), or None when the init sample has no label mask."""
+        """The start image's object as a label of ``size`` in the run's label dtype
+        (``class_id``, 0, ignore where the source ignores), or None when the init sample has
+        no label mask."""
         sample = self._pick(class_name, index)
         if not sample.semantic_mask:
             return None
         source = read_image(self.storage, sample.semantic_mask)
         source_id = next(i.class_id for i in sample.instances if i.class_name == class_name)
-        truth = np.where(source == source_id, class_id, 0).astype(np.uint8)
-        truth[source == IGNORE_INDEX] = IGNORE_INDEX
+        truth = np.where(source == source_id, class_id, 0).astype(self.labels)
+        truth[source == ignore_value(source)] = ignore_value(self.labels)
         return _resize(truth, size, cv2.INTER_NEAREST)
 
 
@@ -88,4 +92,4 @@ def load_init_images(uri: str, classes: list[str]) -> InitImages:
         raise FreemaskError(
             f"generate.init_images {uri}: no sample of class(es) {', '.join(missing)}"
         )
-    return InitImages(storage, by_class)
+    return InitImages(storage, by_class, label_dtype(len(classes)))

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import DTypeLike
 
 from freemask.config import GenerateConfig, RunConfig, config_hash
 from freemask.errors import FreemaskError
@@ -27,8 +28,8 @@ from freemask.generate.masks import ObjectMask, masks_from_attention, rejection_
 from freemask.generate.prompts import Prompt, build_prompt, class_token_indices
 from freemask.models import load_sd_pipeline, model_reference
 from freemask.progress import progress_bar
-from freemask.records import Instance, Sample, StageStamp, sample_id
-from freemask.stage_output import Shard, StageOutput, StageResult, read_rejected
+from freemask.records import Instance, Sample, StageStamp, ignore_value, label_dtype, sample_id
+from freemask.stage_output import Shard, StageOutput, StageResult, read_rejected, settings_of
 from freemask.storage import encode_image, open_storage
 
 logger = logging.getLogger(__name__)
@@ -106,8 +107,15 @@ def run_generate(
     """
     settings = config.generate
     shard = shard or Shard()
+    labels = label_dtype(len(config.classes))
     storage = open_storage(outputs)
-    output = StageOutput(storage, STAGE, shard, settings_hash=content_hash(config))
+    output = StageOutput(
+        storage,
+        STAGE,
+        shard,
+        settings_hash=content_hash(config),
+        settings=settings_of(config.generate, "generate", exclude=EXECUTION_FIELDS),
+    )
 
     # 1. Plan the shard's samples; batches are cut before skipping, so they never change.
     planned = shard.select(plan_samples(config))
@@ -159,7 +167,9 @@ def run_generate(
                             truth = init and init.truth(
                                 item.class_name, item.index, item.class_id, image.shape[:2]
                             )
-                            output.commit(*to_record(item, image, mask, settings, stamp, truth))
+                            output.commit(
+                                *to_record(item, image, mask, settings, stamp, truth, labels)
+                            )
                         advance(1)
 
     # 4. The success marker, with the run's counts and what was rejected, per class.
@@ -277,11 +287,15 @@ def to_record(
     settings: GenerateConfig,
     stamp: StageStamp,
     truth: np.ndarray | None = None,
+    labels: DTypeLike = np.uint8,
 ) -> tuple[Sample, dict[str, bytes]]:
-    """The sample's record and encoded files: RGB PNG, label PNG (class id, 255), float16 npy,
-    and the truth label PNG when ``truth`` is given."""
+    """The sample's record and encoded files: RGB PNG, label PNG (class id, ignore), float16
+    npy, and the truth label PNG when ``truth`` is given. ``labels`` is the run's label dtype
+    (``records.label_dtype``): uint8 with 255 = ignore, or uint16 with 65535 = ignore."""
     height, width = mask.label.shape
-    label = np.where(mask.label == 1, item.class_id, mask.label).astype(np.uint8)
+    label = np.zeros(mask.label.shape, dtype=labels)
+    label[mask.label == 1] = item.class_id
+    label[mask.label == ignore_value(mask.label)] = ignore_value(labels)
     sample = Sample(
         id=item.id,
         image=f"images/{item.id}.png",

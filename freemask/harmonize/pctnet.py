@@ -96,7 +96,11 @@ def load_pctnet(weights: str | Path) -> PCTNet:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a pickle needing more than tensors is refused here
-        raise FreemaskError(f"{path}: cannot load weights safely ({exc})") from None
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise FreemaskError(
+            f"{path}: cannot load weights safely, refused by torch.load(weights_only=True) "
+            f"({first})"
+        ) from None
     model = PCTNet()
     try:
         model.load_state_dict(state)

@@ -7,8 +7,9 @@ loads the published PCTNet ViT weights from ``harmonize.weights``; ``none`` copi
 through. Only an object's visible pixels that its label is sure of change (its instance mask
 where the semantic mask holds its class, no other object's pixels): background, the uncertain
 band and other objects stay byte-identical. Masks are never changed: the semantic, soft and
-truth masks and the instances are copied as they are. A sample whose masks do not fit its
-image is recorded in rejected.jsonl with the reason.
+truth masks and the instances are copied as they are. A sample whose record does not fit its
+files or the run (``freemask.record_checks``: sizes, masks, classes, file names), or whose
+masks do not fit its image, is recorded in rejected.jsonl with the reason.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from freemask.errors import FreemaskError
 from freemask.harmonize.color_transfer import transfer_colour
 from freemask.model_cache import resolve_model_source
 from freemask.progress import progress_bar
+from freemask.record_checks import sample_problem
 from freemask.records import Sample, StageStamp
 from freemask.stage_output import (
     Shard,
     StageOutput,
     StageResult,
     read_finished_manifest,
+    settings_of,
 )
 from freemask.storage import encode_image, open_storage, read_image
 
@@ -129,7 +132,11 @@ def run_harmonize(
     shard = shard or Shard()
     source = open_storage(inputs)
     output = StageOutput(
-        open_storage(outputs), STAGE, shard, settings_hash=settings_hash(config.harmonize)
+        open_storage(outputs),
+        STAGE,
+        shard,
+        settings_hash=settings_hash(config.harmonize),
+        settings=settings_of(config.harmonize, "harmonize", exclude=EXECUTION_FIELDS),
     )
     mine = shard.select(read_finished_manifest(source, "harmonize's input"))
     todo = output.pending([sample.id for sample in mine])
@@ -139,6 +146,11 @@ def run_harmonize(
         advance(len(mine) - len(todo))
         for sample in mine:
             if sample.id not in todo:
+                continue
+            reason = sample_problem(source, sample, config.classes)
+            if reason:
+                output.drop(sample.id, reason)
+                advance(1)
                 continue
             files = {path: source.read_bytes(path) for path in sample.files()}
             scores = dict(sample.scores)

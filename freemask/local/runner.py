@@ -26,6 +26,7 @@ from freemask.generate import run_generate
 from freemask.harmonize import run_harmonize
 from freemask.publish import log_report, publish_run
 from freemask.records import MANIFEST, read_manifest
+from freemask.redact import redact
 from freemask.refine import run_refine
 from freemask.relate import run_relate
 from freemask.stage_output import REJECTED, StageResult, read_rejected
@@ -83,7 +84,7 @@ def parent_run(config: RunConfig, workdir: Storage, tracking_uri: str) -> tuple[
     known = None
     if workdir.exists(RUN_FILE):
         known = read_json_object(workdir, RUN_FILE, required=("run_id", "tracking_uri"))
-        if known["tracking_uri"] == tracking_uri:
+        if known["tracking_uri"] == redact(tracking_uri):
             run = tracker.resume_run(known["run_id"])
             run.end_orphans()  # nested runs left RUNNING by the killed process
             return run, True
@@ -93,7 +94,7 @@ def parent_run(config: RunConfig, workdir: Storage, tracking_uri: str) -> tuple[
     if found:
         found.end_orphans()
     run.log_params(config.model_dump(mode="json"))  # the same values again when found
-    record = {"run_id": run.run_id, "tracking_uri": tracking_uri}
+    record = {"run_id": run.run_id, "tracking_uri": redact(tracking_uri)}
     if known is not None:  # it names another tracking server: this run replaces it
         write_json(workdir, RUN_FILE, record)
         return run, found is not None
@@ -115,12 +116,14 @@ def run_local(config: RunConfig, run: Run | None = None) -> LocalRunReport:
     # 1. Work directory and the resolved config, so the run can be reproduced from its folder.
     workdir = open_storage(config.workdir)
     workdir.remove_temporary()  # partial files of a killed earlier run, in any stage's folder
-    workdir.write_bytes(
-        "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False).encode()
-    )
+    snapshot = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    workdir.write_bytes("config.yaml", redact(snapshot).encode())
 
-    # 2. Tracking: the parent run for the whole pipeline (resumed after an interruption).
-    tracking_uri = resolve_tracking_uri(config.tracking.uri, config.workdir)
+    # 2. Tracking: the parent run for the whole pipeline (resumed after an interruption). A
+    # user and password in the tracking URI go to MLflow's environment, never to a file.
+    tracking_uri = resolve_tracking_uri(
+        config.tracking.uri, config.workdir, credentials=config.tracking.credentials
+    )
     resumed = False
     if run is None:
         run, resumed = parent_run(config, workdir, tracking_uri)

@@ -11,12 +11,13 @@ output prefix, logs them to the tracking run, then refines each sample by random
 Each sample keeps compose's contract: refined soft masks (float16 [0, 1], in the input's
 layout), a semantic mask with the class where a refined mask is above
 ``foreground_threshold``, background where every one is below ``background_threshold`` and
-ignore (255) in between, and instances re-derived from it. With ``scope: band`` (the default)
-the refiner only decides where the attention was unsure; a refinement that breaks the
-attention's confident seeds falls back to the attention mask. Ignore pixels left by dropped
-instances stay ignore; every other file (the truth mask too) is carried. Samples whose soft
-masks cannot be refined (missing, another size than the image, non-finite, all foreground or
-all background), or that keep no object, are recorded in rejected.jsonl with the reason.
+ignore (255; 65535 in a run of more than 254 classes, whose masks are 16-bit) in between, and
+instances re-derived from it. With ``scope: band`` (the default) the refiner only decides
+where the attention was unsure; a refinement that breaks the attention's confident seeds falls
+back to the attention mask. Ignore pixels left by dropped instances stay ignore; every other
+file (the truth mask too) is carried. Samples whose soft masks cannot be refined (missing,
+another size than the image, non-finite, all foreground or all background), or that keep no
+object, are recorded in rejected.jsonl with the reason.
 """
 
 from __future__ import annotations
@@ -24,13 +25,15 @@ from __future__ import annotations
 import io
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from freemask.config import RefineConfig, RunConfig, config_hash
 from freemask.devices import placement_of
 from freemask.errors import FreemaskError
 from freemask.model_cache import resolve_model_source
 from freemask.progress import progress_bar
-from freemask.records import IGNORE_INDEX, Instance, Sample, StageStamp
+from freemask.record_checks import sample_problems
+from freemask.records import IGNORE_INDEX, Instance, Sample, StageStamp, ignore_value, label_dtype
 from freemask.refine.refiners import (
     AffinityRefiner,
     GuidedFilterRefiner,
@@ -44,6 +47,7 @@ from freemask.stage_output import (
     StageOutput,
     StageResult,
     read_finished_manifest,
+    settings_of,
 )
 from freemask.storage import (
     Storage,
@@ -119,12 +123,15 @@ def refine_labels(
     semantic: np.ndarray | None,
     soft: np.ndarray,
     thresholds: tuple[float, float],
+    dtype: DTypeLike = np.uint8,
 ) -> tuple[np.ndarray, list[Instance], list[int]]:
     """Semantic mask, instances and the kept instances' indices from refined soft masks
-    [instances, H, W]: class ids where sure, 0 background, 255 unsure. An instance that is
-    sure of no pixel is lost."""
+    [instances, H, W]: class ids where sure, 0 background, ignore unsure, in the run's label
+    ``dtype`` (``records.label_dtype``: uint8 with 255 = ignore, uint16 with 65535). An
+    instance that is sure of no pixel is lost."""
+    ignore = ignore_value(dtype)
     band = band_labels(refined, *thresholds)
-    labels = np.where(band == IGNORE_INDEX, IGNORE_INDEX, 0).astype(np.uint8)
+    labels = np.where(band == IGNORE_INDEX, ignore, 0).astype(dtype)
     instances, kept = [], []
     for index, instance in enumerate(sample.instances):
         mask = band == index + 1
@@ -133,8 +140,8 @@ def refine_labels(
             instances.append(Instance.from_mask(instance.class_name, instance.class_id, mask))
             kept.append(index)
     if semantic is not None:
-        leftover = (semantic == IGNORE_INDEX) & (soft.max(axis=0) <= 0)
-        labels[leftover] = IGNORE_INDEX
+        leftover = (semantic == ignore_value(semantic)) & (soft.max(axis=0) <= 0)
+        labels[leftover] = ignore
     return labels, instances, kept
 
 
@@ -236,21 +243,34 @@ def run_refine(
     source = open_storage(inputs)
     target = open_storage(outputs)
     samples = read_finished_manifest(source, "refine's input")
-    output = StageOutput(target, STAGE, shard, settings_hash=settings_hash(config.refine))
+    refused = sample_problems(source, samples, config.classes)  # rejected below, never read
+    output = StageOutput(
+        target,
+        STAGE,
+        shard,
+        settings_hash=settings_hash(config.refine),
+        settings=settings_of(config.refine, "refine", exclude=EXECUTION_FIELDS),
+    )
     # 1. The refiner (AffinityNet trains on every single object, not just this shard's).
     todo = output.pending([sample.id for sample in shard.select(samples)])
-    refiner = make_refiner(config, source, samples, target, run or NullRun(), shard)
+    usable = [sample for sample in samples if sample.id not in refused]
+    refiner = make_refiner(config, source, usable, target, run or NullRun(), shard)
     if train_only:
         return output.result
     stamp = StageStamp(stage=STAGE, version=VERSION, config_hash=settings_hash(config.refine))
     settings = config.refine
     thresholds = (settings.background_threshold, settings.foreground_threshold)
+    dtype = label_dtype(len(config.classes))
     mine = shard.select(samples)
     # 2. Each sample: refine, re-derive labels and instances, commit.
     with progress_bar(f"refine {shard.index}/{shard.count}", len(mine)) as advance:
         advance(len(mine) - len(todo))
         for sample in mine:
             if sample.id not in todo:
+                continue
+            if sample.id in refused:
+                output.drop(sample.id, refused[sample.id])
+                advance(1)
                 continue
             image, stored, semantic = load_inputs(source, sample)
             files = {path: source.read_bytes(path) for path in sample.files()}
@@ -274,7 +294,7 @@ def run_refine(
                 min_seed_agreement=settings.min_seed_agreement,
             )
             labels, instances, kept = refine_labels(
-                refined_soft, sample, semantic, soft, thresholds
+                refined_soft, sample, semantic, soft, thresholds, dtype
             )
             if not instances:
                 output.drop(sample.id, "refinement left no pixel sure to be an object")

@@ -18,6 +18,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from freemask import bounded_yaml
+from freemask.bounded_yaml import YamlLimitError
 from freemask.errors import FreemaskError
 
 SUPPORTS = ("ground", "air", "water", "table", "wall", "ceiling", "stuff")
@@ -133,17 +135,21 @@ def load_thesaurus(path: str | Path | None = None) -> Thesaurus:
     """
     path = str(path) if path else str(default_thesaurus_path())
     try:
-        # The C loader where PyYAML has it: the shipped table takes seconds in pure Python.
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        data = _File.model_validate(yaml.load(_read_text(path), Loader=loader))
+        # Within the bounds of freemask.bounded_yaml (size, nesting, nodes with aliases
+        # expanded), parsed by the C parser where PyYAML has it.
+        data = _File.model_validate(bounded_yaml.load(_read_text(path), path))
     except UnicodeDecodeError as exc:
         raise ThesaurusError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except YamlLimitError as exc:
+        raise ThesaurusError(str(exc)) from None
     except yaml.YAMLError as exc:
         raise ThesaurusError(f"{path}: not valid YAML ({exc})") from None
     except ValidationError as exc:
         error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"])
+        where = ".".join(str(part)[:60] for part in error["loc"])
         raise ThesaurusError(f"{path}: {where}: {error['msg']}") from None
+    except ValueError as exc:  # a date like 2024-13-01, an integer of over 4300 digits
+        raise ThesaurusError(f"{path}: not a valid YAML value: {str(exc)[:200]}") from None
     return _build(data, path)
 
 
@@ -157,9 +163,12 @@ def _read_text(path: str) -> str:
         store = open_storage(folder)
         if not name or not store.exists(name):
             raise ThesaurusError(f"{path}: thesaurus file not found")
-        return store.read_bytes(name).decode("utf-8")
+        data = store.read_bytes(name)
+        bounded_yaml.check_size(len(data), path)
+        return data.decode("utf-8")
     if not Path(path).is_file():
         raise ThesaurusError(f"{path}: thesaurus file not found")
+    bounded_yaml.check_size(Path(path).stat().st_size, path)
     return Path(path).read_text(encoding="utf-8")
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from freemask.records import IGNORE_INDEX
+from freemask.records import ignore_value
 
 PAD_COLOUR = (124, 116, 104)  # the ImageNet mean: zero after normalisation
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -66,7 +66,7 @@ def _crop_or_pad(
         ]
     canvas = np.empty((size, size, 3), dtype=np.uint8)
     canvas[:] = PAD_COLOUR
-    labels = np.full((size, size), IGNORE_INDEX, dtype=semantic.dtype)
+    labels = np.full((size, size), ignore_value(semantic), dtype=semantic.dtype)
     top, left = (int(value) for value in rng.integers(0, size - side + 1, size=2))
     canvas[top : top + side, left : left + side] = image
     labels[top : top + side, left : left + side] = semantic

@@ -23,6 +23,8 @@ from freemask.config import SegmentConfig
 from freemask.devices import CPU, Placement, placement_of
 from freemask.errors import FreemaskError
 from freemask.model_cache import resolve_model_source
+from freemask.models import require_safetensors
+from freemask.records import label_dtype
 from freemask.relate.thesaurus import normalise
 
 TINY_MASK2FORMER_ID = "builtin:tiny-mask2former"
@@ -218,7 +220,8 @@ def load_segmenter(
     # A gs:// mirrored folder is fetched once into the model cache (freemask.model_cache).
     model_id = resolve_model_source(settings.model_id, field)
     source = str(Path(model_id).expanduser()) if Path(model_id).expanduser().exists() else model_id
-    options: dict[str, Any] = {"revision": settings.revision}
+    require_safetensors(Path(source), field)  # a local pickle-only folder: refused in one line
+    options: dict[str, Any] = {"revision": settings.revision, "use_safetensors": True}
     if trainable:
         options.update(
             num_labels=len(labels),
@@ -250,7 +253,8 @@ def preprocess(images: list[np.ndarray], size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def predict(segmenter: Segmenter, images: list[np.ndarray]) -> list[np.ndarray]:
-    """Semantic label maps (run labels, uint8, each image's own size) for RGB images."""
+    """Semantic label maps (run labels, each image's own size) for RGB images: uint8, or
+    uint16 when the run's labels go past 254 (``records.label_dtype``)."""
     model = segmenter.model.eval()
     pixels = preprocess(images, segmenter.image_size).to(
         segmenter.device, memory_format=segmenter.placement.memory_format()
@@ -261,10 +265,11 @@ def predict(segmenter: Segmenter, images: list[np.ndarray]) -> list[np.ndarray]:
     masks = outputs.masks_queries_logits.float().sigmoid()
     scores = torch.einsum("bqc,bqhw->bchw", classes, masks)
     mapping = torch.as_tensor(segmenter.to_run_label, device=scores.device)
+    dtype = label_dtype(int(np.max(segmenter.to_run_label)))
     results = []
     for index, image in enumerate(images):
         full = F.interpolate(
             scores[index : index + 1], size=image.shape[:2], mode="bilinear", align_corners=False
         )
-        results.append(mapping[full[0].argmax(dim=0)].cpu().numpy().astype(np.uint8))
+        results.append(mapping[full[0].argmax(dim=0)].cpu().numpy().astype(dtype))
     return results

@@ -26,7 +26,7 @@ from safetensors.torch import save as save_safetensors
 
 from freemask.config import SegmentConfig
 from freemask.errors import FreemaskError
-from freemask.records import IGNORE_INDEX, Sample
+from freemask.records import Sample, ignore_value
 from freemask.segment.augment import Augmentation, augment_example
 from freemask.segment.model import Segmenter, configure_segmenter, preprocess
 from freemask.storage import Storage, read_image, read_json_object, write_json
@@ -47,8 +47,9 @@ class TrainingResult:
 
 
 def targets(semantic: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask2Former targets from a label map: one binary mask per label present (255 left out)."""
-    labels = [int(value) for value in np.unique(semantic) if value != IGNORE_INDEX]
+    """Mask2Former targets from a label map: one binary mask per label present (ignore, 255 or
+    65535 in a 16-bit map, left out)."""
+    labels = [int(value) for value in np.unique(semantic) if value != ignore_value(semantic)]
     masks = (
         np.stack([semantic == label for label in labels])
         if labels

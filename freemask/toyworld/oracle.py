@@ -163,7 +163,7 @@ def oracle_scenes(work: Path, scenes: int, seed: int) -> tuple[np.ndarray, np.nd
         pair = load_pairs(storage, sorted(read_manifest(storage), key=lambda s: s.id))
         images.append(pair[0])
         labels.append(pair[1])
-    vae = AutoencoderKL.from_pretrained(str(toy_model_path() / "vae")).eval()
+    vae = AutoencoderKL.from_pretrained(str(toy_model_path() / "vae"), use_safetensors=True).eval()
     drawn = vae_roundtrip(vae, np.concatenate(images), seed)
     truth = np.concatenate(labels)
     work.mkdir(parents=True, exist_ok=True)

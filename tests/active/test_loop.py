@@ -95,7 +95,7 @@ def test_finished_rounds_are_not_run_again(tmp_path, monkeypatch) -> None:
 
 def test_stop_rule_ends_the_loop_early(tmp_path) -> None:
     write_shapes_set(tmp_path / "pool", 12)
-    config = loop_config(tmp_path, max_rounds=3, iou_threshold=0.99, min_kept_fraction=0.9)
+    config = loop_config(tmp_path, max_rounds=3, iou_threshold=0.3, min_kept_fraction=0.99)
     result = run_active(config, str(tmp_path / "pool"), str(tmp_path / "active"))
     assert len(result.summary["rounds"]) == 1
     assert "min_kept_fraction" in result.summary["stop_reason"]

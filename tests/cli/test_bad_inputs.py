@@ -5,6 +5,7 @@ a stage can leave out (a mask of the wrong size for refine) is rejected with its
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -20,7 +21,7 @@ from helpers import CLASSES, write_dataset
 from PIL import Image
 
 from freemask.cli import main
-from freemask.records import read_manifest
+from freemask.records import MAX_RECORD_CHARS, read_manifest
 from freemask.storage import LocalStorage
 
 BASE = {
@@ -453,8 +454,8 @@ CASES += [
         ("class_id",),
     ),
     Case(
-        "manifest-class-id-255",
-        dataset(manifest_lines(instance("class_id", 255))),
+        "manifest-class-id-65535",
+        dataset(manifest_lines(instance("class_id", 65535))),
         MV,
         2,
         ("class_id",),
@@ -854,6 +855,324 @@ CASES += [
         ["--set", "compose.images=true", *V],
         2,
         ("FREEMASK__COMPOSE__IMAGES", "valid integer"),
+    ),
+]
+
+
+# Loop settings, degenerate results and busy work directories.
+HELD_LOCKS: list[int] = []  # descriptors kept open: a lock another run holds
+
+
+def finished_loop(change: dict) -> Callable[[Path], None]:
+    """A finished one-round loop at active/ on the two-sample prefix, then run.yaml changed."""
+
+    def build(tmp: Path) -> None:
+        dataset()(tmp)
+        config_with(active={"max_rounds": 1, "iou_threshold": 0.0})(tmp)
+        argv = ["active", "-c", str(tmp / "run.yaml"), "--in", str(tmp / "data")]
+        argv += ["--out", str(tmp / "active")]
+        assert main(argv) == 0
+        config_with(active={"max_rounds": 1, "iou_threshold": 0.0, **change})(tmp)
+
+    return build
+
+
+def workdir_held(tmp: Path) -> None:
+    """run.yaml, and its work directory held by another run (its lock taken and kept)."""
+    config_with()(tmp)
+    (tmp / "work").mkdir()
+    handle = os.open(tmp / "work" / ".freemask-run.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    os.pwrite(handle, b"4242", 0)
+    HELD_LOCKS.append(handle)
+
+
+ACTIVE = ["active", "-c", "{tmp}/run.yaml", "--in", "{tmp}/data", "--out", "{tmp}/active"]
+CASES += [
+    Case(
+        f"loop-changed-{field}",
+        finished_loop({field: value}),
+        ACTIVE,
+        2,
+        (f"active.{field}", "--refresh"),
+    )
+    for field, value in (("keep_rule", "percentile"), ("iou_threshold", 0.4), ("max_rounds", 2))
+]
+CASES += [
+    Case(
+        "loop-keeps-nothing",
+        dataset(),
+        [*ACTIVE, "--set", "active.iou_threshold=1.0"],
+        2,
+        ("dataset would hold 0", "min_dataset_fraction"),
+        unchanged=False,
+    ),
+    Case("run-workdir-busy", workdir_held, ["run", "-c", "{tmp}/run.yaml"], 2, ("pid 4242",)),
+    Case(
+        "manifest-record-past-the-bound",
+        dataset(manifest_lines(record("prompt", "x" * (MAX_RECORD_CHARS + 1)))),
+        MV,
+        2,
+        ("more than the 67108864 one sample may take",),
+    ),
+    Case(
+        "manifest-megabyte-value-in-one-short-line",
+        dataset(manifest_lines(record("width", "9" * 2**20))),
+        MV,
+        2,
+        ("width", "characters)"),
+    ),
+    Case(
+        "export-empty-dataset",
+        dataset(manifest_lines(lambda records: [])),
+        EXPORT,
+        2,
+        ("holds no samples",),
+    ),
+]
+# Config bounds (YAML size, nesting, aliases expanded; class count; long values) and credentials.
+CASES += [
+    Case(
+        f"config-alias-bomb-{where}",
+        config_text(
+            ("classes: [cat]\n" if where == "unknown-key" else "")
+            + "bombs:\n"
+            + "".join(
+                f"  a{k}: &a{k} ["
+                + ", ".join(["x"] * 10 if k == 0 else [f"*a{k - 1}"] * 10)
+                + "]\n"
+                for k in range(7)
+            )
+            + ("classes: *a6\n" if where == "classes" else "")
+        ),
+        V,
+        2,
+        ("more than 1000000 YAML nodes once aliases are expanded",),
+    )
+    for where in ("unknown-key", "classes")
+]
+CASES += [
+    Case(
+        "config-alias-bomb-set",
+        config_with(),
+        [
+            "--set",
+            "classes={"
+            + ", ".join(
+                f"a{k}: &a{k} [" + ", ".join(["x"] * 10 if k == 0 else [f"*a{k - 1}"] * 10) + "]"
+                for k in range(7)
+            )
+            + "}",
+            *V,
+        ],
+        2,
+        ("environment FREEMASK__CLASSES", "more than 1000000 YAML nodes"),
+    ),
+    Case("config-recursive-alias", config_text("classes: &a [cat, *a]\n"), V, 2, ("inside",)),
+    Case(
+        "config-nested-deep",
+        config_text("classes: " + "[" * 100 + "]" * 100 + "\n"),
+        V,
+        2,
+        ("nested more than 64 levels deep",),
+    ),
+    Case(
+        "config-oversized",
+        config_text("classes: [cat]\n" + "#" * 16 * 2**20 + "\n"),
+        V,
+        2,
+        ("at most 16777216",),
+    ),
+    Case(
+        "config-too-many-classes",
+        config_with(classes=[f"c{index}" for index in range(65535)]),
+        V,
+        2,
+        ("65535 classes; at most 65534",),
+    ),
+    Case(
+        "config-huge-value",
+        config_with(seed="x" * 1_000_000),
+        V,
+        2,
+        ("seed: got 'xxxx", "(1000000 characters)"),
+    ),
+    Case(
+        "config-huge-integer",
+        config_text("classes: [cat]\nseed: " + "1" * 5000 + "\n"),
+        V,
+        2,
+        ("not a valid YAML value",),
+    ),
+    Case(
+        "config-bad-date",
+        config_text("classes: [cat]\ndraw: 2024-13-01\n"),
+        V,
+        2,
+        ("month must be in 1..12",),
+    ),
+    Case(
+        "set-credentials",
+        config_with(),
+        ["--set", "tracking.uri=http://u:p@mlflow.invalid", *V],
+        2,
+        ("http://***@mlflow.invalid", "do not belong on a command line"),
+    ),
+    Case(
+        "config-ui-url-credentials",
+        config_with(tracking={"ui_url": "https://u:p@mlflow.invalid"}),
+        V,
+        2,
+        ("ui_url", "without user:password"),
+    ),
+]
+
+
+# More than 254 classes: 16-bit masks (65535 = ignore), class ids up to 65534.
+MANY_CLASSES = [*CLASSES, *(f"thing{index:03d}" for index in range(4, 301))]
+
+
+def many_class_dataset(change: Callable[[Path], None]) -> Callable[[Path], None]:
+    """The two-sample prefix, then ``change``, in a run of 300 classes (16-bit masks)."""
+
+    def build(tmp: Path) -> None:
+        dataset(change)(tmp)
+        config_with(classes=MANY_CLASSES)(tmp)
+
+    return build
+
+
+def png16(value: int) -> Callable[[], bytes]:
+    """A 16-bit label PNG of the corpus samples' size, every pixel ``value``."""
+    from freemask.storage import encode_image
+
+    return lambda: encode_image(np.full((48, 64), value, np.uint16), "mask.png")
+
+
+CASES += [
+    Case(
+        "manifest-class-id-beyond-a-16-bit-run",
+        many_class_dataset(manifest_lines(instance("class_id", 301))),
+        MVC,
+        2,
+        ("class_id 301 exceeds the 300 configured classes",),
+    ),
+    Case(
+        "export-16-bit-mask-class-beyond-the-run",
+        many_class_dataset(replace_file("semantic_mask", png16(400))),
+        [*EXPORT, "--format", "voc"],
+        2,
+        ("class index 400", "only 300 classes"),
+    ),
+]
+
+
+# Records checked against their prefix (export, harmonize) and pickle-only checkpoints.
+def declares_16384(data: Path) -> None:
+    """The first sample declares 16384x16384 with 254 full-size masks; its image is 48x64."""
+    from pycocotools import mask as mask_util
+
+    side = 16384
+    full = mask_util.frPyObjects({"size": [side, side], "counts": [0, side * side]}, side, side)
+    mask = {"size": [side, side], "counts": full["counts"].decode("ascii")}
+    instance = {"class_name": "cat", "class_id": 1, "bbox": [0, 0, side, side], "rle": mask}
+
+    def edit(records: list[dict]) -> list:
+        records[0].update(width=side, height=side, instances=[instance] * 254)
+        return records
+
+    manifest_lines(edit)(data)
+
+
+def image_is_fifo(data: Path) -> None:
+    """The first sample's image is a named pipe (reading it would wait for a writer)."""
+    image = data / read_manifest(LocalStorage(data))[0].image
+    image.unlink()
+    os.mkfifo(image)
+
+
+def image_is_temporary(data: Path) -> None:
+    """The first sample names a temporary file of an unfinished write (a copy of its image)."""
+    sample = read_manifest(LocalStorage(data))[0]
+    temporary = "images/.freemask-tmp-1-copy.png"
+    (data / temporary).write_bytes((data / sample.image).read_bytes())
+    manifest_lines(record("image", temporary))(data)
+
+
+def pickle_only_checkpoint(tmp: Path) -> None:
+    """segment.model_id names a Mask2Former folder whose weights are only pytorch_model.bin."""
+    import torch
+
+    from freemask.segment import build_tiny_mask2former, run_labels
+
+    dataset()(tmp)
+    model = build_tiny_mask2former(run_labels(CLASSES))
+    model.config.save_pretrained(tmp / "ckpt")
+    torch.save(model.state_dict(), tmp / "ckpt" / "pytorch_model.bin")
+    config_with(segment={"model_id": str(tmp / "ckpt")})(tmp)
+
+
+CASES += [
+    Case(
+        "export-declared-16384-on-48x64-image",
+        dataset(declares_16384),
+        EXPORT,
+        2,
+        ("header's 48x64", "16384x16384"),
+    ),
+    Case(
+        "export-nul-in-path",
+        dataset(manifest_lines(record("image", "images/a\x00b.png"))),
+        EXPORT,
+        2,
+        ("image", "control character"),
+    ),
+    Case(
+        "export-300-char-id",
+        dataset(manifest_lines(record("id", "a" * 300, index=1))),
+        EXPORT,
+        2,
+        ("id is 300 bytes long",),
+    ),
+    Case(
+        "export-300-char-file-name",
+        dataset(manifest_lines(record("image", "images/" + "b" * 300 + ".png"))),
+        EXPORT,
+        2,
+        ("304-byte name", "255"),
+    ),
+    Case("export-fifo-image", dataset(image_is_fifo), EXPORT, 2, ("FIFO", "not a regular file")),
+    Case(
+        "export-temporary-file",
+        dataset(image_is_temporary),
+        EXPORT,
+        2,
+        (".freemask-tmp-", "temporary file"),
+    ),
+    Case(
+        "harmonize-rle-wrong-size",
+        dataset(manifest_lines(rle("size", [20, 20]))),
+        HARMONIZE,
+        0,
+        ("1 rejected",),
+        unchanged=False,
+        rejected="instances[0].rle.size 20x20 does not match the sample's 48x64",
+    ),
+    Case(
+        "harmonize-class-id-beyond-config",
+        dataset(manifest_lines(instance("class_id", 9))),
+        HARMONIZE,
+        0,
+        ("1 rejected",),
+        unchanged=False,
+        rejected="instances[0].class_id 9 exceeds the 3 configured classes",
+    ),
+    Case(
+        "train-pickle-only-checkpoint",
+        pickle_only_checkpoint,
+        TRAIN,
+        2,
+        ("ckpt", "pytorch_model.bin", "convert the checkpoint to safetensors"),
     ),
 ]
 
