@@ -18,7 +18,7 @@ def publish(
     dataset: dsl.Output[dsl.Dataset],
     report: dsl.Output[dsl.HTML],
 ):
-    """`freemask publish`: COCO and VOC under the run's export/, the report under report/
+    """`freemask publish`: COCO, VOC and Hugging Face datasets under the run's export/, the report under report/
     (logged to the parent MLflow run, which it ends FINISHED), and the report's page as an HTML
     artifact for the KFP UI (tables, pictures, a link to the MLflow run)."""
     return spec("publish", {**locals(), "report": report.path})

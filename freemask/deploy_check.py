@@ -308,7 +308,11 @@ def command(
     ] = None,
     file: Annotated[
         list[Path] | None,
-        typer.Option("--file", "-f", help="A rendered YAML stream to check ('-': stdin)."),
+        typer.Option(
+            "--file",
+            "-f",
+            help="A rendered YAML stream to check ('-': stdin) [default: render the overlays].",
+        ),
     ] = None,
     manifests: Annotated[
         Path, typer.Option(help="The folder holding overlays/ and settings/.")

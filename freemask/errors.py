@@ -28,6 +28,10 @@ class ExportError(FreemaskError):
     """A dataset cannot be exported in the requested format."""
 
 
+class DatasetImportError(FreemaskError):
+    """A labelled dataset brought in (``freemask import``) cannot be read or mapped."""
+
+
 class DegenerateResultError(FreemaskError):
     """A stage's result is empty or too small to ship (a round or export that keeps nothing)."""
 

@@ -11,14 +11,17 @@ import contextlib
 import datetime
 import io
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import PurePosixPath
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from freemask.errors import StorageError, WriteConflictError
 from freemask.object_paths import TEMP_PREFIX, safe_relative_path
 
 APPEND_ATTEMPTS = 8
+# Objects in flight at once when many files move (model folders): threads, as the work waits on
+# the network and the threads share one client.
+TRANSFER_WORKERS = 8
 # A temporary object older than this is left over from a killed writer.
 STALE_TEMP_SECONDS = 3600
 
@@ -144,6 +147,59 @@ class GCSStorage:
         raise StorageError(
             f"gs://{self._bucket_name}/{name}: update lost {APPEND_ATTEMPTS} races; retry later"
         )
+
+    def upload_files(
+        self, files: Mapping[str, Path], metadata: Mapping[str, Mapping[str, str]] | None = None
+    ) -> None:
+        """Upload local files (path under this prefix -> file) concurrently, each object in
+        one upload (whole or absent), with ``metadata`` on the objects it names. Runs on
+        google-cloud-storage's ``transfer_manager.upload_many`` (a pool of threads; each pair's
+        outcome is returned, an exception in place of a failed one). Raises StorageError
+        naming the first file that failed, after every upload has ended."""
+        from google.cloud.storage import transfer_manager
+
+        pairs = []
+        for path, local in files.items():
+            blob = self.bucket.blob(self._name(path))
+            if metadata and path in metadata:
+                blob.metadata = dict(metadata[path])
+            pairs.append((str(local), blob))
+        outcomes = transfer_manager.upload_many(
+            pairs, worker_type=transfer_manager.THREAD, max_workers=TRANSFER_WORKERS
+        )
+        for path, outcome in zip(files, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                first = (str(outcome).splitlines() or [type(outcome).__name__])[0][:200]
+                raise StorageError(
+                    f"gs://{self._bucket_name}/{self._name(path)}: upload failed ({first})"
+                )
+
+    def download_files(self, files: Mapping[str, Path]) -> None:
+        """Download objects (path under this prefix -> local file, its folder made)
+        concurrently through ``transfer_manager.download_many`` (a pool of threads). Raises
+        StorageError naming the first object missing or failed, after every download has
+        ended; the local file of a failed one is removed (download_many leaves it)."""
+        from google.api_core.exceptions import NotFound
+        from google.cloud.storage import transfer_manager
+
+        for local in files.values():
+            local.parent.mkdir(parents=True, exist_ok=True)
+        pairs = [(self.bucket.blob(self._name(path)), str(local)) for path, local in files.items()]
+        outcomes = transfer_manager.download_many(
+            pairs, worker_type=transfer_manager.THREAD, max_workers=TRANSFER_WORKERS
+        )
+        failed = []
+        for (path, local), outcome in zip(files.items(), outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                local.unlink(missing_ok=True)
+                failed.append((path, outcome))
+        if failed:
+            path, outcome = failed[0]
+            where = f"gs://{self._bucket_name}/{self._name(path)}"
+            if isinstance(outcome, NotFound):
+                raise StorageError(f"{where}: not found")
+            first = (str(outcome).splitlines() or [type(outcome).__name__])[0][:200]
+            raise StorageError(f"{where}: download failed ({first})")
 
     def exists(self, path: str) -> bool:
         return self.bucket.blob(self._name(path)).exists()

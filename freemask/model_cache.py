@@ -130,20 +130,12 @@ def file_name_problem(name: str) -> str | None:
 
 
 def download_file(store: Storage, name: str, target: Path) -> None:
-    """Copy one object to a local file, streaming (model files can be gigabytes)."""
+    """Copy one file of a local mirror to ``target`` (a bucket sends many at once:
+    ``GCSStorage.download_files``)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    if hasattr(store, "local_path"):
-        try:
-            shutil.copyfile(store.local_path(name), target)
-        except FileNotFoundError:
-            raise StorageError(f"{store.uri}/{name}: not found") from None
-        return
-    from google.api_core.exceptions import NotFound
-
     try:
-        store.blob(name).download_to_filename(str(target))
-    except NotFound:
-        target.unlink(missing_ok=True)
+        shutil.copyfile(store.local_path(name), target)
+    except FileNotFoundError:
         raise StorageError(f"{store.uri}/{name}: not found") from None
 
 
@@ -249,9 +241,13 @@ def fetch_model(uri: str, cache_dir: Path | None = None) -> Path:
             shutil.rmtree(leftover, ignore_errors=True)
         temp = Path(tempfile.mkdtemp(prefix=f".download-{final.name}-", dir=root))
         try:
+            if hasattr(store, "download_files"):  # a bucket: the files in flight together
+                store.download_files({name: temp / name for name in manifest["files"]})
+            else:
+                for name in manifest["files"]:
+                    download_file(store, name, temp / name)
             fingerprints = {}
             for name, entry in manifest["files"].items():
-                download_file(store, name, temp / name)
                 fingerprints[name] = _fingerprint(temp / name)  # before the hash: stricter
                 verify_file(temp / name, entry, f"{store.uri}/{name}")
             (temp / MANIFEST).write_bytes(data)

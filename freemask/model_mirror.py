@@ -219,15 +219,11 @@ def remote_has(store: Storage, name: str, entry: dict[str, Any]) -> bool:
     )
 
 
-def upload_file(store: Storage, name: str, path: Path, entry: dict[str, Any]) -> None:
-    """Copy one file into the mirror, streaming; a bucket object records its sha256."""
-    if hasattr(store, "local_path"):
-        with open(path, "rb") as source, store.writer(name) as target:
-            shutil.copyfileobj(source, target)
-        return
-    blob = store.blob(name)
-    blob.metadata = {"sha256": entry["sha256"]}
-    blob.upload_from_filename(str(path))
+def upload_file(store: Storage, name: str, path: Path) -> None:
+    """Copy one file into a local mirror, streaming (a bucket takes many at once:
+    ``GCSStorage.upload_files``, each object with its sha256)."""
+    with open(path, "rb") as source, store.writer(name) as target:
+        shutil.copyfileobj(source, target)
 
 
 def mirror_source(source: Source, target: Storage) -> tuple[str, int, int]:
@@ -246,15 +242,19 @@ def mirror_source(source: Source, target: Storage) -> tuple[str, int, int]:
         store.delete(MANIFEST)  # rewritten below, once every file matches it
     except StorageError:
         pass
-    uploaded = skipped = 0
-    for name, entry in manifest["files"].items():
-        if remote_has(store, name, entry):
-            skipped += 1
-            continue
-        upload_file(store, name, source.files[name], entry)
-        uploaded += 1
+    missing = {
+        name: entry
+        for name, entry in manifest["files"].items()
+        if not remote_has(store, name, entry)
+    }
+    if hasattr(store, "upload_files"):  # a bucket: the files in flight together
+        sha256 = {name: {"sha256": entry["sha256"]} for name, entry in missing.items()}
+        store.upload_files({name: source.files[name] for name in missing}, metadata=sha256)
+    else:
+        for name in missing:
+            upload_file(store, name, source.files[name])
     store.write_bytes(MANIFEST, encoded)
-    return store.uri, uploaded, skipped
+    return store.uri, len(missing), len(manifest["files"]) - len(missing)
 
 
 def mirror_models(

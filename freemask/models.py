@@ -11,12 +11,12 @@ loader.
 from __future__ import annotations
 
 import json
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from freemask.builtin_models import BUILTIN_PREFIX, builtin_model_folder
 from freemask.config import GenerateConfig
 from freemask.devices import resolve_device
 from freemask.errors import FreemaskError
@@ -25,11 +25,6 @@ from freemask.model_cache import resolve_model_source
 SD_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 # A model id that builds the tiny random pipeline offline: for smoke runs with no weights at all.
 TINY_SD_ID = "builtin:tiny-sd"
-BUILTIN_PREFIX = "builtin:"
-# Packages that ship a trained model folder register it under this entry-point group
-# (name: the id after "builtin:", value: a function returning the folder), so this module
-# resolves e.g. ``builtin:toy-sd`` without importing the package that ships it.
-MODEL_FOLDER_ENTRY_POINTS = "freemask.model_folders"
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 # The pickled weight files that from_pretrained would read where no safetensors are beside them.
 PICKLE_WEIGHTS = "*pytorch_model*.bin"
@@ -185,18 +180,6 @@ def load_sd_pipeline(config: GenerateConfig) -> Any:
     if model_id != config.model_id:  # records name the mirror, not this machine's cache
         pipe.register_to_config(_name_or_path=config.model_id)
     return prepare_pipeline(pipe, config.scheduler, device)
-
-
-def builtin_model_folder(model_id: str, field: str = "generate.model_id") -> Path:
-    """The folder registered for ``model_id`` (``builtin:<name>``) under the
-    ``freemask.model_folders`` entry points; a clear error names ``field`` and the registered
-    ones."""
-    name = model_id.removeprefix(BUILTIN_PREFIX)
-    registered = {entry.name: entry for entry in entry_points(group=MODEL_FOLDER_ENTRY_POINTS)}
-    if name not in registered:
-        known = ", ".join(sorted(BUILTIN_PREFIX + known for known in [*registered, "tiny-sd"]))
-        raise FreemaskError(f"{field} {model_id!r}: no such builtin model ({known})")
-    return Path(registered[name].load()())
 
 
 def prepare_pipeline(pipe: Any, scheduler: str, device: torch.device | str = "cpu") -> Any:

@@ -56,12 +56,12 @@ def summarize_refresh(workdir: Storage, version: str) -> dict[str, Any]:
 
 
 def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """The summary as MLflow metrics of the refresh's parent run, charted across refreshes."""
-    metrics = {f"refresh.{key}": float(summary[key]) for key in ("drawn", "kept", "dropped")}
+    """The summary's headline numbers as MLflow metrics of the refresh's parent run, compared
+    across refreshes: samples drawn and kept, and the best validation mIoU. The rest (what
+    was dropped, each stage's seconds) is the ``refresh.json`` artifact."""
+    metrics = {f"refresh.{key}": float(summary[key]) for key in ("drawn", "kept")}
     if summary["best_val_miou"] is not None:
         metrics["refresh.best_val_miou"] = float(summary["best_val_miou"])
-    for stage, seconds in summary["seconds"].items():
-        metrics[f"refresh.seconds.{stage}"] = float(seconds)
     return metrics
 
 
@@ -83,10 +83,12 @@ def _changed(workdir: Storage, previous: str, version: str) -> list[str]:
 
 
 def log_summary(client: Any, run_id: str, summary: dict[str, Any]) -> None:
-    """Log the summary's metrics and what changed to the refresh's parent run (``client``: an
-    ``mlflow.MlflowClient``); a finished run takes them too."""
+    """Log the summary's metrics, the summary itself (``refresh.json``) and what changed to the
+    refresh's parent run (``client``: an ``mlflow.MlflowClient``); a finished run takes them
+    too."""
     for key, value in summary_metrics(summary).items():
         client.log_metric(run_id, key, value)
+    client.log_dict(run_id, summary, SUMMARY)
     client.set_tag(run_id, "freemask.refresh_changed", "; ".join(summary["changed"]) or "-")
 
 

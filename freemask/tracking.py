@@ -1,17 +1,20 @@
 """Experiment tracking in MLflow: a parent run per pipeline run, a nested run per round.
 
 Stages receive a ``Tracker`` (``MlflowTracker``, or ``NullTracker`` where nothing is logged);
-they never reach for global MLflow state. Models are logged as safetensors weights plus a JSON
-config, and registered in the Model Registry, so loading one back never unpickles anything.
+they never reach for global MLflow state (what a run is and where it came from, its description
+and source tags: ``freemask.run_description``). Models are logged as safetensors weights plus a JSON config, or
+(the segmenter) as an MLflow pyfunc model saved as code (``freemask.segment.mlflow_model``),
+and registered in the Model Registry; loading either back never unpickles anything.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,6 +26,7 @@ from freemask.redact import redact, split_userinfo
 PARENT_RUN_TAG = "mlflow.parentRunId"
 MODEL_WEIGHTS = "model.safetensors"
 MODEL_CONFIG = "config.json"
+ARTIFACTS = "mlartifacts"  # beside a sqlite store: the artifacts of every run in it
 
 
 def resolve_tracking_uri(
@@ -30,9 +34,12 @@ def resolve_tracking_uri(
     workdir: str,
     environ: Mapping[str, str] | None = None,
     credentials: tuple[str, str] | None = None,
+    *,
+    create: bool = True,
 ) -> str:
     """The tracking URI: the config's, else ``MLFLOW_TRACKING_URI``, else a sqlite file in a
-    local workdir. ``credentials`` (``tracking.credentials``) or a user and password in the URI
+    local workdir (its folder made unless ``create`` is False: a command that only reads makes
+    nothing). ``credentials`` (``tracking.credentials``) or a user and password in the URI
     go to MLflow (``use_credentials``); the URI returned never holds them."""
     environ = os.environ if environ is None else environ
     if configured:
@@ -44,8 +51,105 @@ def resolve_tracking_uri(
             f"workdir {workdir} is remote: set tracking.uri (or MLFLOW_TRACKING_URI) to an MLflow server"
         )
     path = Path(workdir.removeprefix("file://")).expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path / 'mlflow.db'}"
+
+
+PROBE_SECONDS = 5.0  # the longest a reachability probe of a tracking server may take
+
+
+def probe_tracking(uri: str, timeout: float = PROBE_SECONDS) -> str | None:
+    """Why the MLflow server at an http(s) ``uri`` cannot be used, or None when it answers
+    ``GET /health`` (the MLflow server's health route) below HTTP 500. The request carries the
+    credentials and TLS settings MLflow's client would send (``_probe_request``), so a refusal
+    (401, 403) is told as one; it is one request, no retries, ``timeout`` seconds in all, name
+    lookup included. Other URIs (a sqlite file) are not probed. Without it, MLflow's own client
+    would retry an unreachable server ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` times (7) with a
+    backoff factor of ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR`` (2), each try waiting up to
+    ``MLFLOW_HTTP_REQUEST_TIMEOUT`` (120 s): minutes of silence
+    (mlflow/environment_variables.py)."""
+    import socket
+    import threading
+    import urllib.error
+    import urllib.request
+
+    if not uri.startswith(("http://", "https://")):
+        return None
+    request, context, checks_auth = _probe_request(uri)
+    outcome: list[int | BaseException] = []
+
+    def get() -> None:
+        try:
+            with urllib.request.urlopen(request, timeout=timeout, context=context) as answer:
+                outcome.append(answer.status)
+        except urllib.error.HTTPError as exc:
+            outcome.append(exc.code)
+        except Exception as exc:  # any failure to connect is the answer, told below
+            outcome.append(exc)
+
+    # A thread bounds the whole request: urlopen's timeout covers each socket operation,
+    # not the name lookup, which can hang far longer on a machine without DNS.
+    thread = threading.Thread(target=get, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        return f"no answer within {timeout:.0f} s"
+    result = outcome[0]
+    if isinstance(result, int):
+        if result in (401, 403) and checks_auth:
+            return (
+                f"it refused the credentials (HTTP {result}); set MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN"
+            )
+        return None if result < 500 else f"it answered HTTP {result}"
+    reason = getattr(result, "reason", result)
+    if isinstance(reason, socket.gaierror):
+        return "its host name does not resolve"
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(reason, (TimeoutError, socket.timeout)):
+        return f"no answer within {timeout:.0f} s"
+    return (str(reason).splitlines() or [type(reason).__name__])[0][:200]
+
+
+def _probe_request(uri: str) -> tuple[Any, Any, bool]:
+    """The probe's request to ``<uri>/health`` with the credentials MLflow's client sends (user
+    and password as basic authentication, else a bearer token: mlflow.utils.credentials,
+    ``get_default_host_creds``), the TLS context its settings ask for, and whether a refusal
+    can be blamed on those credentials (not when an auth plugin or AWS signing is set)."""
+    import base64
+    import ssl
+    import urllib.request
+
+    try:
+        from mlflow.utils.credentials import get_default_host_creds
+
+        creds = get_default_host_creds(uri)
+        user, password, token = creds.username, creds.password, creds.token
+        insecure, server_cert = creds.ignore_tls_verification, creds.server_cert_path
+    except ImportError:  # the client image: no MLflow, its variables read as it reads them
+        user, password = (
+            os.environ.get("MLFLOW_TRACKING_USERNAME"),
+            os.environ.get("MLFLOW_TRACKING_PASSWORD"),
+        )
+        token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+        insecure = os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true"
+        server_cert = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH")
+    headers = {}
+    if user and password:
+        pair = base64.b64encode(f"{user}:{password}".encode()).decode()
+        headers["Authorization"] = f"Basic {pair}"
+    elif token:
+        headers["Authorization"] = f"Bearer {token}"
+    context = None
+    if uri.startswith("https://"):
+        context = ssl.create_default_context(cafile=server_cert or None)
+        if insecure:
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    plugin = os.environ.get("MLFLOW_TRACKING_AUTH") or os.environ.get("MLFLOW_TRACKING_AWS_SIGV4")
+    request = urllib.request.Request(f"{uri.rstrip('/')}/health", headers=headers)
+    return request, context, not plugin
 
 
 def use_credentials(uri: str, credentials: tuple[str, str] | None = None) -> str:
@@ -80,6 +184,14 @@ class Run(Protocol):
     def log_model(
         self, module: Any, name: str, registered_name: str | None = None
     ) -> str | None: ...
+
+    def log_mlflow_model(
+        self, save: Callable[[Path], None], name: str, registered_name: str | None = None
+    ) -> str | None: ...
+
+    def log_image(self, png: bytes, key: str, step: int = 0) -> None: ...
+
+    def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None: ...
 
     def alias_model(self, registered_name: str, alias: str, version: str) -> None: ...
 
@@ -174,6 +286,35 @@ class MlflowRun:
                 json.dumps(config, indent=2, sort_keys=True, default=str)
             )
             self.client.log_artifacts(self.run_id, folder, f"models/{name}")
+        return self._register(name, registered_name)
+
+    def log_mlflow_model(
+        self, save: Callable[[Path], None], name: str, registered_name: str | None = None
+    ) -> str | None:
+        """Log the MLflow model folder that ``save(path)`` writes (e.g.
+        ``mlflow.pyfunc.save_model``) under ``models/<name>``; register it as ``log_model``
+        does. A resumed step that registered it already logs and registers nothing again."""
+        if registered_name is not None and (known := self._registered(registered_name)):
+            return known
+        with tempfile.TemporaryDirectory() as temp:
+            folder = Path(temp) / name
+            save(folder)
+            self.client.log_artifacts(self.run_id, str(folder), f"models/{name}")
+        return self._register(name, registered_name)
+
+    def _registered(self, registered_name: str) -> str | None:
+        """The version of ``registered_name`` this run registered, if any."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            known = self.client.search_model_versions(f"name = '{registered_name}'")
+        except MlflowException:
+            return None
+        return next((str(v.version) for v in known if v.run_id == self.run_id), None)
+
+    def _register(self, name: str, registered_name: str | None) -> str | None:
+        """Register ``models/<name>`` of this run under ``registered_name``; return the
+        version (the one this run registered before, if any), or None without a name."""
         if registered_name is None:
             return None
         from mlflow.exceptions import MlflowException
@@ -183,12 +324,30 @@ class MlflowRun:
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
+        if known := self._registered(registered_name):
+            return known
         source = f"{self.client.get_run(self.run_id).info.artifact_uri}/models/{name}"
-        for known in self.client.search_model_versions(f"name = '{registered_name}'"):
-            if known.run_id == self.run_id:
-                return str(known.version)
         version = self.client.create_model_version(registered_name, source, run_id=self.run_id)
         return str(version.version)
+
+    def log_image(self, png: bytes, key: str, step: int = 0) -> None:
+        """Log a PNG as the image ``key`` at ``step``: MLflow's image charts (the run page
+        shows each key with a slider over its steps). ``MlflowClient.log_image`` with a key
+        names each file with a fresh uuid (``images/<key>+step+<step>+...``), so a step
+        already logged is skipped here: a resumed run logs no image twice."""
+        from PIL import Image
+
+        prefix = f"images/{key.replace('/', '~')}+step+{step}+"
+        logged = self.client.list_artifacts(self.run_id, "images")
+        if any(item.path.startswith(prefix) for item in logged):
+            return
+        image = Image.open(io.BytesIO(png))
+        image.load()
+        self.client.log_image(self.run_id, image, key=key, step=step, synchronous=True)
+
+    def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
+        """Log ``data`` as a JSON (or YAML, by the file's suffix) artifact, rewritten whole."""
+        self.client.log_dict(self.run_id, dict(data), artifact_file)
 
     def alias_model(self, registered_name: str, alias: str, version: str) -> None:
         """Point ``alias`` (e.g. 'best') at a registered model version."""
@@ -240,8 +399,14 @@ class MlflowTracker:
     """Creates and resumes runs in one MLflow experiment."""
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_location: str | None = None):
+        """``artifact_location`` applies when the experiment is created; with a sqlite store
+        it defaults to ``mlartifacts`` beside the store's file (not the working directory),
+        so every process that opens the store, whatever its directory, finds the artifacts."""
         from mlflow import MlflowClient
 
+        if artifact_location is None and tracking_uri.startswith("sqlite:///"):
+            store = Path(tracking_uri.removeprefix("sqlite:///"))
+            artifact_location = str(store.parent / ARTIFACTS)
         # The first use of a sqlite store creates its schema (alembic migrations), which two
         # processes must not do at once; the experiment too is created once, under the lock.
         with store_lock(tracking_uri):
@@ -314,6 +479,17 @@ class NullRun:
 
     def log_model(self, module: Any, name: str, registered_name: str | None = None) -> str | None:
         return None
+
+    def log_mlflow_model(
+        self, save: Callable[[Path], None], name: str, registered_name: str | None = None
+    ) -> str | None:
+        return None
+
+    def log_image(self, png: bytes, key: str, step: int = 0) -> None:
+        pass
+
+    def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
+        pass
 
     def alias_model(self, registered_name: str, alias: str, version: str) -> None:
         pass

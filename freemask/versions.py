@@ -39,6 +39,22 @@ def top_workdir(config: RunConfig) -> str | None:
     return workdir.removesuffix(suffix) if version and workdir.endswith(suffix) else None
 
 
+def project_workdir(config: RunConfig) -> str:
+    """The work directory of ``config``'s project: the top one in a version, else its own."""
+    return top_workdir(config) or config.workdir
+
+
+def project_tracking_uri(config: RunConfig) -> str:
+    """The tracking URI of ``config``'s runs (``resolve_tracking_uri``): by default the sqlite
+    store of the project's top work directory, so that every local version of one project (a
+    refresh, a pipeline task on a local work directory) logs into one store and one
+    experiment, where ``freemask compare --experiment`` sees them side by side."""
+    tracking = config.tracking
+    return resolve_tracking_uri(
+        tracking.uri, project_workdir(config), credentials=tracking.credentials
+    )
+
+
 def version_storage(workdir: Storage, version: str) -> Storage:
     """The folder of dataset version ``version``."""
     return workdir.child(f"{VERSIONS}/{version}")
@@ -64,9 +80,7 @@ def local_refresh(config: RunConfig) -> tuple[RunConfig, str]:
     local = [name for name in list_versions(workdir) if LOCAL_VERSION.match(name)]
     unfinished = local and not version_storage(workdir, local[-1]).exists(REFRESHED)
     version = local[-1] if unfinished else next_local_version(workdir)
-    tracking = config.tracking.model_copy(
-        update={"uri": resolve_tracking_uri(config.tracking.uri, config.workdir)}
-    )
+    tracking = config.tracking.model_copy(update={"uri": project_tracking_uri(config)})
     update = {
         "workdir": version_storage(workdir, version).uri,
         "draw": config.draw or version,

@@ -3,7 +3,7 @@
 ``build_pipeline(tasks, settings)`` wires the tasks, the container components in
 ``components/`` (their command lines from ``freemask.commands.task_argv``); the tests run the
 compiled pipeline in the built images (tests/kubeflow/test_container_run.py). The data flows generate -> refine -> compose (with
-relate's backgrounds) -> harmonize -> the active-learning rounds -> publish (the COCO and VOC
+relate's backgrounds) -> harmonize -> the active-learning rounds -> publish (the COCO, VOC and Hugging Face
 exports and the run report, as ``freemask run`` ends).
 KFP v2 cannot call a pipeline from itself at run time, so rounds are unrolled at compile time:
 the sub-pipeline of round k runs the round and, under ``dsl.If`` on its close step's decision,

@@ -43,10 +43,19 @@ def test_wrong_type_names_file_line_field_value_and_expectation(tmp_path: Path) 
 
 
 def test_unknown_key_lists_the_allowed_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, "classes: [cat]\nactive:\n  maximum: 3\n")
+    (line,) = problems(path)
+    assert line.startswith(f"{path}:3: active.maximum: unknown key; expected one of: ")
+    assert "max_rounds" in line and "iou_threshold" in line
+
+
+def test_a_misspelt_key_names_the_key_it_resembles(tmp_path: Path) -> None:
     path = write(tmp_path, "classes: [cat]\nactive:\n  max_round: 3\n")
     (line,) = problems(path)
-    assert line.startswith(f"{path}:3: active.max_round: unknown key; expected one of: ")
-    assert "max_rounds" in line and "iou_threshold" in line
+    assert line.startswith(
+        f"{path}:3: active.max_round: unknown key; did you mean 'max_rounds'? (expected one of: "
+    )
+    assert "iou_threshold" in line
 
 
 def test_out_of_range_number(tmp_path: Path) -> None:

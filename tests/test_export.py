@@ -1,4 +1,5 @@
-"""COCO and VOC exports: readable by the standard tools, masks and classes exact."""
+"""COCO and VOC exports: readable by the standard tools, masks and classes exact (the loaders
+of each format's consumers: tests/test_export_formats.py)."""
 
 from pathlib import Path
 
@@ -24,16 +25,18 @@ def dataset(tmp_path: Path):
 def test_coco_loads_with_pycocotools_and_masks_decode_exactly(dataset, tmp_path: Path) -> None:
     source, written = dataset
     counts = export_dataset(source, LocalStorage(tmp_path / "coco"), CLASSES, "coco")
-    assert counts == {"format": "coco", "images": 5, "annotations": 10}
+    assert counts["images"] == 5 and counts["objects"] == 10 and counts["rle_objects"] == 0
+    assert counts["polygon_min_iou"] == 1.0
 
     coco = COCO(str(tmp_path / "coco" / "annotations" / "instances.json"))
     assert [category["name"] for category in coco.loadCats(coco.getCatIds())] == CLASSES
     for image_id, (sample, masks) in enumerate(written, start=1):
         info = coco.loadImgs(image_id)[0]
         assert (tmp_path / "coco" / "images" / info["file_name"]).is_file()
-        annotations = coco.loadAnns(coco.getAnnIds(imgIds=image_id))
+        annotations = coco.loadAnns(coco.getAnnIds(imgIds=image_id, iscrowd=False))
         assert len(annotations) == len(masks)
         for annotation, mask, instance in zip(annotations, masks, sample.instances, strict=True):
+            assert isinstance(annotation["segmentation"], list)  # polygons, as COCO's objects
             np.testing.assert_array_equal(coco.annToMask(annotation).astype(bool), mask)
             assert coco.loadCats(annotation["category_id"])[0]["name"] == instance.class_name
             assert annotation["area"] == mask.sum()
@@ -44,8 +47,11 @@ def test_coco_loads_with_pycocotools_and_masks_decode_exactly(dataset, tmp_path:
 
 def test_voc_pngs_carry_the_palette_and_class_indices(dataset, tmp_path: Path) -> None:
     source, written = dataset
-    target = tmp_path / "voc"
-    counts = export_dataset(source, LocalStorage(target), CLASSES, "voc", val_fraction=0.4)
+    counts = export_dataset(
+        source, LocalStorage(tmp_path / "voc"), CLASSES, "voc", val_fraction=0.4
+    )
+    target = tmp_path / "voc" / "VOCdevkit" / "VOC2012"
+    assert sorted(path.name for path in (tmp_path / "voc").iterdir()) == ["VOCdevkit"]
     assert counts["images"] == 5 and counts["train"] + counts["val"] == 5
     for sample, masks in written:
         with Image.open(target / "SegmentationClass" / f"{sample.id}.png") as png:
@@ -104,7 +110,8 @@ def test_a_disputed_object_is_a_crowd_region_in_coco_and_ignore_in_voc(dataset, 
     assert [a["iscrowd"] for a in crowd] == [0, 1]
     assert len(coco.getAnnIds(imgIds=1, iscrowd=False)) == 1
     export_dataset(source, LocalStorage(tmp_path / "voc"), CLASSES, "voc")
-    with Image.open(tmp_path / "voc" / "SegmentationClass" / f"{sample.id}.png") as png:
+    voc = tmp_path / "voc" / "VOCdevkit" / "VOC2012"
+    with Image.open(voc / "SegmentationClass" / f"{sample.id}.png") as png:
         semantic = np.asarray(png)
     assert (semantic[masks[1]] == IGNORE_INDEX).all()
     assert (

@@ -31,7 +31,7 @@ def source(tmp_path: Path) -> LocalStorage:
     return storage
 
 
-@pytest.mark.parametrize("fmt", ["coco", "voc"])
+@pytest.mark.parametrize("fmt", ["coco", "voc", "hf"])
 def test_a_refused_export_leaves_the_earlier_one_as_it_was(source, tmp_path, fmt) -> None:
     out = tmp_path / "out"
     export_dataset(source, LocalStorage(out), CLASSES, fmt)
@@ -120,8 +120,9 @@ def test_a_bucket_export_is_uploaded_once_whole_and_refusals_upload_nothing(
 
     write_manifest(source, samples[:2])  # fewer samples: the others' objects go
     export_dataset(source, target, CLASSES, "voc")
-    assert sorted(name for name in target.list() if name.startswith("JPEGImages/")) == sorted(
-        f"JPEGImages/{sample.id}.jpg" for sample in samples[:2]
+    images = "VOCdevkit/VOC2012/JPEGImages/"
+    assert sorted(name for name in target.list() if name.startswith(images)) == sorted(
+        f"{images}{sample.id}.jpg" for sample in samples[:2]
     )
 
 

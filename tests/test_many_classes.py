@@ -24,7 +24,7 @@ from freemask.active.report import overlay
 from freemask.compose import Cutout, Scene, cut_out
 from freemask.config import GenerateConfig, RunConfig, SegmentConfig
 from freemask.errors import ConfigError, ExportError, StorageError
-from freemask.export import export_dataset
+from freemask.export import VOC_ROOT, export_dataset
 from freemask.generate.init_images import InitImages
 from freemask.generate.masks import ObjectMask
 from freemask.generate.prompts import Prompt
@@ -269,17 +269,21 @@ def test_exports_of_a_16_bit_dataset_keep_ids_past_255(tmp_path: Path) -> None:
     export_dataset(source, LocalStorage(tmp_path / "coco"), CLASSES, "coco")
     coco = COCO(str(tmp_path / "coco" / "annotations" / "instances.json"))
     assert len(coco.getCatIds()) == LVIS_SIZE
-    used = sorted(a["category_id"] for a in coco.loadAnns(coco.getAnnIds()))
+    used = sorted(a["category_id"] for a in coco.loadAnns(coco.getAnnIds(iscrowd=False)))
     assert used == [1, 256, 300, 1203]
     assert coco.loadCats(1203)[0]["name"] == "thing1203"
 
     export_dataset(source, LocalStorage(tmp_path / "voc"), CLASSES, "voc")
     for sample in samples:
-        with Image.open(tmp_path / "voc" / "SegmentationClass" / f"{sample.id}.png") as png:
+        with Image.open(
+            tmp_path / "voc" / VOC_ROOT / "SegmentationClass" / f"{sample.id}.png"
+        ) as png:
             assert png.mode == "I;16"
             semantic = np.asarray(png)
         assert np.array_equal(semantic, read_image(source, sample.semantic_mask))
-        with Image.open(tmp_path / "voc" / "SegmentationObject" / f"{sample.id}.png") as png:
+        with Image.open(
+            tmp_path / "voc" / VOC_ROOT / "SegmentationObject" / f"{sample.id}.png"
+        ) as png:
             assert png.mode == "P"
             objects = np.asarray(png)
         assert set(np.unique(objects)) == {0, 1, 2, IGNORE_INDEX}
@@ -306,7 +310,7 @@ def test_an_8_bit_mask_exports_to_16_bit_voc_with_its_ignore_mapped(tmp_path: Pa
     write_manifest(source, [sample])
     source.write_bytes("_SUCCESS", b"{}\n")
     export_dataset(source, LocalStorage(tmp_path / "voc"), CLASSES, "voc")
-    with Image.open(tmp_path / "voc" / "SegmentationClass" / f"{sample.id}.png") as png:
+    with Image.open(tmp_path / "voc" / VOC_ROOT / "SegmentationClass" / f"{sample.id}.png") as png:
         semantic = np.asarray(png)
     assert semantic.dtype == np.uint16 and set(np.unique(semantic)) == {0, 1, 200, IGNORE}
 
@@ -347,7 +351,9 @@ def test_a_run_of_1203_classes_generates_composes_and_exports(tmp_path: Path) ->
     export_dataset(composed, LocalStorage(tmp_path / "voc"), CLASSES, "voc")
     values: set[int] = set()
     for scene in scenes:
-        with Image.open(tmp_path / "voc" / "SegmentationClass" / f"{scene.id}.png") as png:
+        with Image.open(
+            tmp_path / "voc" / VOC_ROOT / "SegmentationClass" / f"{scene.id}.png"
+        ) as png:
             semantic = np.asarray(png)
         assert semantic.dtype == np.uint16
         assert np.array_equal(semantic, read_image(composed, scene.semantic_mask))

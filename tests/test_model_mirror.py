@@ -19,6 +19,7 @@ import freemask.model_mirror as model_mirror
 from freemask.cli.main import main
 from freemask.config import GenerateConfig, RunConfig, load_config
 from freemask.errors import FreemaskError
+from freemask.gcs_storage import GCSStorage
 from freemask.model_cache import MANIFEST, ModelIntegrityError, resolve_model_source
 from freemask.model_mirror import MODEL_FIELDS, hub_snapshot, mirror_models, mirror_overlay
 from freemask.models import load_sd_pipeline
@@ -75,14 +76,15 @@ def mirror_cli(config: Path, to: str, out: Path) -> int:
 
 
 def count_downloads(monkeypatch) -> list[str]:
+    """The names of the files the model cache downloads from the bucket from now on."""
     downloaded: list[str] = []
-    real = model_cache.download_file
+    real = GCSStorage.download_files
 
-    def counting(store, name, target):
-        downloaded.append(name)
-        real(store, name, target)
+    def counting(store, files):
+        downloaded.extend(files)
+        real(store, files)
 
-    monkeypatch.setattr(model_cache, "download_file", counting)
+    monkeypatch.setattr(GCSStorage, "download_files", counting)
     return downloaded
 
 
@@ -179,19 +181,17 @@ def test_an_interrupted_mirror_is_invisible_and_resumes(
     tmp_path, bucket, segmenter_folder, monkeypatch
 ) -> None:
     config = load_config(write_config(tmp_path, segmenter_folder))
-    real = model_mirror.upload_file
-    calls: list[str] = []
+    real = GCSStorage.upload_files
 
-    def dies_after_one(store, name, path, entry):
-        if calls:
-            raise KeyboardInterrupt
-        calls.append(name)
-        real(store, name, path, entry)
+    def dies_after_one(store, files, metadata=None):
+        first = next(iter(files))
+        real(store, {first: files[first]}, metadata)
+        raise KeyboardInterrupt
 
-    monkeypatch.setattr(model_mirror, "upload_file", dies_after_one)
+    monkeypatch.setattr(GCSStorage, "upload_files", dies_after_one)
     with pytest.raises(KeyboardInterrupt):
         mirror_models(config, f"gs://{bucket}/m", only=["segment.model_id"])
-    monkeypatch.setattr(model_mirror, "upload_file", real)
+    monkeypatch.setattr(GCSStorage, "upload_files", real)
     listed = model_mirror.open_storage(f"gs://{bucket}/m").list()
     assert len(listed) == 1 and not any(name.endswith(MANIFEST) for name in listed)
     folder = f"gs://{bucket}/m/{listed[0].partition('/')[0]}"

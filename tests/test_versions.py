@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from freemask.config import RunConfig
 from freemask.errors import FreemaskError
 from freemask.gcs_storage import GCSStorage
 from freemask.publish import PUBLISHED
@@ -14,7 +15,9 @@ from freemask.versions import (
     DELETING,
     advance_latest,
     list_versions,
+    local_refresh,
     next_local_version,
+    project_tracking_uri,
     read_latest,
     settle_versions,
     version_storage,
@@ -60,3 +63,17 @@ def test_retention_keeps_the_newest_and_finishes_a_deletion_left_half_done(workd
     assert list_versions(workdir) == ["v3", "v4", "v5"]
     record = json.loads(workdir.read_bytes("LATEST"))
     assert record == {"published_at": "2026-12-04T00:00:00", "version": "v4"}
+
+
+def test_every_version_of_a_project_logs_into_its_top_store(tmp_path: Path) -> None:
+    top = tmp_path / "work"
+    settings = {"name": "p", "workdir": str(top), "classes": ["ball"]}
+    project = RunConfig.model_validate(settings)
+    # A version's own work directory (a pipeline task on a local work directory, a refresh).
+    version = RunConfig.model_validate(
+        {**settings, "workdir": str(top / "versions/v7"), "kubeflow": {"dataset_version": "v7"}}
+    )
+    store = f"sqlite:///{top / 'mlflow.db'}"
+    assert project_tracking_uri(project) == project_tracking_uri(version) == store
+    refresh, _ = local_refresh(project)
+    assert refresh.tracking.uri == store

@@ -1,4 +1,5 @@
-"""Pictures of a round for MLflow: the IoU histogram and a contact sheet with mask overlays."""
+"""Pictures of a round for MLflow: the IoU histogram and a contact sheet with mask overlays,
+logged as MLflow images (step = the round)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from freemask.active.rounds import SCORE
 from freemask.export import voc_palette
 from freemask.records import Sample, ignore_value, serialize_samples
 from freemask.storage import Storage, read_image
@@ -72,20 +74,27 @@ def log_pictures(
     kept: list[Sample],
     discarded: list[Sample],
     threshold: float,
+    step: int,
 ) -> None:
-    """The round's IoU histogram, contact sheet and kept manifest as MLflow artifacts."""
+    """The round's IoU histogram and contact sheet as MLflow images at ``step`` (the round),
+    and its kept manifest as an artifact. The sheet shows the filter's edge: the kept samples
+    that scored lowest beside the discarded ones that scored highest."""
     pseudo_store = out.child(f"{folder}/pseudo")
     rows = []
-    for label, group in (("kept", kept), ("discarded", discarded)):
+    edge = (
+        ("kept", sorted(kept, key=lambda s: (s.scores[SCORE], s.id))),
+        ("discarded", sorted(discarded, key=lambda s: (-s.scores[SCORE], s.id))),
+    )
+    for label, group in edge:
         for sample in group[: CONTACT_ROWS // 2]:
-            caption = f"{label} {sample.scores['iou_vs_pseudo_gt']:.2f}\n{sample.id[:20]}"
+            caption = f"{label} {sample.scores[SCORE]:.2f}\n{sample.id[:20]}"
             image = read_image(out, sample.image, mode="RGB")
             labels = read_image(pseudo_store, f"{sample.id}.png")
             rows.append((caption, image, read_image(out, sample.semantic_mask), labels))
-    scores = [s.scores["iou_vs_pseudo_gt"] for s in [*kept, *discarded]]
+    scores = [s.scores[SCORE] for s in [*kept, *discarded]]
+    run.log_image(iou_histogram_png(scores, threshold, folder), "iou_histogram", step)
+    run.log_image(contact_sheet_png(rows), "contact_sheet", step)
     with tempfile.TemporaryDirectory() as temp:
-        root = Path(temp)
-        (root / "iou_histogram.png").write_bytes(iou_histogram_png(scores, threshold, folder))
-        (root / "contact_sheet.png").write_bytes(contact_sheet_png(rows))
-        (root / "kept.jsonl").write_bytes(serialize_samples(kept))
-        run.log_artifact(root, "round")
+        path = Path(temp) / "kept.jsonl"
+        path.write_bytes(serialize_samples(kept))
+        run.log_artifact(path, "round")

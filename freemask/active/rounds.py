@@ -42,8 +42,8 @@ def pseudo_label(
     ``batch`` images per forward pass (default: the segmenter's ``predict_batch_size``)."""
     batch = batch or segmenter.predict_batch_size
     todo = [sample for sample in samples if not target.exists(f"{sample.id}.png")]
-    with progress_bar("pseudo-label", len(samples)) as advance:
-        advance(len(samples) - len(todo))
+    done = len(samples) - len(todo)
+    with progress_bar("pseudo-label: images", len(samples), done=done) as advance:
         for start in range(0, len(todo), batch):
             chunk = todo[start : start + batch]
             images = [read_image(data, sample.image, mode="RGB") for sample in chunk]
@@ -95,7 +95,7 @@ def train_round(
     if model.exists("model.safetensors"):
         return load_trained(model, config.segment)
     segmenter = start_from or load_segmenter(config.segment, config.classes, trainable=True)
-    with progress_bar("train segmenter", config.segment.train_steps) as advance:
+    with progress_bar("train segmenter: steps", config.segment.train_steps) as advance:
         train_segmenter(
             segmenter,
             samples,

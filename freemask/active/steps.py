@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -294,6 +295,8 @@ def train(config: RunConfig, out: Storage, round_index: int, parent: Run) -> Non
 
 def close(config: RunConfig, out: Storage, round_index: int, parent: Run) -> dict[str, Any]:
     """Evaluate and log round ``round_index``; write and return its summary."""
+    from freemask.run_description import DESCRIPTION_TAG
+    from freemask.segment.mlflow_model import save_segmenter_model
     from freemask.tracking import log_dataset_input
 
     folder = round_folder(round_index)
@@ -354,12 +357,17 @@ def close(config: RunConfig, out: Storage, round_index: int, parent: Run) -> dic
             scores = evaluate(segmenter, validation, store, config.classes)
             summary["val_miou"] = round(float(scores["miou"]), 6)
             summary["per_class_iou"] = scores["per_class_iou"]
-            summary["model_version"] = run.log_model(
-                segmenter.model, "segmenter", registered_name=f"{config.name}-segmenter"
+            # An MLflow pyfunc model (freemask.segment.mlflow_model): the registry serves it.
+            summary["model_version"] = run.log_mlflow_model(
+                partial(save_segmenter_model, model, segmenter=segmenter),
+                "segmenter",
+                registered_name=f"{config.name}-segmenter",
             )
         run.log_metrics(round_metrics(summary), step=round_index)
-        log_pictures(run, out, folder, kept, discarded, config.active.iou_threshold)
+        log_pictures(run, out, folder, kept, discarded, config.active.iou_threshold, round_index)
+        run.set_tags({DESCRIPTION_TAG: round_description(summary)})
         summary["run_id"] = run.run_id
+    # The parent's charts tell the rounds' story: one point per round (step = round).
     parent.log_metrics(
         {
             "val_miou": summary["val_miou"],
@@ -374,6 +382,17 @@ def close(config: RunConfig, out: Storage, round_index: int, parent: Run) -> dic
     except WriteConflictError:
         return read_json(out, f"{folder}/summary.json")
     return summary
+
+
+def round_description(summary: dict[str, Any]) -> str:
+    """A round's run description (Markdown): who judged, what was kept, how it validated."""
+    return (
+        f"Round {summary['round']}: judged by {summary['judge']}; kept {summary['kept']} of "
+        f"{summary['candidates']} candidates (fraction {summary['kept_fraction']:.3f}, mean "
+        f"IoU vs pseudo-label {summary['mean_iou_vs_pseudo']:.3f}); trained from "
+        f"{summary['trained_from'] or '-'}; validation mIoU {summary['val_miou']:.3f} "
+        f"on {summary['validation']}."
+    )
 
 
 def round_metrics(summary: dict[str, Any]) -> dict[str, float]:

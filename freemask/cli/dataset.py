@@ -1,4 +1,5 @@
-"""Commands on a stage's output as a dataset: validate its manifest, export it, join its shards."""
+"""Commands on a stage's output as a dataset: validate its manifest, export it, join its shards;
+and bring labelled data in (``import``)."""
 
 from __future__ import annotations
 
@@ -20,17 +21,21 @@ manifest_app = typer.Typer(help="Inspect sample manifests.", no_args_is_help=Tru
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``manifest``, ``export`` and ``join`` to the ``freemask`` app."""
+    """Add ``manifest``, ``export``, ``import`` and ``join`` to the ``freemask`` app."""
     manifest_app.command("validate")(manifest_validate)
     app.add_typer(manifest_app, name="manifest")
     app.command("export")(export)
+    app.command("import")(import_labelled)
     app.command("join")(join)
 
 
 def manifest_validate(
     inputs: Annotated[str, typer.Option("--in", help="Stage output prefix (local path or gs://).")],
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="Run config, to check class ids.")
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="Run config, to check class ids [default: ids not checked]."
+        ),
     ] = None,
 ) -> None:
     """Check a manifest against its files and sizes."""
@@ -54,10 +59,11 @@ def export(
     ] = None,
     fmt: Annotated[str, typer.Option("--format", help=f"One of: {', '.join(FORMATS)}.")] = "coco",
     val_fraction: Annotated[
-        float, typer.Option(help="VOC only: share of samples in val.txt.")
+        float,
+        typer.Option(help="VOC and hf: share of samples in val.txt (hf: the validation split)."),
     ] = 0.1,
 ) -> None:
-    """Export a manifest as a COCO or VOC dataset."""
+    """Export a manifest as a COCO, VOC or Hugging Face datasets (hf) dataset."""
     from freemask.versions import read_latest, version_storage
 
     run_config = load_config(config)
@@ -66,11 +72,56 @@ def export(
         latest = read_latest(workdir)
         source = version_storage(workdir, latest["version"]) if latest else workdir
         inputs = source.child("active").uri
-    options = {"val_fraction": val_fraction} if fmt == "voc" else {}
+    options: dict = {"val_fraction": val_fraction} if fmt in ("voc", "hf") else {}
+    if fmt == "hf":
+        options["name"] = run_config.name
     counts = export_dataset(
         open_storage(inputs), open_storage(outputs), run_config.classes, fmt, **options
     )
     out.print(f"exported {json.dumps(counts)} to {outputs}")
+
+
+def import_labelled(
+    config: ConfigOption,
+    inputs: Annotated[str, typer.Option("--in", help="The VOC or COCO folder (path or gs://).")],
+    outputs: Annotated[
+        str, typer.Option("--out", help="The freemask prefix to write (manifest.jsonl, ...).")
+    ],
+    fmt: Annotated[str, typer.Option("--format", help="voc or coco.")],
+    mapping: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--map",
+            help="SRC=DST: name the source's class SRC as the run's class DST (or background, "
+            "ignore); repeatable [default: each class by its own name].",
+        ),
+    ] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            help="VOC: the ImageSets/Segmentation list [default: trainval, else every mask]; "
+            "COCO: the annotations/instances*.json whose name holds it."
+        ),
+    ] = None,
+) -> None:
+    """Import a labelled VOC or COCO dataset as a freemask prefix (for segment.validation or
+    freemask evaluate), its classes mapped onto the run's."""
+    from freemask.dataset_import import import_dataset
+
+    pairs = {}
+    for item in mapping or []:
+        src, sep, dst = item.partition("=")
+        if not sep or not src.strip() or not dst.strip():
+            raise FreemaskError(f"--map {item!r}: expected SRC=DST, e.g. --map tvmonitor=tv")
+        pairs[src.strip()] = dst.strip()
+    run_config = load_config(config)
+    result = import_dataset(
+        fmt, open_storage(inputs), open_storage(outputs), run_config.classes, pairs, split
+    )
+    out.print(
+        f"imported {result.written} samples ({result.skipped} already there) from {inputs} "
+        f"to {outputs}"
+    )
 
 
 def join(
@@ -81,7 +132,12 @@ def join(
         typer.Option("--in", help="The sharded stage's prefix [default: <workdir>/<stage>]."),
     ] = None,
     config: Annotated[
-        str | None, typer.Option("--config", "-c", help="Run config YAML (path or gs:// URI).")
+        str | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Run config YAML (path or gs:// URI) [default: none; --in is then needed].",
+        ),
     ] = None,
     check: CheckOption = False,
 ) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -37,6 +36,7 @@ from freemask.kfp_auth import (
     connect,
     resolve_credentials,
 )
+from freemask.preflight import client_preflight
 from freemask.redact import has_userinfo
 
 ConfigOption = Annotated[
@@ -45,7 +45,12 @@ ConfigOption = Annotated[
 HostOption = Annotated[str, typer.Option(help="The Kubeflow Pipelines API endpoint.")]
 ParamOption = Annotated[
     list[str] | None,
-    typer.Option("--param", "-p", help="A pipeline parameter as NAME=VALUE (repeatable)."),
+    typer.Option(
+        "--param",
+        "-p",
+        help="A pipeline parameter as NAME=VALUE (repeatable) [default: the compiled "
+        "defaults; config_uri is the --config URI when that is on gs://].",
+    ),
 ]
 NamespaceOption = Annotated[
     str | None,
@@ -62,14 +67,15 @@ TokenFileOption = Annotated[
     Path | None,
     typer.Option(
         help=f"A file holding a bearer token for the KFP API (or set ${TOKEN_ENV}); sent as "
-        "Authorization: Bearer."
+        "Authorization: Bearer [default: none]."
     ),
 ]
 CookieFileOption = Annotated[
     Path | None,
     typer.Option(
         help="A file holding the Kubeflow login's session cookie as NAME=VALUE, e.g. "
-        "authservice_session=... or oauth2_proxy_kubeflow=...; sent as the Cookie header."
+        "authservice_session=... or oauth2_proxy_kubeflow=...; sent as the Cookie header "
+        "[default: none]."
     ),
 ]
 IapClientIdOption = Annotated[
@@ -77,7 +83,8 @@ IapClientIdOption = Annotated[
     typer.Option(
         envvar=IAP_CLIENT_ID_ENV,
         help="The OAuth client id of the Identity-Aware Proxy in front of Kubeflow: sends a "
-        "Google ID token for it (GOOGLE_APPLICATION_CREDENTIALS or the metadata server).",
+        "Google ID token for it (GOOGLE_APPLICATION_CREDENTIALS or the metadata server) "
+        "[default: none].",
     ),
 ]
 InClusterOption = Annotated[
@@ -97,7 +104,6 @@ ImagesLockOption = Annotated[
         "The client image carries its pipeline images' lock at /opt/freemask/images.lock.json.",
     ),
 ]
-CRON_FIELD = re.compile(r"^[\d*/,\-?LW#A-Za-z]+$")
 PARAMETER_TYPES = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "BOOLEAN": bool}
 
 
@@ -182,16 +188,46 @@ def check_arguments(parameters: dict[str, dict[str, Any]], raw: list[str]) -> di
     return arguments
 
 
+CRON_FIELDS = ("second", "minute", "hour", "day-of-month", "month", "day-of-week")
+CRON_RANGES = ("0-59", "0-59", "0-23", "1-31", "1-12 or JAN-DEC", "0-6 or SUN-SAT")
+
+
 def kfp_cron(expression: str) -> str:
-    """A five-field cron expression as KFP's six fields (seconds first); six fields pass through."""
+    """A five-field cron expression as KFP's six fields (seconds first); six fields pass through.
+
+    croniter checks the expression (ranges, steps, lists, names: ``99 3 * * *`` is refused),
+    reading six fields with the seconds first as KFP does (``second_at_beginning``). Raises
+    FreemaskError in one line naming the field that is wrong.
+    """
+    from croniter import CroniterBadDateError, croniter
+
     fields = expression.split()
-    if len(fields) == 5:
-        fields = ["0", *fields]
-    if len(fields) != 6 or not all(CRON_FIELD.match(field) for field in fields):
-        raise FreemaskError(
-            f"--cron {expression!r}: expected five cron fields, e.g. '0 3 * * *' (daily at 03:00)"
+    expected = "expected five cron fields (minute hour day-of-month month day-of-week), e.g. "
+    expected += "'0 3 * * *' (daily at 03:00)"
+    if len(fields) not in (5, 6):
+        raise FreemaskError(f"--cron {expression!r}: {expected}")
+    six = ["0", *fields] if len(fields) == 5 else fields
+    if croniter.is_valid(" ".join(six), second_at_beginning=True):
+        try:  # a date that never comes (the 31st of February) is valid field by field
+            croniter(
+                " ".join(six), second_at_beginning=True, max_years_between_matches=8
+            ).get_next()
+        except CroniterBadDateError:
+            raise FreemaskError(
+                f"--cron {expression!r}: never fires (no such date in eight years); {expected}"
+            ) from None
+        return " ".join(six)
+    # Which field: each checked alone, the others left at their widest.
+    wrong = [
+        f"{CRON_FIELDS[index]} {six[index]!r} (expected {CRON_RANGES[index]})"
+        for index in range(6)
+        if not croniter.is_valid(
+            " ".join(six[index] if i == index else ("0" if i == 0 else "*") for i in range(6)),
+            second_at_beginning=True,
         )
-    return " ".join(fields)
+    ]
+    told = "; ".join(wrong) if wrong else "its fields do not go together"
+    raise FreemaskError(f"--cron {expression!r}: not a valid cron expression: {told}; {expected}")
 
 
 def validate_submission(config: str, arguments: dict[str, Any], depth: int) -> RunConfig:
@@ -305,6 +341,9 @@ def _prepared(
         raw.append(f"config_uri={config}")
     arguments = check_arguments(pipeline_parameters(package), raw)
     run_config = validate_submission(config, arguments, compiled.active.max_rounds)
+    # The classes against the table and models' labels; not the tracking server or bucket,
+    # which the pods reach with their own network and credentials, not this machine's.
+    client_preflight(run_config, config)
     return package, run_config, arguments
 
 
@@ -427,7 +466,9 @@ def kfp_outputs(
         str, typer.Option(help="KFP's executor input JSON (the launcher's {{$}}).")
     ],
     config: Annotated[str, typer.Option("--config", "-c", help="Run config YAML.")],
-    stage: Annotated[str | None, typer.Option(help="join: the joined stage.")] = None,
+    stage: Annotated[
+        str | None, typer.Option(help="join: the joined stage [default: none, other tasks].")
+    ] = None,
     round_index: Annotated[int, typer.Option("--round", min=0, help="The round number.")] = 0,
 ) -> None:
     """Run a pipeline task's command (after ``--``), then write its KFP output artifacts'

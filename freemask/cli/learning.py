@@ -191,23 +191,41 @@ def compare(
     ] = None,
     experiment: Annotated[
         str | None,
-        typer.Option(help="Compare the experiment's pipeline runs (refreshes) over time instead."),
+        typer.Option(
+            help="Compare the experiment's pipeline runs (refreshes) over time instead "
+            "[default: compare RUN_ID's rounds]."
+        ),
     ] = None,
     last: Annotated[int, typer.Option(min=1, help="--experiment: the latest N runs.")] = 10,
     tracking_uri: Annotated[
-        str | None, typer.Option(help="MLflow tracking URI [default: MLFLOW_TRACKING_URI].")
+        str | None,
+        typer.Option(
+            help="MLflow tracking URI [default: the config's store with --config, else "
+            "MLFLOW_TRACKING_URI, else the one store under ./runs/].",
+        ),
+    ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="A run config: read its tracking.uri, else the sqlite store in its workdir "
+            "[default: none].",
+        ),
     ] = None,
 ) -> None:
     """Print a pipeline run's active-learning rounds side by side, or with ``--experiment`` the
-    experiment's pipeline runs over time (dataset version, KFP run, kept count, best mIoU)."""
+    experiment's pipeline runs over time (dataset version, KFP run, kept count, best mIoU).
+
+    Reads only: an MLflow server must answer (5 s at most), a local store must exist; nothing
+    is created."""
+    if (run_id is None) == (experiment is None):
+        raise FreemaskError("compare takes either a RUN_ID or --experiment NAME")
+    uri = reading_tracking_uri(tracking_uri, config)
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    if (run_id is None) == (experiment is None):
-        raise FreemaskError("compare takes either a RUN_ID or --experiment NAME")
-    from freemask.tracking import use_credentials
-
-    client = MlflowClient(tracking_uri=use_credentials(tracking_uri) if tracking_uri else None)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     if experiment is not None:
         return out.print(refreshes_table(client, experiment, last))
     try:
@@ -237,6 +255,44 @@ def compare(
         "dataset version", *(r.data.tags.get("freemask.dataset_version", "-") for r in rounds)
     )
     out.print(table)
+
+
+def reading_tracking_uri(option: str | None, config: str | None) -> str:
+    """The tracking store a reading command uses, checked before MLflow is asked anything
+    (so an unreachable server is one line in seconds, and nothing is created): ``option``,
+    else ``config``'s (its tracking.uri, MLFLOW_TRACKING_URI, or its workdir's sqlite file),
+    else MLFLOW_TRACKING_URI, else the one ``runs/*/mlflow.db`` under this folder."""
+    import os
+
+    from freemask.preflight import tracking_uri_problem
+    from freemask.tracking import resolve_tracking_uri, use_credentials
+
+    if option:
+        uri, origin = use_credentials(option), "--tracking-uri"
+    elif config:
+        run_config = load_config(config)
+        tracking = run_config.tracking
+        uri = resolve_tracking_uri(
+            tracking.uri, run_config.workdir, credentials=tracking.credentials, create=False
+        )
+        origin = f"{config}: " + ("tracking.uri" if tracking.uri else "the store of workdir")
+    elif os.environ.get("MLFLOW_TRACKING_URI"):
+        uri, origin = use_credentials(os.environ["MLFLOW_TRACKING_URI"]), "MLFLOW_TRACKING_URI"
+    else:
+        found = sorted(Path("runs").glob("*/mlflow.db"))
+        if len(found) != 1:
+            there = f"stores here: {', '.join(map(str, found))}" if found else "store under ./runs/"
+            raise FreemaskError(
+                f"which MLflow store? {'several' if found else 'no'} {there}; name it with "
+                "--config RUN.yaml (its workdir's store), --tracking-uri (a server's URL or "
+                "sqlite:///PATH/mlflow.db) or MLFLOW_TRACKING_URI"
+            )
+        uri, origin = f"sqlite:///{found[0].resolve()}", "the store found"
+        print(f"reading the MLflow store {found[0]}", file=sys.stderr)
+    problem = tracking_uri_problem(uri, read_only=True, origin=origin)
+    if problem:
+        raise FreemaskError(problem)
+    return uri
 
 
 def refreshes_table(client, experiment: str, last: int) -> Table:
@@ -288,11 +344,10 @@ def _deltas(before: tuple[float, float] | None, now: tuple[float, float] | None)
 
 
 def _tracker(run_config):
-    from freemask.tracking import MlflowTracker, resolve_tracking_uri
+    from freemask.tracking import MlflowTracker
+    from freemask.versions import project_tracking_uri
 
-    tracking = run_config.tracking
-    uri = resolve_tracking_uri(tracking.uri, run_config.workdir, credentials=tracking.credentials)
-    return MlflowTracker(uri, tracking.experiment)
+    return MlflowTracker(project_tracking_uri(run_config), run_config.tracking.experiment)
 
 
 def check_depth(run_config, depth: int | None) -> None:
@@ -308,11 +363,19 @@ def start_run(
     config: ConfigOption,
     run_id_file: Annotated[Path, typer.Option(help="Where to write the new run's id.")],
     depth: Annotated[
-        int | None, typer.Option(min=1, help="Rounds compiled into the pipeline.")
+        int | None,
+        typer.Option(
+            min=1,
+            help="Rounds compiled into the pipeline [default: unchecked against "
+            "active.max_rounds].",
+        ),
     ] = None,
     mlflow_link: Annotated[
         Path | None,
-        typer.Option(help="Where to write a Markdown link to the MLflow run (a KFP artifact)."),
+        typer.Option(
+            help="Where to write a Markdown link to the MLflow run (a KFP artifact) "
+            "[default: none written]."
+        ),
     ] = None,
     check: CheckOption = False,
 ) -> None:
@@ -320,6 +383,7 @@ def start_run(
     Markdown link to it), and keep the run's resolved config as ``<workdir>/config.yaml``."""
     import yaml
 
+    from freemask.run_description import DESCRIPTION_TAG, describe_run, source_tags
     from freemask.tracking import run_page_url
 
     run_config = load_run_config(config)
@@ -335,6 +399,9 @@ def start_run(
     tracker = _tracker(run_config)
     run = tracker.start_run(run_config.name, tags=tags)
     run.log_params(run_config.model_dump(mode="json"))
+    run.set_tags(
+        {**source_tags("freemask pipeline", "JOB"), DESCRIPTION_TAG: describe_run(run_config)}
+    )
     run_id_file.parent.mkdir(parents=True, exist_ok=True)
     run_id_file.write_text(run.run_id)
     url = run_page_url(run_config.tracking.ui_url, tracker.client.tracking_uri, run)
@@ -413,11 +480,15 @@ def end_run(
 def publish(
     config: ConfigOption,
     parent_run_id: Annotated[
-        str, typer.Option(help="The parent MLflow run, which gets the report ('' for none).")
+        str,
+        typer.Option(help="The parent MLflow run, which gets the report [default: '', none]."),
     ] = "",
     report_html: Annotated[
         Path | None,
-        typer.Option(help="Where to copy the report's page, index.html (a KFP HTML artifact)."),
+        typer.Option(
+            help="Where to copy the report's page, index.html (a KFP HTML artifact) "
+            "[default: not copied]."
+        ),
     ] = None,
     check: CheckOption = False,
 ) -> None:
@@ -464,14 +535,23 @@ def round_step(
     ],
     config: ConfigOption,
     round_index: Annotated[int, typer.Option("--round", min=0, help="The round number.")] = 1,
-    parent_run_id: Annotated[str, typer.Option(help="The parent MLflow run ('' for none).")] = "",
-    max_rounds: Annotated[int | None, typer.Option(help="Runtime cap on rounds (close).")] = None,
+    parent_run_id: Annotated[
+        str, typer.Option(help="The parent MLflow run [default: '', none].")
+    ] = "",
+    max_rounds: Annotated[
+        int | None,
+        typer.Option(help="Runtime cap on rounds (close) [default: active.max_rounds]."),
+    ] = None,
     depth: Annotated[
-        int | None, typer.Option(help="Rounds compiled into the pipeline (close).")
+        int | None,
+        typer.Option(help="Rounds compiled into the pipeline (close) [default: unbounded]."),
     ] = None,
     decision_file: Annotated[
         Path | None,
-        typer.Option(help="close: write 'true' if another round should run, else 'false'."),
+        typer.Option(
+            help="close: write 'true' if another round should run, else 'false' "
+            "[default: not written]."
+        ),
     ] = None,
     inputs: Annotated[
         str | None, typer.Option("--in", help="prepare: samples [default: <workdir>/harmonize].")

@@ -7,12 +7,15 @@ Exit codes: 0 success, 2 bad input (one line per problem, no traceback), 1 inter
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import sys
 import traceback
 from collections.abc import Iterator
 
+import click
 import typer
+from rich.markup import escape
 
 from freemask.cli import config, dataset, kubeflow, learning, models, run, stages, toyworld
 from freemask.errors import FreemaskError
@@ -95,9 +98,28 @@ def _refused_credentials(exc: Exception) -> bool:
     return auth is not None and isinstance(exc, auth.GoogleAuthError)
 
 
+def help_as_written(command: click.Command) -> click.Command:
+    """``command`` and its subcommands with their help texts shown as written: typer renders
+    help as rich markup (``rich_markup_mode="rich"``), where ``[default: <workdir>/x]`` reads as
+    a style tag and vanishes, so square brackets are escaped (rich.markup.escape). A command's
+    line in its group's list is the first paragraph of its help on one line (typer keeps the
+    docstring's line breaks there)."""
+    if command.help:
+        command.help = escape(command.help)
+        if command.short_help is None:
+            first = inspect.cleandoc(command.help).split("\n\n", 1)[0]
+            command.short_help = " ".join(first.split())
+    for param in command.params:
+        if getattr(param, "help", None):
+            param.help = escape(param.help)
+    for sub in getattr(command, "commands", {}).values():
+        help_as_written(sub)
+    return command
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI with ``argv``; return the exit code (2 bad input, 1 internal error)."""
-    command = typer.main.get_command(app)
+    command = help_as_written(typer.main.get_command(app))
     try:
         with runtime_overrides(sys.argv[1:] if argv is None else list(argv)) as rest:
             # Typer turns Ctrl-C into exit code 130 and returns it rather than raising.

@@ -34,11 +34,19 @@ def mirror(
     ],
     write_config: Annotated[
         Path | None,
-        typer.Option("--write-config", help="Write the config pointing at the mirror here."),
+        typer.Option(
+            "--write-config",
+            help="Write the config pointing at the mirror here [default: print the fields to "
+            "set instead].",
+        ),
     ] = None,
     only: Annotated[
         list[str] | None,
-        typer.Option("--only", help="Mirror only this field (repeatable), e.g. generate.model_id."),
+        typer.Option(
+            "--only",
+            help="Mirror only this field (repeatable), e.g. generate.model_id [default: every "
+            "model field the config names].",
+        ),
     ] = None,
 ) -> None:
     """Copy every model the run uses to TO (safetensors only, sha256 manifest; resumable)."""

@@ -23,7 +23,7 @@ CheckOption = Annotated[
     typer.Option(
         "--check",
         help="Only parse the arguments, validate the config with its overrides and resolve "
-        "the inputs and outputs; read no data, write nothing.",
+        "the inputs and outputs; read no data, write nothing [default: off, run the command].",
     ),
 ]
 

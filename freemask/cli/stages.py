@@ -142,7 +142,11 @@ def refine(
     ] = None,
     shard: ShardOption = "0/1",
     train_only: Annotated[
-        bool, typer.Option("--train-only", help="Train AffinityNet and save its weights only.")
+        bool,
+        typer.Option(
+            "--train-only",
+            help="Train AffinityNet and save its weights only [default: off, refine the masks].",
+        ),
     ] = False,
     check: CheckOption = False,
 ) -> None:

@@ -38,7 +38,8 @@ def scenes(
         typer.Option(
             "--related/--anywhere",
             help="Scenes and object sizes as the run's relation table (relate.thesaurus) says, "
-            "or any class anywhere at any size. Default: related when the config names a table.",
+            "or any class anywhere at any size [default: related when the config names a "
+            "table].",
         ),
     ] = None,
     domain: Annotated[

@@ -78,8 +78,8 @@ def run_backgrounds(
     batches = [batch for batch in batches if any(item_id in todo for item_id, _ in batch)]
     if batches and pipe is None:
         pipe = load_sd_pipeline(settings)
-    with progress_bar(f"backgrounds {shard.index}/{shard.count}", len(planned)) as advance:
-        advance(len(planned) - len(todo))
+    done = len(planned) - len(todo)
+    with progress_bar("backgrounds: images", len(planned), done=done, shard=shard) as advance:
         for batch in batches:
             prompts = [prompt_template.format(scene=scene) for _, (scene, _, _) in batch]
             result = pipe(

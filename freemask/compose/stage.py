@@ -149,8 +149,8 @@ def run_compose(
     }
     todo = output.pending(list(ids.values()))
     cache: dict[str, Cutout | str] = {}
-    with progress_bar(f"compose {shard.index}/{shard.count}", len(indices)) as advance:
-        advance(len(indices) - len(todo))
+    done = len(indices) - len(todo)
+    with progress_bar("compose: scenes", len(indices), done=done, shard=shard) as advance:
         for index in indices:
             if ids[index] not in todo:
                 continue

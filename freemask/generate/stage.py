@@ -139,8 +139,8 @@ def run_generate(
 
     # 2. One store for the run's image size; the capture processors stay installed throughout.
     stamp = StageStamp(stage=STAGE, version=VERSION, config_hash=content_hash(config))
-    with progress_bar(f"generate {shard.index}/{shard.count}", len(planned)) as advance:
-        advance(len(planned) - len(todo))
+    done = len(planned) - len(todo)
+    with progress_bar("generate: images", len(planned), done=done, shard=shard) as advance:
         if batches:
             scale = pipe.vae_scale_factor
             store = AttentionStore(

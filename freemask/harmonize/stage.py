@@ -142,8 +142,8 @@ def run_harmonize(
     todo = output.pending([sample.id for sample in mine])
     harmonizer = make_harmonizer(config.harmonize) if todo else None
     stamp = StageStamp(stage=STAGE, version=VERSION, config_hash=settings_hash(config.harmonize))
-    with progress_bar(f"harmonize {shard.index}/{shard.count}", len(mine)) as advance:
-        advance(len(mine) - len(todo))
+    done = len(mine) - len(todo)
+    with progress_bar("harmonize: scenes", len(mine), done=done, shard=shard) as advance:
         for sample in mine:
             if sample.id not in todo:
                 continue

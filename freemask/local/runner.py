@@ -5,7 +5,7 @@ reading the previous stage's output prefix, under one MLflow parent run; the act
 loop uses the same stop rule as the Kubeflow pipeline. Every stage skips what it has already
 written, and the parent run's id is kept in the work directory, so running the same command
 after a kill continues the same run where it stopped. At the end the final dataset is exported
-(COCO and VOC) and the report folder is written.
+(COCO, VOC and Hugging Face datasets) and the report folder is written.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -24,14 +23,16 @@ from freemask.config import RunConfig
 from freemask.errors import WriteConflictError
 from freemask.generate import run_generate
 from freemask.harmonize import run_harmonize
-from freemask.publish import log_report, publish_run
-from freemask.records import MANIFEST, read_manifest
+from freemask.local.report import stage_facts
+from freemask.publish import STAGE_TABLE, log_config, log_report, publish_run, stage_table
 from freemask.redact import redact
 from freemask.refine import run_refine
 from freemask.relate import run_relate
-from freemask.stage_output import REJECTED, StageResult, read_rejected
+from freemask.run_description import DESCRIPTION_TAG, describe_run, source_tags
+from freemask.stage_output import StageResult
 from freemask.storage import Storage, open_storage, read_json_object, write_json
-from freemask.tracking import MlflowTracker, Run, resolve_tracking_uri, run_page_url
+from freemask.tracking import MlflowTracker, Run, run_page_url
+from freemask.versions import project_tracking_uri
 
 # (stage, its function, the stage whose output it reads): the pipeline's order. refine works on
 # the single objects (DiffuMask's order), where the mask edge is the object's, not a paste seam;
@@ -69,12 +70,9 @@ def parent_run(config: RunConfig, workdir: Storage, tracking_uri: str) -> tuple[
 
     Returns (run, resumed).
     """
-    # With the embedded sqlite store, artifacts go beside it (shared by every refresh that
-    # uses the store); a server decides for itself.
-    artifacts = None
-    if tracking_uri.startswith("sqlite:///"):
-        artifacts = str(Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts")
-    tracker = MlflowTracker(tracking_uri, config.tracking.experiment, artifact_location=artifacts)
+    # With the embedded sqlite store, artifacts go beside it (MlflowTracker: shared by every
+    # refresh that uses the store); a server decides for itself.
+    tracker = MlflowTracker(tracking_uri, config.tracking.experiment)
     tags = {
         "freemask.runner": "local",
         "freemask.workdir_id": hashlib.sha256(workdir.uri.encode()).hexdigest()[:16],
@@ -94,6 +92,8 @@ def parent_run(config: RunConfig, workdir: Storage, tracking_uri: str) -> tuple[
     if found:
         found.end_orphans()
     run.log_params(config.model_dump(mode="json"))  # the same values again when found
+    # What the run makes and where it came from (the run page's description and source).
+    run.set_tags({**source_tags("freemask run"), DESCRIPTION_TAG: describe_run(config)})
     record = {"run_id": run.run_id, "tracking_uri": redact(tracking_uri)}
     if known is not None:  # it names another tracking server: this run replaces it
         write_json(workdir, RUN_FILE, record)
@@ -111,8 +111,13 @@ def parent_run(config: RunConfig, workdir: Storage, tracking_uri: str) -> tuple[
     return run, found is not None
 
 
-def run_local(config: RunConfig, run: Run | None = None) -> LocalRunReport:
-    """Run every stage in order under one MLflow parent run, then export and report."""
+def run_local(
+    config: RunConfig,
+    run: Run | None = None,
+    on_stage: Callable[[int, int, str], None] | None = None,
+) -> LocalRunReport:
+    """Run every stage in order under one MLflow parent run, then export and report;
+    ``on_stage(number, count, stage)`` is told as each stage starts (1-based)."""
     # 1. Work directory and the resolved config, so the run can be reproduced from its folder.
     workdir = open_storage(config.workdir)
     workdir.remove_temporary()  # partial files of a killed earlier run, in any stage's folder
@@ -121,9 +126,9 @@ def run_local(config: RunConfig, run: Run | None = None) -> LocalRunReport:
 
     # 2. Tracking: the parent run for the whole pipeline (resumed after an interruption). A
     # user and password in the tracking URI go to MLflow's environment, never to a file.
-    tracking_uri = resolve_tracking_uri(
-        config.tracking.uri, config.workdir, credentials=config.tracking.credentials
-    )
+    # Every version of a project shares the store of its top work directory (refreshes
+    # compare side by side in one experiment).
+    tracking_uri = project_tracking_uri(config)
     resumed = False
     if run is None:
         run, resumed = parent_run(config, workdir, tracking_uri)
@@ -132,13 +137,18 @@ def run_local(config: RunConfig, run: Run | None = None) -> LocalRunReport:
     )
 
     with run:
-        # 3. Stages in order; each skips the samples it has already written.
-        for stage, runner, source in PIPELINE:
+        log_config(run, workdir)
+        # 3. Stages in order; each skips the samples it has already written. Their counts and
+        # times go to the run as one table (not metrics: the run's charts are the rounds').
+        for number, (stage, runner, source) in enumerate(PIPELINE, start=1):
+            if on_stage is not None:
+                on_stage(number, len(PIPELINE), stage)
             inputs = workdir.child(source).uri if source else workdir.uri
             extra = {"run": run} if stage in TRACKED_STAGES else {}
             result = runner(config, inputs, workdir.child(stage).uri, **extra)
             report.ran[stage] = result
-            run.log_metrics(stage_metrics(stage, result, workdir.child(stage)))
+            facts = {name: stage_facts(workdir.child(name)) for name in report.ran}
+            run.log_dict(stage_table({"stages": facts}), STAGE_TABLE)
         # 4. The dataset in the formats users train on, and the report folder (also kept with
         # the run in MLflow): what the pipeline's publish task does.
         url = run_page_url(config.tracking.ui_url, tracking_uri, run)
@@ -146,19 +156,3 @@ def run_local(config: RunConfig, run: Run | None = None) -> LocalRunReport:
         report.exports, report.report = published.exports, published.report
         log_report(run, workdir, report.report["files"])
     return report
-
-
-def stage_metrics(stage: str, result: StageResult, output: Storage) -> dict[str, float]:
-    """A stage's metrics for the parent run, counted from its output where it has one, so a
-    resumed stage (that skipped what an earlier run wrote) reports the same numbers."""
-    written, rejected = result.written, result.dropped
-    if output.exists(MANIFEST):
-        written = len(read_manifest(output))
-    if output.exists(REJECTED):
-        rejected = len(read_rejected(output))
-    return {
-        f"{stage}.written": written,
-        f"{stage}.skipped": result.skipped,
-        f"{stage}.rejected": rejected,
-        f"{stage}.seconds": result.seconds,
-    }

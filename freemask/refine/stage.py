@@ -263,8 +263,8 @@ def run_refine(
     dtype = label_dtype(len(config.classes))
     mine = shard.select(samples)
     # 2. Each sample: refine, re-derive labels and instances, commit.
-    with progress_bar(f"refine {shard.index}/{shard.count}", len(mine)) as advance:
-        advance(len(mine) - len(todo))
+    done = len(mine) - len(todo)
+    with progress_bar("refine: masks", len(mine), done=done, shard=shard) as advance:
         for sample in mine:
             if sample.id not in todo:
                 continue

@@ -13,7 +13,6 @@ import time
 from typing import Any
 
 from freemask.config import RunConfig
-from freemask.models import load_text_encoder
 from freemask.relate.matching import EmbeddingMatcher, Match, match_class
 from freemask.relate.thesaurus import Thesaurus, load_thesaurus
 from freemask.stage_output import SUCCESS, StageResult, require_finished, write_success
@@ -21,6 +20,14 @@ from freemask.storage import Storage, open_storage, read_json, write_json
 
 STAGE = "relate"
 RELATIONS = "relations.json"
+
+
+def load_text_encoder(model_id: str) -> Any:
+    """The text encoder of the embedding matcher (``freemask.models.load_text_encoder``),
+    imported on use: the table and its checks (``freemask.preflight``) need no torch."""
+    from freemask.models import load_text_encoder as load
+
+    return load(model_id)
 
 
 def resolve_relations(

@@ -1177,6 +1177,98 @@ CASES += [
 ]
 
 
+# Mistakes caught in seconds, before any stage (freemask.preflight), and the cron (croniter).
+CASES += [
+    *(
+        Case(
+            f"preflight-misspelt-class-{command}",
+            config_with(
+                classes=["ball", "rnig"],
+                generate={"model_id": "builtin:toy-sd"},
+                segment={"labeller": "builtin:toy-labeller"},
+                relate={
+                    "thesaurus": str(Path(__file__).parents[2] / "configs/demo_thesaurus.yaml")
+                },
+            ),
+            argv,
+            2,
+            ("classes: 'rnig'", "knows no word 'rnig'", "no label 'rnig'", "did you mean 'ring'?"),
+        )
+        for command, argv in (("validate", V), ("run", ["run", "-c", "{tmp}/run.yaml"]))
+    ),
+    Case(
+        "preflight-labeller-lacks-a-class",
+        lambda tmp: (
+            (tmp / "labeller").mkdir(),
+            (tmp / "labeller/config.json").write_text(
+                json.dumps({"id2label": {"0": "background", "1": "cat", "2": "dog"}})
+            ),
+            config_with(segment={"labeller": str(tmp / "labeller")})(tmp),
+        ),
+        V,
+        2,
+        ("classes: 'traffic light'", "has no label 'traffic light'", "segment.label_map"),
+    ),
+    Case(
+        "preflight-misspelt-key",
+        config_with(generate={"images_per_clas": 4}),
+        V,
+        2,
+        ("generate.images_per_clas", "did you mean 'images_per_class'?"),
+    ),
+    Case(
+        "preflight-tracking-refused-run",
+        config_with(tracking={"uri": "http://127.0.0.1:9"}),
+        ["run", "-c", "{tmp}/run.yaml"],
+        2,
+        ("tracking.uri http://127.0.0.1:9", "not reachable"),
+    ),
+    Case(
+        "preflight-tracking-refused-compare",
+        nothing,
+        ["compare", "abc", "--tracking-uri", "http://127.0.0.1:9"],
+        2,
+        ("--tracking-uri http://127.0.0.1:9", "not reachable"),
+    ),
+    Case(
+        "preflight-compare-without-a-store",
+        nothing,
+        ["compare", "abc"],
+        2,
+        ("which MLflow store?", "--tracking-uri", "--config"),
+    ),
+    Case(
+        "preflight-compare-config-without-a-store",
+        config_with(),
+        ["compare", "abc", "-c", "{tmp}/run.yaml"],
+        2,
+        ("the store of workdir", "no MLflow store there"),
+    ),
+    Case(
+        "preflight-gcs-workdir-without-credentials",
+        config_with(workdir="gs://freemask-corpus-bucket/work"),
+        V,
+        2,
+        ("workdir gs://freemask-corpus-bucket/work", "no usable Google Cloud credentials"),
+    ),
+    *(
+        Case(
+            f"cron-{cron.replace(' ', '_')}",
+            config_with(),
+            ["schedule", "--host", "http://kfp.invalid", "-c", "{tmp}/run.yaml", "--cron", cron],
+            2,
+            (f"--cron {cron!r}", words),
+        )
+        for cron, words in (
+            ("99 3 * * *", "minute '99'"),
+            ("0 3 * 13 *", "month '13'"),
+            ("0 3 31 2 *", "never fires"),
+            ("0 3 * * * * *", "expected five cron fields"),
+        )
+    ),
+]
+
+
 def snapshot(root: Path) -> dict[str, str]:
     """Every file under ``root`` (links not followed) with a hash of its bytes."""
     return {

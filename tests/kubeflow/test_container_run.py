@@ -284,7 +284,9 @@ def test_the_run_went_through_every_stage_and_round_to_the_exit_handler(containe
     assert coco["images"] and coco["annotations"]
     assert [c["name"] for c in coco["categories"]] == container_run["classes"]
     voc = work.child("export/voc").list()
-    assert any(name.startswith("SegmentationClass/") for name in voc), voc[:5]
+    assert any(name.startswith("VOCdevkit/VOC2012/SegmentationClass/") for name in voc), voc[:5]
+    hf = work.child("export/hf").list()
+    assert "README.md" in hf and any(name.endswith(".parquet") for name in hf), hf[:5]
     summary = json.loads(work.read_bytes("report/summary.json"))
     assert len(summary["rounds"]) == len(rounds)
     # The KFP artifacts: the report's page (pictures inline) and the Dataset's metadata, which

@@ -104,7 +104,7 @@ def test_publish_ends_the_run_finished_and_pages_the_report_with_a_browser_link(
     assert (work / "export" / "voc").is_dir()
     html = page.read_text()
     assert html == (work / "report" / "index.html").read_text()
-    assert 'src="data:image/png;base64,' in html and "active_samples.png" in html
+    assert 'src="data:image/jpeg;base64,' in html and "active_samples.png" in html
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_run(parent).info.experiment_id
     assert f'href="https://mlflow.example.com/#/experiments/{experiment}/runs/{parent}"' in html

@@ -1,7 +1,10 @@
 """``freemask run``: every stage in one process, exports and report, and resuming after a kill."""
 
+import json
+import tempfile
 from pathlib import Path
 
+import datasets
 import yaml
 from helpers import CLASSES
 from mlflow import MlflowClient
@@ -35,6 +38,15 @@ def rounds_of(work: Path, run) -> set[str]:
     return {child.data.tags["freemask.round"] for child in children}
 
 
+def stage_rows(work: Path, run) -> dict[str, dict]:
+    """The parent run's table of stage counts (``stages.json``), by stage."""
+    client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(client.download_artifacts(run.info.run_id, "stages.json", folder))
+        table = json.loads(path.read_text())
+    return {row[0]: dict(zip(table["columns"], row, strict=True)) for row in table["data"]}
+
+
 def test_run_goes_through_every_stage_under_one_parent_run(tmp_path: Path, capsys) -> None:
     # Random weights draw meaningless attention: the plausibility checks would reject it all.
     tiny = {
@@ -63,11 +75,11 @@ def test_run_goes_through_every_stage_under_one_parent_run(tmp_path: Path, capsy
     (run,) = local_runs(work, "freemask")
     assert run.data.params["generate.images_per_class"] == "1"
     assert run.info.status == "FINISHED"
-    assert run.data.metrics["generate.written"] + run.data.metrics["generate.rejected"] == 3
-    assert (
-        len(read_manifest(LocalStorage(work / "generate"))) == run.data.metrics["generate.written"]
-    )
-    assert [stage for stage, _, _ in PIPELINE if f"{stage}.written" not in run.data.metrics] == []
+    # Stage counts are one table (counted from the outputs), not metrics.
+    stages = stage_rows(work, run)
+    assert stages["generate"]["made"] + stages["generate"]["rejected"] == 3
+    assert len(read_manifest(LocalStorage(work / "generate"))) == stages["generate"]["made"]
+    assert list(stages) == [stage for stage, _, _ in PIPELINE]
     assert rounds_of(work, run) == {"0", "1"}
     assert "active-learning rounds" in printed
     # The final dataset's records point at files that are there (soft masks included).
@@ -125,12 +137,15 @@ def test_demo_run_exports_reports_and_resumes_after_a_kill(tmp_path: Path, monke
     assert main(["run", "-c", str(path)]) == 0
     (run,) = local_runs(work, "freemask-demo")
     assert run.info.status == "FINISHED"
-    # Stage metrics count what the outputs hold, logged once: the resume repeats none.
+    # Stage counts say what the outputs hold, the resumed stages' too; each round's mIoU is
+    # logged once, a step per round.
     client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
-    assert run.data.metrics["compose.written"] == 12
-    assert [m.value for m in client.get_metric_history(run.info.run_id, "compose.written")] == [12]
+    stages = stage_rows(work, run)
+    assert stages["compose"]["made"] == 12
     generated = read_manifest(LocalStorage(work / "generate"))
-    assert run.data.metrics["generate.written"] == len(generated)
+    assert stages["generate"]["made"] == len(generated)
+    history = client.get_metric_history(run.info.run_id, "val_miou")
+    assert [m.step for m in history] == [1, 2]
     assert read_manifest(LocalStorage(work / "compose")) == composed
     assert rounds_of(work, run) == {"1", "2"}
 
@@ -139,8 +154,13 @@ def test_demo_run_exports_reports_and_resumes_after_a_kill(tmp_path: Path, monke
     assert final
     coco = COCO(str(work / "export/coco/annotations/instances.json"))
     assert len(coco.getImgIds()) == len(final)
-    voc = (work / "export/voc/ImageSets/Segmentation/trainval.txt").read_text().split()
-    assert len(voc) == len(final)
+    objects = coco.loadAnns(coco.getAnnIds(iscrowd=False))
+    assert objects and all(isinstance(a["segmentation"], list) for a in objects)  # polygons
+    assert all(coco.annToMask(a).sum() == a["area"] for a in coco.loadAnns(coco.getAnnIds()))
+    voc = work / "export/voc/VOCdevkit/VOC2012/ImageSets/Segmentation/trainval.txt"
+    assert len(voc.read_text().split()) == len(final)
+    hf = datasets.load_dataset(str(work / "export/hf"), cache_dir=str(tmp_path / "hf-cache"))
+    assert sum(split.num_rows for split in hf.values()) == len(final)
     report = work / "report"
     expected = {
         "generate_samples.png",
@@ -156,7 +176,8 @@ def test_demo_run_exports_reports_and_resumes_after_a_kill(tmp_path: Path, monke
     }
     assert expected <= {file.name for file in report.iterdir()}
     page = (report / "index.html").read_text()
-    assert page.count('src="data:image/png;base64,') == len(expected) - 2
+    assert page.count('src="data:image/png;base64,') == 3  # the mIoU curve, two histograms
+    assert page.count('<section class="stage"') == len(PIPELINE)
     summary = yaml.safe_load((report / "summary.json").read_text())
     assert [r["round"] for r in summary["rounds"]] == [1, 2]
     assert summary["stages"]["compose"]["samples"] == 12
