@@ -20,7 +20,6 @@ call them. What they check:
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 from importlib import import_module
 from importlib.util import find_spec
@@ -29,6 +28,7 @@ from typing import Any
 
 from freemask.config import RunConfig
 from freemask.config_errors import MAX_PROBLEMS, did_you_mean, problem_lines
+from freemask.deadline import within
 from freemask.errors import FreemaskError, some_names
 from freemask.redact import redact
 from freemask.tracking import PROBE_SECONDS, probe_tracking, resolve_tracking_uri
@@ -353,29 +353,19 @@ def storage_problem(uri: str, timeout: float = PROBE_SECONDS) -> str | None:
     seconds in all (credentials found included)."""
     if not uri.startswith("gs://"):
         return None
-    outcome: list[BaseException | None] = []
+    from freemask.gcs_storage import GCSStorage
 
     def probe() -> None:
-        from freemask.gcs_storage import GCSStorage
+        store = GCSStorage(uri)
+        bucket = store.bucket  # StorageError naming the missing credentials
+        listing = bucket.client.list_blobs(
+            bucket.name, prefix=store.prefix or None, max_results=1, timeout=timeout, retry=None
+        )
+        next(iter(listing), None)
 
-        try:
-            store = GCSStorage(uri)
-            bucket = store.bucket  # StorageError naming the missing credentials
-            listing = bucket.client.list_blobs(
-                bucket.name, prefix=store.prefix or None, max_results=1, timeout=timeout,
-                retry=None,
-            )  # fmt: skip
-            next(iter(listing), None)
-            outcome.append(None)
-        except Exception as exc:  # every failure is the answer, told below
-            outcome.append(exc)
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if not outcome:
+    ended, error = within(timeout, probe)
+    if not ended:
         return f"{uri}: no answer from Google Cloud Storage within {timeout:.0f} s"
-    error = outcome[0]
     if error is None:
         return None
     if isinstance(error, FreemaskError):

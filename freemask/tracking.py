@@ -70,32 +70,25 @@ def probe_tracking(uri: str, timeout: float = PROBE_SECONDS) -> str | None:
     ``MLFLOW_HTTP_REQUEST_TIMEOUT`` (120 s): minutes of silence
     (mlflow/environment_variables.py)."""
     import socket
-    import threading
     import urllib.error
     import urllib.request
+
+    from freemask.deadline import within
 
     if not uri.startswith(("http://", "https://")):
         return None
     request, context, checks_auth = _probe_request(uri)
-    outcome: list[int | BaseException] = []
 
-    def get() -> None:
+    def get() -> int:
         try:
             with urllib.request.urlopen(request, timeout=timeout, context=context) as answer:
-                outcome.append(answer.status)
+                return answer.status
         except urllib.error.HTTPError as exc:
-            outcome.append(exc.code)
-        except Exception as exc:  # any failure to connect is the answer, told below
-            outcome.append(exc)
+            return exc.code
 
-    # A thread bounds the whole request: urlopen's timeout covers each socket operation,
-    # not the name lookup, which can hang far longer on a machine without DNS.
-    thread = threading.Thread(target=get, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if not outcome:
+    ended, result = within(timeout, get)
+    if not ended:
         return f"no answer within {timeout:.0f} s"
-    result = outcome[0]
     if isinstance(result, int):
         if result in (401, 403) and checks_auth:
             return (
