@@ -29,8 +29,8 @@ from pydantic import (
 )
 
 from freemask import bounded_yaml
-from freemask.config_errors import KeyLines, describe, listed, problem_lines
-from freemask.errors import ConfigError
+from freemask.config_errors import KeyLines, describe, problem_lines
+from freemask.errors import ConfigError, some_names
 from freemask.records import MAX_CLASSES
 from freemask.redact import has_userinfo, split_userinfo
 
@@ -1068,7 +1068,9 @@ class RunConfig(StrictModel):
         for name in classes:
             (repeated if name in seen else seen).add(name)
         if repeated:
-            raise ValueError(f"each class must be listed once; repeated: {listed(repeated)}")
+            raise ValueError(
+                f"each class must be listed once; repeated: {some_names(sorted(repeated), shown=10)}"
+            )
         return classes
 
 

@@ -21,14 +21,6 @@ from pydantic import BaseModel
 from freemask.redact import redact
 
 
-def listed(names: set[str], shown: int = 10) -> str:
-    """Sorted names, comma-separated: the first ``shown`` (each cut to 40 characters) and how
-    many there are in all."""
-    first = sorted(names)[:shown]
-    text = ", ".join(name if len(name) <= 40 else f"{name[:40]}..." for name in first)
-    return text if len(names) <= shown else f"{text}, ... ({len(names)} in all)"
-
-
 def did_you_mean(word: str, known: Iterable[str], shown: int = 3) -> str:
     """'did you mean 'x'?' (or 'x' or 'y') naming the known names closest to ``word`` by
     spelling (difflib's ratio, at least 0.6), or '' when none is close."""

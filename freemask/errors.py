@@ -37,7 +37,8 @@ class DegenerateResultError(FreemaskError):
 
 
 def some_names(names: list[str], shown: int = 5) -> str:
-    """The first ``shown`` of ``names``, comma-separated, with how many there are in all when
-    that is more: an error line stays one line for a run of thousands of classes."""
-    head = ", ".join(names[:shown])
+    """The first ``shown`` of ``names`` (each cut to 40 characters), comma-separated, with how
+    many there are in all when that is more: an error line stays one line for a run of
+    thousands of classes, or of names thousands of characters long."""
+    head = ", ".join(name if len(name) <= 40 else f"{name[:40]}..." for name in names[:shown])
     return head if len(names) <= shown else f"{head}, ... ({len(names)} in all)"
