@@ -21,7 +21,8 @@ rendered empty scenes; harmonization does not change labels and is not run. ``--
 settings before label quality was measured (no plausibility checks, the whole band pasted).
 
 Usage: ``python benchmarks/bench_quality.py [--seeds 0 1 2] [--work DIR] [--quick]
-[--sources text redraws redraws-test-sizes] [--redraws] [--old]``; ``--redraws`` is
+[--sources text redraws redraws-test-sizes] [--redraws] [--old] [--variant NAME=S.K=V]``;
+``--variant`` adds settings after generate, run on the shipped run's drawn objects; ``--redraws`` is
 ``--sources redraws redraws-test-sizes``. Mean +- sd over seeds and the worst seed; the last
 line is one JSON object.
 """
@@ -339,6 +340,29 @@ def report_calibration(
     return largest
 
 
+def parse_variant(text: str) -> tuple[str, dict]:
+    """``("grabcut", {"refine": {"method": "grabcut"}})`` for "grabcut=refine.method=grabcut"
+    (values parsed as YAML scalars; several settings separated by commas)."""
+    name, _, assignments = text.partition("=")
+    settings: dict = {}
+    for assignment in assignments.split(","):
+        key, _, value = assignment.partition("=")
+        section, _, field = key.partition(".")
+        if not (name and section and field and value) or section == "generate":
+            raise SystemExit(f"--variant {text!r}: expected NAME=SECTION.KEY=VALUE after generate")
+        settings.setdefault(section, {})[field] = yaml.safe_load(value)
+    return name, settings
+
+
+def reuse_drawn(shipped: Path, folder: Path) -> None:
+    """Start a variant from the shipped run's finished generate and relate outputs (the same
+    drawn objects, so the variants differ only after generate)."""
+    for stage in ("generate", "relate", "backgrounds"):
+        source, target = shipped / "run" / stage, folder / "run" / stage
+        if (source / "_SUCCESS").exists() and not target.exists():
+            shutil.copytree(source, target)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -348,17 +372,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--redraws", action="store_true", help="the calibration rows only")
     parser.add_argument("--old", action="store_true", help="also the settings before")
     parser.add_argument("--proxy", type=Path, default=None, help="a truth proxy folder")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=SECTION.KEY=VALUE[,...]",
+        help="also these settings after generate (e.g. grabcut=refine.method=grabcut); the "
+        "shipped run's drawn objects are reused",
+    )
     args = parser.parse_args(argv)
     sources = ["redraws", "redraws-test-sizes"] if args.redraws else args.sources
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-quality-"))
     proxy = load_truth_proxy(args.proxy)
     variants = {"shipped": {}, **({"old": OLD_SETTINGS} if args.old else {})}
+    variants.update(parse_variant(text) for text in args.variant)
     runs: dict[str, list[dict]] = {}
     started = time.perf_counter()
     for seed in args.seeds:
         for source in sources:
             for variant, settings in variants.items():
                 folder = work / f"seed{seed}" / f"{source}-{variant}"
+                if variant not in ("shipped", "old"):
+                    reuse_drawn(work / f"seed{seed}" / f"{source}-shipped", folder)
                 config = bench_config(folder, seed, settings, args.quick, source)
                 size = config.generate.height
                 write_inputs(folder, config.classes, seed, size, args.quick, source)

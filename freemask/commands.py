@@ -59,11 +59,12 @@ ARTIFACTS: dict[str, dict[str, tuple[str, str]]] = {
 
 def gpu_tasks(config: RunConfig) -> frozenset[str]:
     """The tasks whose command runs a network on a GPU under ``config``: they run on a GPU node
-    (an accelerator, the pool's toleration and /dev/shm); the others stay on CPU nodes.
+        (an accelerator, the pool's toleration and /dev/shm); the others stay on CPU nodes.
 
-    Decided at compile time from the stages' settings: a stage whose ``device`` is "cpu", or
-    whose method has no network (refine's guided filter, harmonize's colour transfer, drawn
-    backgrounds replaced by given ones, no bootstrap when a labeller is set), gets none.
+        Decided at compile time from the stages' settings: a stage whose ``device`` is "cpu", or
+        whose method has no network (refine's guided filter, harmonize's colour transfer, drawn
+        backgrounds replaced by given ones), gets none. ``bootstrap`` trains round 0, the unfiltered
+    pool's candidate, and ``pseudo-label`` trains a later round's cross-fitted judges.
     """
     segment = config.segment.device
     devices = {
@@ -72,7 +73,7 @@ def gpu_tasks(config: RunConfig) -> frozenset[str]:
         "refine-train": config.refine.device if config.refine.method == "affinity" else "cpu",
         "refine": config.refine.device if config.refine.method == "affinity" else "cpu",
         "harmonize": config.harmonize.device if config.harmonize.method == "pctnet" else "cpu",
-        "bootstrap": segment if config.segment.labeller is None else "cpu",
+        "bootstrap": segment,
         "pseudo-label": segment,
         "train": segment,
         "close": segment,  # evaluates the round's segmenter on the validation set

@@ -384,10 +384,13 @@ class RefineConfig(StrictModel):
     keeps less than ``min_seed_agreement`` of its confident seeds.
     """
 
-    method: Literal["affinity", "guided_filter", "none"] = Field(
+    method: Literal["affinity", "guided_filter", "grabcut", "none"] = Field(
         "guided_filter",
         description=(
-            "The refiner: a training-free guided filter, AffinityNet's random walk, or `none`."
+            "The refiner: a training-free guided filter, AffinityNet's random walk, `grabcut` "
+            "(the mask grown to the object's extent by GrabCut seeded from the attention, "
+            "then the guided filter's soft edge; `scope` and `min_seed_agreement` do not "
+            "apply, as its sure seeds are hard constraints of the cut), or `none`."
         ),
     )
     scope: Literal["band", "all"] = Field(
@@ -439,6 +442,16 @@ class RefineConfig(StrictModel):
             "Trained AffinityNet weights (`affinity.safetensors`) to use instead of training; "
             "scenes need them, as AffinityNet never trains on scenes."
         ),
+    )
+    grabcut_background: Annotated[float, Field(ge=0.0, lt=0.5)] = Field(
+        0.05,
+        description=(
+            "`grabcut`: attention below this is sure background (hard seed); above "
+            "`foreground_threshold` it is sure foreground, in between the cut decides."
+        ),
+    )
+    grabcut_iterations: Annotated[int, Field(strict=True, ge=1, le=20)] = Field(
+        5, description="`grabcut`: GrabCut's iterations (colour models refitted, cut again)."
     )
     guided_radius: Annotated[float, Field(gt=0.0, le=0.5)] = Field(
         0.0625, description="The guided filter's radius, as a fraction of the image's shorter side."
@@ -643,8 +656,8 @@ class SegmentConfig(StrictModel):
         None,
         description=(
             "The independent checkpoint (model id, folder, `builtin:` id, or a prefix holding "
-            "a model freemask trained) that pseudo-labels round 1; unset: round 0 trains one "
-            "on the whole pool (a bootstrap judge, not independent)."
+            "a model freemask trained) that pseudo-labels round 1; unset: round 0's segmenter, "
+            "trained on the whole pool, judges it (a bootstrap judge, not independent)."
         ),
     )
     labeller_revision: str | None = Field(
@@ -728,6 +741,16 @@ class ActiveConfig(StrictModel):
             "In a kept sample where some class agrees, the classes below `iou_threshold` "
             "become ignore (their instances `disputed`) instead of being trained on as they "
             "are."
+        ),
+    )
+    later_judges: Literal["cross_fit", "previous_round"] = Field(
+        "cross_fit",
+        description=(
+            "Who judges round 2 and later: `cross_fit` (two judges, each trained on one half "
+            "of the previous round's kept set from the labeller, or from scratch without one, "
+            "pseudo-label the other half, so no sample is judged by a model that learnt its "
+            "label) or `previous_round` (the previous round's segmenter, trained on the very "
+            "set it judges)."
         ),
     )
     min_dataset_fraction: Probability = Field(

@@ -134,17 +134,24 @@ def image_key(name: str) -> tuple[str, int]:
     return stem, 0
 
 
+def shipped_candidate(outcome: dict[str, Any]) -> str:
+    """The shipped candidate in words: which, with its validation mIoU and margins (older
+    summaries: the round and its mIoU)."""
+    if outcome.get("chosen"):
+        return outcome["chosen"]
+    miou = outcome.get("val_miou")
+    said = f"the kept set of round {outcome.get('best_round')}"
+    return said + (f" (validation mIoU {miou:.3f})" if miou is not None else "")
+
+
 def shipped(summary: dict[str, Any]) -> str:
     """The description's last lines: what the run shipped, and where its report is."""
     outcome = summary.get("outcome")
     paragraphs = []
     if outcome:
-        miou = outcome.get("val_miou")
         paragraphs.append(
-            f"**Shipped {outcome.get('samples')} samples**: the kept set of round "
-            f"{outcome.get('best_round')}"
-            + (f" (validation mIoU {miou:.3f})" if miou is not None else "")
-            + f"; stopped: {outcome.get('stop_reason')}."
+            f"**Shipped {outcome.get('samples')} samples**: {shipped_candidate(outcome)}; "
+            f"stopped: {outcome.get('stop_reason')}."
         )
     paragraphs.append("The report: `report/index.html` among this run's artifacts.")
     return "".join(f"\n\n{paragraph}" for paragraph in paragraphs)

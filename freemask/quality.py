@@ -32,6 +32,9 @@ from freemask.storage import Storage, read_image
 # The rows of ``label_counts``: per label, pixel counts over the pixels whose truth is known.
 HITS, LABELLED, TRUE, FROM_BACKGROUND, IGNORED = range(5)
 
+# A sample whose label scores at least this true IoU is clean: a filter should keep it.
+CLEAN_IOU = 0.85
+
 
 def label_counts(label: np.ndarray, truth: np.ndarray, num_labels: int) -> np.ndarray:
     """[5, num_labels] pixel counts over pixels whose truth is not ignore; per label k: truth
@@ -232,7 +235,9 @@ def discard_precision(
     the filter throws out the worse labels). ``oracle_gap`` is the gap a filter that knew the
     truth would reach discarding as many samples: the most any filter can show on this pool
     (a pool of uniformly good labels has nothing to find). ``judge_rank_correlation`` is the
-    Spearman correlation of the samples' ``score_key`` score with their true IoU."""
+    Spearman correlation of the samples' ``score_key`` score with their true IoU.
+    ``clean_discarded`` is the share of clean samples (true IoU >= ``CLEAN_IOU``) that the
+    filter discarded (None when there is none)."""
     if not has_truth([*kept, *discarded]):
         return None
 
@@ -254,6 +259,7 @@ def discard_precision(
         "gap": _difference(kept_scores, discarded_scores),
         "oracle_gap": _difference(best, worst),
         "judge_rank_correlation": None,
+        "clean_discarded": _clean_discarded(kept_scores, discarded_scores),
     }
     if score_key and len(samples) > 2 and all(score_key in s.scores for s in samples):
         judged = [s.scores[score_key] for s in samples]
@@ -296,6 +302,13 @@ def dispute_precision(
         "undisputed_true_iou": _mean(spared),
         "gap": _difference(spared, hit),
     }
+
+
+def _clean_discarded(kept: list[float], discarded: list[float]) -> float | None:
+    clean_kept = sum(score >= CLEAN_IOU for score in kept)
+    clean_discarded = sum(score >= CLEAN_IOU for score in discarded)
+    clean = clean_kept + clean_discarded
+    return round(clean_discarded / clean, 6) if clean else None
 
 
 def _mean(values: list[float]) -> float | None:

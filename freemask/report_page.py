@@ -77,12 +77,17 @@ def report_page(
     )
 
 
+def chosen_of(outcome: dict[str, Any]) -> str:
+    """Which candidate was shipped and by how much it won, in words (older runs: its round)."""
+    return outcome.get("chosen") or f"the kept set of round {outcome.get('best_round')}"
+
+
 def _outcome(outcome: dict[str, Any] | None) -> str:
     if not outcome:
         return '<p class="outcome" id="outcome">The active-learning loop has not finished.</p>'
     return (
         f'<p class="outcome" id="outcome">Shipped <b>{escape(str(outcome.get("samples")))}</b> '
-        f"samples: the kept set of round {escape(str(outcome.get('best_round')))} "
+        f"samples: {escape(chosen_of(outcome))} "
         f"(validation mIoU {_number(outcome.get('val_miou'))}). The loop stopped: "
         f"{escape(str(outcome.get('stop_reason') or '-'))}.</p>"
     )

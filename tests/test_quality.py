@@ -108,6 +108,8 @@ def test_discard_precision_compares_the_filter_with_one_that_knows_the_truth(tmp
     assert backwards["gap"] < 0 < backwards["oracle_gap"]
     assert backwards["oracle_gap"] == perfect["oracle_gap"]  # as many discarded: same oracle
     assert backwards["judge_rank_correlation"] == pytest.approx(1.0)  # the rule, not the judge
+    # Clean labels (true IoU >= 0.85: the first two here) are all kept, or all thrown out.
+    assert perfect["clean_discarded"] == 0.0 and backwards["clean_discarded"] == 1.0
 
 
 def test_a_pool_of_equally_good_labels_has_nothing_to_find(tmp_path) -> None:

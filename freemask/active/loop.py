@@ -1,6 +1,9 @@
 """The active-learning loop: pseudo-label, filter, retrain, evaluate, until the stop rule says stop.
 
-Round k: a judge pseudo-labels round k-1's kept set (round 1: the pool); samples whose
+Round 0 is the unfiltered pool, trained on and validated like every round: the exported
+dataset is the candidate that validates best, so the loop never ships a set that validates
+worse than the pool. Round k: a judge pseudo-labels round k-1's kept set (round 1: the pool);
+samples whose
 generated mask disagrees with it are discarded (kept for inspection, never deleted); with
 ``active.ignore_disputed`` a kept sample's contradicted classes become ignore, and with
 ``active.relabel`` the kept samples that agree closely take the prediction as their mask; the
@@ -8,12 +11,15 @@ judge's successor is fine-tuned on the kept ones and evaluated on the validation
 is logged to MLflow as a nested run. ``should_continue`` decides whether round k+1 runs; the
 Kubeflow pipeline calls the same function. Round 1's judge is the independent checkpoint in
 ``segment.labeller`` (its labels mapped onto the run's), or, when it is unset, a segmenter
-trained on the whole pool first (round 0); round k's judge is round k-1's segmenter.
+trained on the whole pool first (round 0); round k's judges are cross-fitted on round k-1's
+kept set (``freemask.active.cross_fit``), or round k-1's segmenter
+(``active.later_judges: previous_round``).
 
 Under the output prefix: ``images/`` and ``masks/`` (the pool's files), ``pool.jsonl`` and
-``validation.jsonl``, per round ``rounds/NN/{pseudo/, disputed/, relabel/, filter.json,
-kept.jsonl, discarded.jsonl, trained_from.json, model/, summary.json}`` (the summary last: a
-finished round is not run again), then ``manifest.jsonl`` (the best round's kept samples) and
+``validation.jsonl``, per round ``rounds/NN/{pseudo/, judges/, disputed/, relabel/,
+filter.json, kept.jsonl, discarded.jsonl, trained_from.json, model/, summary.json}`` (the
+summary last: a finished round is not run again), then ``manifest.jsonl`` (the best
+candidate's kept samples) and
 ``_SUCCESS``. This module drives the steps (``freemask.active.steps``) in one process; the stop
 rule is ``freemask.active.stop_rule``.
 """
@@ -44,12 +50,11 @@ def run_active(
     out = open_storage(outputs)
     guard_settings(config, out)
     steps.prepare(config, inputs, out)
-    if steps.needs_bootstrap(config):
-        steps.bootstrap(config, out, run)
+    steps.bootstrap(config, out, run)
     round_index = 1
     while True:
         if not out.exists(f"{steps.round_folder(round_index)}/summary.json"):
-            steps.pseudo(config, out, round_index)
+            steps.pseudo(config, out, round_index, run)
             steps.select(config, out, round_index)
             steps.train(config, out, round_index, run)
         steps.close(config, out, round_index, run)

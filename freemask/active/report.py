@@ -67,6 +67,14 @@ def contact_sheet_png(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]
     return buffer.getvalue()
 
 
+def log_kept(run: Run, kept: list[Sample]) -> None:
+    """A candidate's kept manifest as the run's ``round/kept.jsonl`` artifact."""
+    with tempfile.TemporaryDirectory() as temp:
+        path = Path(temp) / "kept.jsonl"
+        path.write_bytes(serialize_samples(kept))
+        run.log_artifact(path, "round")
+
+
 def log_pictures(
     run: Run,
     out: Storage,
@@ -79,6 +87,7 @@ def log_pictures(
     """The round's IoU histogram and contact sheet as MLflow images at ``step`` (the round),
     and its kept manifest as an artifact. The sheet shows the filter's edge: the kept samples
     that scored lowest beside the discarded ones that scored highest."""
+    log_kept(run, kept)
     pseudo_store = out.child(f"{folder}/pseudo")
     rows = []
     edge = (
@@ -94,7 +103,3 @@ def log_pictures(
     scores = [s.scores[SCORE] for s in [*kept, *discarded]]
     run.log_image(iou_histogram_png(scores, threshold, folder), "iou_histogram", step)
     run.log_image(contact_sheet_png(rows), "contact_sheet", step)
-    with tempfile.TemporaryDirectory() as temp:
-        path = Path(temp) / "kept.jsonl"
-        path.write_bytes(serialize_samples(kept))
-        run.log_artifact(path, "round")

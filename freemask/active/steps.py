@@ -2,14 +2,17 @@
 
 Every step reads what it needs from files under the prefix, so the local loop and the Kubeflow
 pipeline (one task per step, in separate processes) run the very same code:
-``prepare`` (pool and validation), ``bootstrap`` (round 0: a first segmenter trained on the
-pool when no ``segment.labeller`` pseudo-labels round 1), then per round ``pseudo``, ``select``,
-``train`` and ``close`` (evaluate, log the nested MLflow run, write ``rounds/NN/summary.json``),
-and ``finish`` (the best round's kept samples become the dataset).
+``prepare`` (pool and validation), ``bootstrap`` (round 0: the unfiltered pool as a candidate,
+a segmenter trained on all of it and evaluated like every round; it judges round 1 when no
+``segment.labeller`` is set), then per round ``pseudo``, ``select``, ``train`` and ``close``
+(evaluate, log the nested MLflow run, write ``rounds/NN/summary.json``), and ``finish`` (the
+candidate that validates best, the pool included, becomes the dataset: the loop never ships a
+set that validates worse than what it was given).
 
-Rounds are cumulative: round k judges round k-1's kept set (round 1: the pool) with round
-k-1's segmenter (round 1: the labeller, or round 0's), and fine-tunes that segmenter on what
-it keeps (round 1: the labeller when it predicts the run's labels, else a fresh model).
+Rounds are cumulative: round k judges round k-1's kept set (round 1: the pool) and fine-tunes
+round k-1's segmenter on what it keeps (round 1: the labeller when it predicts the run's labels,
+else a fresh model). Round 1's judge is the labeller (or round 0's segmenter); a later round's
+judge is chosen by ``active.later_judges`` (``freemask.active.cross_fit``).
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ from freemask.active.carry import (
     kept_by,
     with_provenance,
 )
+from freemask.active.cross_fit import train_judges
 from freemask.active.disputed import ignore_disputed
 from freemask.active.relabel import relabel_samples
-from freemask.active.report import log_pictures
+from freemask.active.report import log_kept, log_pictures
 from freemask.active.rounds import (
     SCORE,
     filter_samples,
@@ -53,13 +57,14 @@ from freemask.segment import (
 )
 from freemask.stage_output import SUCCESS, StageResult, read_finished_manifest, write_success
 from freemask.storage import Storage, open_storage, read_json, write_json
-from freemask.tracking import Run
+from freemask.tracking import NullRun, Run
 
 STAGE = "active"
 JUDGE = "judge.json"  # round 1's judge in a growing dataset: this version's or the carried one
 POOL = "pool.jsonl"
 VALIDATION = "validation.jsonl"
 ROUND_TAG = "freemask.round"
+POOL_ROUND = 0  # the unfiltered pool, a candidate like every round
 SPLIT_WARNING = (
     "validation is a 1-in-10 split of the generated pool: val_miou scores against synthetic "
     "labels, not truth; set segment.validation to a truly labelled prefix"
@@ -126,17 +131,34 @@ def validation_of(config: RunConfig, out: Storage) -> tuple[list[Sample], Storag
 
 
 def needs_bootstrap(config: RunConfig) -> bool:
-    """True when no ``segment.labeller`` is set: round 0 trains the first pseudo-labeller."""
+    """True when no ``segment.labeller`` is set: round 0's segmenter judges round 1."""
     return config.segment.labeller is None
 
 
-def bootstrap(config: RunConfig, out: Storage, parent: Run) -> None:
-    """Round 0: train the first pseudo-labeller on the whole pool (nothing when it is trained;
-    its run is still ended, as a kill after the save leaves it open)."""
-    model = out.child("rounds/00/model")
-    with parent.child_with_tag(ROUND_TAG, "0", "round-0") as run:
-        if not model.exists(MODEL_MARKER):
-            train_round(config, pool_of(out), out, model, run)
+def bootstrap(config: RunConfig, out: Storage, parent: Run) -> dict[str, Any]:
+    """Round 0, the unfiltered pool as a candidate: its kept set is the whole pool, its
+    segmenter is trained on all of it (from the same starting point as round 1's) and closed
+    like every round. Returns its summary; nothing runs again once it is written."""
+    folder = round_folder(POOL_ROUND)
+    if not out.exists(f"{folder}/kept.jsonl"):
+        pool = pool_of(out)
+        labels = len(config.classes) + 1
+        report = {
+            "keep_rule_used": "none (the unfiltered pool)",
+            "discard_precision": discard_precision(out, pool, [], labels),
+            "disputed_ignored": 0,
+            "relabelled": 0,
+        }
+        write_json(out, f"{folder}/filter.json", report)
+        out.write_bytes(f"{folder}/discarded.jsonl", b"")
+        out.write_bytes(f"{folder}/kept.jsonl", serialize_samples(pool))  # last: "filtered"
+    train(config, out, POOL_ROUND, parent)
+    return close(config, out, POOL_ROUND, parent)
+
+
+def candidate_name(round_index: int) -> str:
+    """A finished candidate in words: ``round k``, or the pool for round 0."""
+    return "the unfiltered pool (round 0)" if round_index == POOL_ROUND else f"round {round_index}"
 
 
 def judge_of(config: RunConfig, round_index: int, out: Storage | None = None) -> str:
@@ -149,11 +171,10 @@ def judge_of(config: RunConfig, round_index: int, out: Storage | None = None) ->
                 f"the segmenter of version {origin['version']} round {origin['round']} "
                 f"(validation mIoU {choice['validation_miou']})"
             )
+    if round_index == POOL_ROUND:
+        return "none: the unfiltered pool"
     if round_index > 1:
-        previous = round_index - 1
-        return (
-            f"round {previous} segmenter (trained on round {previous}'s kept set: not independent)"
-        )
+        return later_judge_of(config, round_index)
     if config.segment.labeller:
         return f"labeller {config.segment.labeller} (independent checkpoint)"
     return "bootstrap: round 0 segmenter trained on the whole pool (not independent)"
@@ -198,12 +219,50 @@ def candidates(out: Storage, round_index: int) -> list[Sample]:
     return read_manifest(out, previous)
 
 
-def pseudo(config: RunConfig, out: Storage, round_index: int) -> None:
-    """Pseudo-label round ``round_index``'s candidates (nothing to load when there are none)."""
+def pseudo(config: RunConfig, out: Storage, round_index: int, parent: Run | None = None) -> None:
+    """Pseudo-label round ``round_index``'s candidates (nothing to load when there are none):
+    round 1 by its judge, a later round as ``active.later_judges`` says (cross-fitted judges
+    are trained here first, their runs nested under ``parent``)."""
     samples = candidates(out, round_index)
-    if samples:
-        target = out.child(f"{round_folder(round_index)}/pseudo")
-        pseudo_label(labeller(config, out, round_index), samples, out, target)
+    if not samples:
+        return
+    target = out.child(f"{round_folder(round_index)}/pseudo")
+    if round_index > 1 and config.active.later_judges == "cross_fit":
+        for judge_model, judged in cross_fit_judges(config, out, round_index, samples, parent):
+            pseudo_label(judge_model, judged, out, target)
+        return
+    pseudo_label(labeller(config, out, round_index), samples, out, target)
+
+
+def cross_fit_judges(
+    config: RunConfig, out: Storage, round_index: int, samples: list[Sample], parent: Run | None
+) -> list[tuple[Segmenter, list[Sample]]]:
+    """(judge, the samples it judges) for a later round under ``active.later_judges:
+    cross_fit``: judges trained on one fold of the candidates each, from round 1's starting
+    point (the labeller, or a fresh model: never a segmenter that learnt these labels); a
+    fold that cannot be cross-fitted is judged by round k-1's segmenter."""
+    folder = out.child(f"{round_folder(round_index)}/judges")
+
+    def start() -> Segmenter | None:
+        return starting_point(config, out, 1)[0]
+
+    pairs = train_judges(config, samples, out, folder, start, parent or NullRun(), round_index)
+    judged = {sample.id for _, fold in pairs for sample in fold}
+    rest = [sample for sample in samples if sample.id not in judged]
+    if rest:
+        pairs.append((labeller(config, out, round_index), rest))
+    return pairs
+
+
+def later_judge_of(config: RunConfig, round_index: int) -> str:
+    """Who judges round ``round_index`` >= 2, in words (``active.later_judges``)."""
+    previous = round_index - 1
+    if config.active.later_judges == "cross_fit":
+        return (
+            f"two judges cross-fitted on round {previous}'s kept set (each trained on one half, "
+            "judging the other)"
+        )
+    return f"round {previous} segmenter (trained on round {previous}'s kept set: not independent)"
 
 
 def select(config: RunConfig, out: Storage, round_index: int) -> tuple[int, int]:
@@ -262,13 +321,14 @@ def starting_point(
     config: RunConfig, out: Storage, round_index: int
 ) -> tuple[Segmenter | None, str]:
     """(the segmenter round ``round_index`` fine-tunes, or None for a fresh one; in words):
-    round k-1's model; for round 1 the labeller when it predicts the run's labels (a round 0
-    bootstrap model is not used: it learnt the whole pool, the discarded samples too)."""
+    round k-1's model; for rounds 0 and 1 the labeller when it predicts the run's labels (round
+    1 does not start from round 0's model: it learnt the whole pool, the discarded samples
+    too)."""
     previous = out.child(f"{round_folder(round_index - 1)}/model")
     if round_index > 1 and previous.exists("model.safetensors"):
         segmenter = load_trained(previous, config.segment)
         origin = f"round {round_index - 1} segmenter"
-    elif round_index == 1 and not needs_bootstrap(config):
+    elif round_index in (POOL_ROUND, 1) and not needs_bootstrap(config):
         segmenter = load_labeller(config.segment, config.classes)
         if not predicts_run_labels(segmenter, config.classes):
             return None, f"fresh {config.segment.model_id} (the labeller has other labels)"
@@ -306,7 +366,8 @@ def close(config: RunConfig, out: Storage, round_index: int, parent: Run) -> dic
     discarded = read_manifest(out, f"{folder}/discarded.jsonl")
     filtered = read_json(out, f"{folder}/filter.json")
     judged = len(kept) + len(discarded)
-    agreement = [s.scores["iou_vs_pseudo_gt"] for s in [*kept, *discarded]]
+    # The pool's candidate (round 0) is judged by nobody: its samples carry no agreement.
+    agreement = [s.scores[SCORE] for s in [*kept, *discarded] if SCORE in s.scores]
     version = (
         hashlib.sha256(",".join(sorted(s.id for s in kept)).encode()).hexdigest()[:12]
         if kept
@@ -364,7 +425,11 @@ def close(config: RunConfig, out: Storage, round_index: int, parent: Run) -> dic
                 registered_name=f"{config.name}-segmenter",
             )
         run.log_metrics(round_metrics(summary), step=round_index)
-        log_pictures(run, out, folder, kept, discarded, config.active.iou_threshold, round_index)
+        if round_index == POOL_ROUND:  # judged by nobody: no scores, no pseudo-labels
+            log_kept(run, kept)
+        else:
+            threshold = config.active.iou_threshold
+            log_pictures(run, out, folder, kept, discarded, threshold, round_index)
         run.set_tags({DESCRIPTION_TAG: round_description(summary)})
         summary["run_id"] = run.run_id
     # The parent's charts tell the rounds' story: one point per round (step = round).
@@ -425,15 +490,41 @@ def history(out: Storage, up_to: int | None = None) -> list[dict[str, Any]]:
     return summaries
 
 
+def finished_candidates(out: Storage) -> list[dict[str, Any]]:
+    """The summaries of every finished candidate: the pool (round 0, when closed), then the
+    rounds 1, 2, ... in order."""
+    pool = f"{round_folder(POOL_ROUND)}/summary.json"
+    return ([read_json(out, pool)] if out.exists(pool) else []) + history(out)
+
+
+def choice(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The candidate to ship: the best validation mIoU, the earlier on a tie (so the pool wins
+    ties against its filtered rounds: filtering must earn its place). ``summary`` is it,
+    ``reason`` says which and by how much it beat the pool and the runner-up."""
+    best = max(rounds, key=lambda summary: summary["val_miou"])
+    pool = next((r for r in rounds if r["round"] == POOL_ROUND), None)
+    others = [r for r in rounds if r is not best]
+    said = f"{candidate_name(best['round'])}, validation mIoU {best['val_miou']:.3f}"
+    if pool is not None and best is not pool:
+        said += f", {best['val_miou'] - pool['val_miou']:+.3f} over the unfiltered pool"
+    if others:
+        runner_up = max(others, key=lambda summary: summary["val_miou"])
+        margin = best["val_miou"] - runner_up["val_miou"]
+        said += f", {margin:+.3f} over {candidate_name(runner_up['round'])}"
+    gain = None if pool is None else round(best["val_miou"] - pool["val_miou"], 6)
+    return {"summary": best, "reason": said, "gain_over_pool": gain}
+
+
 def finish(
     config: RunConfig, out: Storage, parent: Run, reason: str, seconds: float
 ) -> StageResult:
-    """Make the best round's kept samples the dataset; alias its model ``best``."""
-    rounds = history(out)
+    """Make the candidate that validates best (the pool or a round) the dataset; alias its
+    model ``best``."""
+    rounds = finished_candidates(out)
     if not rounds:
         raise FreemaskError(f"{out.uri}: no finished round to choose from")
-    # On equal validation mIoU the earlier round wins (max keeps the first): deterministic.
-    best = max(rounds, key=lambda summary: summary["val_miou"])
+    chosen = choice(rounds)
+    best = chosen["summary"]
     kept = read_manifest(out, f"{round_folder(best['round'])}/kept.jsonl")
     if config.kubeflow.dataset_version:
         kept = kept_by(kept, config.kubeflow.dataset_version)
@@ -444,14 +535,26 @@ def finish(
     write_manifest(out, kept)
     if best.get("model_version"):
         parent.alias_model(f"{config.name}-segmenter", "best", best["model_version"])
-    parent.set_tags({"freemask.best_round": str(best["round"]), "freemask.stop_reason": reason})
+    parent.set_tags(
+        {
+            "freemask.best_round": str(best["round"]),
+            "freemask.chosen": chosen["reason"],
+            "freemask.stop_reason": reason,
+        }
+    )
     result = StageResult(
         stage=STAGE,
         output=out.uri,
         written=len(kept),
         dropped=pool - len(kept),
         seconds=seconds,
-        summary={"rounds": rounds, "best_round": best["round"], "stop_reason": reason},
+        summary={
+            "rounds": rounds,
+            "best_round": best["round"],
+            "chosen": chosen["reason"],
+            "gain_over_pool": chosen["gain_over_pool"],
+            "stop_reason": reason,
+        },
     )
     write_success(out, SUCCESS, result.to_json())
     return result

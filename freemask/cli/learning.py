@@ -581,10 +581,9 @@ def round_step(
             run_config, inputs or f"{run_config.workdir.rstrip('/')}/harmonize", out_storage
         )
     elif step == "bootstrap":
-        if steps.needs_bootstrap(run_config):
-            steps.bootstrap(run_config, out_storage, parent)
+        steps.bootstrap(run_config, out_storage, parent)
     elif step == "pseudo-label":
-        steps.pseudo(run_config, out_storage, round_index)
+        steps.pseudo(run_config, out_storage, round_index, parent)
     elif step == "filter":
         steps.select(run_config, out_storage, round_index)
     elif step == "train":

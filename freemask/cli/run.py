@@ -109,7 +109,7 @@ def print_tables(run_config: RunConfig, report: LocalRunReport) -> None:
         rounds.add_column(column, justify="right")
     for summary in report.report.get("rounds", []):
         rounds.add_row(
-            str(summary["round"]),
+            "0 (pool)" if summary["round"] == 0 else str(summary["round"]),
             str(summary["kept"]),
             f"{summary['kept_fraction']:.3f}",
             f"{summary['val_miou']:.3f}",
@@ -123,11 +123,9 @@ def outcome(report: LocalRunReport) -> str:
     active = report.ran.get("active")
     if active is None or "best_round" not in active.summary:
         return "exported: the active loop's dataset"
-    best = active.summary["best_round"]
-    chosen = [r for r in active.summary.get("rounds", []) if r.get("round") == best]
-    miou = f", validation mIoU {chosen[0]['val_miou']:.3f}" if chosen else ""
+    chosen = active.summary.get("chosen") or f"round {active.summary['best_round']}"
     return (
-        f"exported: round {best} ({active.written} samples{miou}), the best validated round\n"
+        f"exported: {active.written} samples of {chosen}: the best validated candidate\n"
         f"stopped: {active.summary.get('stop_reason', 'unknown')}"
     )
 

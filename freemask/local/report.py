@@ -18,7 +18,7 @@ import numpy as np
 
 from freemask.active.report import iou_histogram_png
 from freemask.active.rounds import SCORE
-from freemask.active.steps import history, round_folder
+from freemask.active.steps import POOL_ROUND, finished_candidates, round_folder
 from freemask.local.sheets import ScoreOf, Tile, caption, pick_tiles, sheet_png, tile_jpeg
 from freemask.quality import stage_quality
 from freemask.records import MANIFEST, Sample, read_manifest
@@ -159,14 +159,16 @@ def write_run_report(
                 storage, tile.sample
             )
         put(f"{stage}_samples.png", sheet_png(storage, tiles))
-    # 2. The active-learning rounds: a histogram each, and the curve across them.
-    rounds = history(active)
+    # 2. The candidates (the pool, round 0, then the rounds): a histogram for each judged
+    # round, and the curve across them all.
+    rounds = finished_candidates(active)
     for summary_of_round in rounds:
         number = summary_of_round["round"]
-        put(
-            f"round_{number:02d}_iou_histogram.png",
-            iou_histogram_png(round_scores(active, number), iou_threshold, f"round {number}"),
-        )
+        if number != POOL_ROUND:
+            put(
+                f"round_{number:02d}_iou_histogram.png",
+                iou_histogram_png(round_scores(active, number), iou_threshold, f"round {number}"),
+            )
         summary["rounds"].append({key: summary_of_round.get(key) for key in ROUND_KEYS})
     if rounds:
         put("miou_per_round.png", miou_per_round_png(rounds))
@@ -218,6 +220,8 @@ def outcome(done: dict[str, Any], rounds: list[dict[str, Any]]) -> dict[str, Any
     return {
         "samples": done.get("written"),
         "best_round": facts.get("best_round"),
+        "chosen": facts.get("chosen"),
+        "gain_over_pool": facts.get("gain_over_pool"),
         "val_miou": best["val_miou"] if best else None,
         "stop_reason": facts.get("stop_reason"),
     }

@@ -1,6 +1,8 @@
-"""Stage 4, refine: AffinityNet random-walk refinement, or a training-free guided filter."""
+"""Stage 4, refine: AffinityNet random-walk refinement, GrabCut completion, or a training-free
+guided filter."""
 
 from freemask.refine.affinity import AffinityNet, affinity_labels, affinity_loss, pair_offsets
+from freemask.refine.grab_cut import GrabCutRefiner
 from freemask.refine.guided_filter import guided_filter
 from freemask.refine.random_walk import propagate, transition_matrix
 from freemask.refine.refiners import (
@@ -19,6 +21,7 @@ __all__ = [
     "WEIGHTS",
     "AffinityNet",
     "AffinityRefiner",
+    "GrabCutRefiner",
     "GuidedFilterRefiner",
     "Refiner",
     "affinity_labels",

@@ -34,6 +34,7 @@ from freemask.model_cache import resolve_model_source
 from freemask.progress import progress_bar
 from freemask.record_checks import sample_problems
 from freemask.records import IGNORE_INDEX, Instance, Sample, StageStamp, ignore_value, label_dtype
+from freemask.refine.grab_cut import GrabCutRefiner
 from freemask.refine.refiners import (
     AffinityRefiner,
     GuidedFilterRefiner,
@@ -66,9 +67,16 @@ WEIGHTS = "affinity.safetensors"
 EXECUTION_FIELDS = {"device", "precision"}
 
 
+def unused_fields(settings: RefineConfig) -> set[str]:
+    """Fields that change no result under ``settings``: how it executes, and GrabCut's own
+    settings under another method (so outputs made before they existed keep their hash)."""
+    grabcut = {"grabcut_background", "grabcut_iterations"}
+    return EXECUTION_FIELDS | (set() if settings.method == "grabcut" else grabcut)
+
+
 def settings_hash(settings: RefineConfig) -> str:
     """The hash that names the refine settings in records and guards resumed outputs."""
-    return config_hash(settings, exclude=EXECUTION_FIELDS)
+    return config_hash(settings, exclude=unused_fields(settings))
 
 
 def load_inputs(
@@ -165,6 +173,13 @@ def make_refiner(
     guided = GuidedFilterRefiner(settings.guided_radius, settings.guided_eps)
     if settings.method == "guided_filter":
         return guided
+    if settings.method == "grabcut":
+        return GrabCutRefiner(
+            settings.foreground_threshold,
+            settings.grabcut_background,
+            settings.grabcut_iterations,
+            guided,
+        )
     if settings.weights:
         # A file in a gs:// mirror comes from the model cache; other URIs from storage.
         weights = resolve_model_source(settings.weights, "refine.weights", required=False)
@@ -249,7 +264,7 @@ def run_refine(
         STAGE,
         shard,
         settings_hash=settings_hash(config.refine),
-        settings=settings_of(config.refine, "refine", exclude=EXECUTION_FIELDS),
+        settings=settings_of(config.refine, "refine", exclude=unused_fields(config.refine)),
     )
     # 1. The refiner (AffinityNet trains on every single object, not just this shard's).
     todo = output.pending([sample.id for sample in shard.select(samples)])
@@ -261,6 +276,9 @@ def run_refine(
     settings = config.refine
     thresholds = (settings.background_threshold, settings.foreground_threshold)
     dtype = label_dtype(len(config.classes))
+    grabcut = settings.method == "grabcut"
+    scope = "all" if grabcut else settings.scope
+    min_seed_agreement = 0.0 if grabcut else settings.min_seed_agreement
     mine = shard.select(samples)
     # 2. Each sample: refine, re-derive labels and instances, commit.
     done = len(mine) - len(todo)
@@ -285,13 +303,14 @@ def run_refine(
                 advance(1)
                 continue
             soft = instance_stack(stored)
+            # GrabCut keeps its sure seeds as hard constraints: it decides everywhere else.
             refined_soft, agreement = refine_soft(
                 refiner,
                 image,
                 soft,
                 thresholds=thresholds,
-                scope=settings.scope,
-                min_seed_agreement=settings.min_seed_agreement,
+                scope=scope,
+                min_seed_agreement=min_seed_agreement,
             )
             labels, instances, kept = refine_labels(
                 refined_soft, sample, semantic, soft, thresholds, dtype

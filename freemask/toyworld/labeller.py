@@ -6,10 +6,13 @@ model draws, any class in any scene), so it has never seen the data it judges:
 
     python -m freemask.toyworld.labeller --out freemask/toyworld/labeller
 
-runs the product's own commands (``freemask toyworld scenes --domain shifted``, then
-``freemask train``) with ``configs/demo.yaml``'s classes and segmenter, keeps the trained
-folder's final files and writes a model card, and replaces ``--out`` with them whole. Shipped
-as ``builtin:toy-labeller`` (``segment.labeller``).
+runs the product's own commands (``freemask toyworld scenes --domain D`` for each of
+``--domains``, then ``freemask train`` on all of them) with ``configs/demo.yaml``'s classes and
+segmenter, keeps the trained folder's final files and writes a model card, and replaces
+``--out`` with them whole. Shipped as ``builtin:toy-labeller`` (``segment.labeller``).
+
+Training resumes from its last checkpoint when the same command is run again, so a long run can
+be made of background chunks (``freemask train`` keeps ``checkpoints/``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import torch
 from freemask.cli import main as freemask
 from freemask.cli.main import runtime_overrides
 from freemask.config import load_config
-from freemask.storage import replace_folder
+from freemask.records import read_manifest, write_manifest
+from freemask.storage import LocalStorage, replace_folder
 
 SHIPPED = ("config.json", "model.safetensors", "labels.json")
 
@@ -54,17 +58,18 @@ def model_card(
     model_id: str,
 ) -> str:
     """The shipped folder's MODEL_CARD.md: what was trained on what, by which ``freemask`` runs."""
-    render, train = (" ".join(run) for run in runs)
+    *renders, train = (f"`freemask {' '.join(run)}`" for run in runs)
     return f"""# freemask toy-world labeller
 
 A small Mask2Former (`{model_id}`, trained from scratch) that segments the toy
-world's labels ({", ".join(labels)}). It was trained on {scenes} renders of a *shifted* domain (other
-textures and tints, a wider range of lights, any class in any scene, 1-3 objects), never on
-what the toy model draws: the independent judge of the active loop's first round
-(`segment.labeller: builtin:toy-labeller`).
+world's labels ({", ".join(labels)}). It was trained on {scenes} renders per domain
+({len(renders)} domain(s): `toy` is the world's own textures, `shifted` other textures and tints
+and a wider range of lights; any class in any scene at any size, 1-3 objects), with seeds of its
+own, never on what the toy model draws nor on a benchmark's scenes: the independent judge of the
+active loop's first round (`segment.labeller: builtin:toy-labeller`).
 
 - Command: `python -m freemask.toyworld.labeller {command}`, i.e.
-  `freemask {render}`, then `freemask {train}`
+  {", ".join(renders)}, then {train} on their union
 - Time: {seconds:.0f} s on {hardware()}, torch {torch.__version__}
 - Weights: safetensors only. Licence: Apache-2.0, as the project.
 """
@@ -75,6 +80,24 @@ def trained_model_id(config: str, overrides: list[str]) -> str:
     ``--set`` overrides applied as the CLI applies them."""
     with runtime_overrides([token for pair in overrides for token in ("--set", pair)]):
         return load_config(config).segment.model_id
+
+
+def union_of_renders(union: Path, folders: list[Path]) -> None:
+    """One training folder whose manifest lists every scene of ``folders``: their files are
+    hard-linked (copied across file systems), and the manifest is written last."""
+    samples = []
+    for folder in folders:
+        for sample in read_manifest(LocalStorage(folder)):
+            for name in (sample.image, sample.semantic_mask):
+                target = union / name
+                if not target.exists():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    try:
+                        target.hardlink_to(folder / name)
+                    except OSError:
+                        shutil.copyfile(folder / name, target)
+            samples.append(sample)
+    write_manifest(LocalStorage(union), samples)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument(
+        "--domains",
+        default="shifted",
+        help="comma-separated render domains (toy, shifted), --scenes of each",
+    )
+    parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -100,18 +128,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work, out = Path(args.work), Path(args.out)
     started = time.perf_counter()
-    # 1. Render the shifted domain, then train on it, with the product's own commands.
-    data, trained = str(work / "scenes"), work / "model"
-    render = ["toyworld", "scenes", "-c", args.config, "--out", data, "--count", str(args.scenes)]
-    render += ["--objects", "1,3", "--anywhere", "--domain", "shifted", "--seed", str(args.seed)]
+    # 1. Render each domain, then train on their union, with the product's own commands.
+    data, trained = work / "scenes", work / "model"
+    domains = args.domains.split(",")
+    folders = [work / f"scenes-{domain}" for domain in domains]
+    renders = []
+    for index, (domain, folder) in enumerate(zip(domains, folders, strict=True)):
+        # Each domain its own layouts: seeds 7000 apart, clear of every benchmark's.
+        seed = args.seed + 7000 * index
+        render = ["toyworld", "scenes", "-c", args.config, "--out", str(folder)]
+        render += ["--count", str(args.scenes), "--objects", "1,3", "--anywhere"]
+        renders.append([*render, "--domain", domain, "--seed", str(seed)])
     train = ["--set", f"segment.train_steps={args.steps}", "--set", "segment.checkpoint_every=500"]
     for override in args.overrides:
         train += ["--set", override]
-    train += ["train", "-c", args.config, "--in", data, "--out", str(trained)]
-    for run in (render, train):
-        status = freemask(run)
+    train += ["train", "-c", args.config, "--in", str(data), "--out", str(trained)]
+    for render in renders:
+        status = freemask(render)
         if status:
             return status
+    union_of_renders(data, folders)
+    status = freemask(train)
+    if status:
+        return status
     seconds = time.perf_counter() - started
 
     # 2. Ship: the whole folder is built beside ``out`` before it replaces ``out``, so a killed
@@ -123,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         id2label = json.loads((folder / "config.json").read_text())["id2label"]
         labels = [id2label[key] for key in sorted(id2label, key=int)]
         model_id = trained_model_id(args.config, args.overrides)
-        card = model_card(" ".join(argv), [render, train], labels, args.scenes, seconds, model_id)
+        card = model_card(" ".join(argv), [*renders, train], labels, args.scenes, seconds, model_id)
         (folder / "MODEL_CARD.md").write_text(card)
 
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -12,12 +12,20 @@ from freemask.active import judge
 from freemask.active.steps import finish, pool_of, round_folder
 from freemask.cli import main
 from freemask.errors import DegenerateResultError
-from freemask.records import serialize_samples
+from freemask.records import read_manifest, serialize_samples
 from freemask.storage import write_json
 from freemask.tracking import NullRun
 
 
-def a_round_that_kept(out, samples, kept: int, score: float) -> None:
+def a_candidate(out, round_index: int, kept: list, val_miou: float) -> None:
+    """A finished candidate's kept manifest and summary (round 0: the pool's)."""
+    folder = round_folder(round_index)
+    out.write_bytes(f"{folder}/kept.jsonl", serialize_samples(kept))
+    summary = {"round": round_index, "judge": "-", "kept": len(kept), "val_miou": val_miou}
+    write_json(out, f"{folder}/summary.json", summary)
+
+
+def a_round_that_kept(out, samples, kept: int, score: float, val_miou: float = 0.0) -> None:
     """Round 1's files: its first ``kept`` samples kept, every score ``score``."""
     scored = [s.model_copy(update={"scores": {"iou_vs_pseudo_gt": score}}) for s in samples]
     folder = round_folder(1)
@@ -29,7 +37,7 @@ def a_round_that_kept(out, samples, kept: int, score: float) -> None:
         "kept": kept,
         "candidates": len(samples),
         "keep_rule_used": "any_class",
-        "val_miou": 0.0,
+        "val_miou": val_miou,
     }
     write_json(out, f"{folder}/summary.json", summary)
 
@@ -60,7 +68,11 @@ def test_a_dataset_below_the_floor_fails_and_one_at_it_ships(
     assert finish(config, out, NullRun(), "stop", 0.0).written == 4
 
 
-def test_the_cli_exits_2_when_the_loop_keeps_nothing(tmp_path, config_for, capsys) -> None:
+def test_a_loop_whose_rounds_keep_nothing_ships_the_unfiltered_pool(
+    tmp_path, config_for, capsys
+) -> None:
+    import json
+
     import yaml
 
     write_shapes_set(tmp_path / "pool", 8)
@@ -69,9 +81,72 @@ def test_the_cli_exits_2_when_the_loop_keeps_nothing(tmp_path, config_for, capsy
     argv = ["active", "--config", str(tmp_path / "run.yaml"), "--in", str(tmp_path / "pool")]
     code = main(argv)
     output = capsys.readouterr()
+    assert code == 0, output
+    out = tmp_path / "active"
+    pool = (out / "pool.jsonl").read_text()
+    assert (out / "manifest.jsonl").read_text() == pool and pool
+    summary = json.loads((out / "_SUCCESS").read_text())["summary"]
+    assert summary["best_round"] == 0
+    assert summary["chosen"].startswith("the unfiltered pool (round 0)")
+
+
+def test_the_cli_exits_2_when_the_best_candidate_is_below_the_floor(
+    tmp_path, config_for, prepared, capsys
+) -> None:
+    import yaml
+
+    write_shapes_set(tmp_path / "pool", 10)
+    config = config_for(active={"max_rounds": 1})
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    out = prepared(config, tmp_path / "pool")
+    pool = pool_of(out)
+    a_round_that_kept(out, pool, 0, 0.0, val_miou=0.3)
+    a_candidate(out, 0, pool, val_miou=0.2)  # the pool validates worse than nothing kept
+    argv = ["active", "--config", str(tmp_path / "run.yaml"), "--in", str(tmp_path / "pool")]
+    code = main(argv)
+    output = capsys.readouterr()
     assert code == 2, output
     assert "the dataset would hold 0 of the pool's" in output.out + output.err
     assert not (tmp_path / "active" / "_SUCCESS").exists()
+
+
+def test_the_loop_ships_the_pool_when_every_round_validates_worse(
+    tmp_path, config_for, prepared
+) -> None:
+    write_shapes_set(tmp_path / "pool", 12)
+    config = config_for()
+    out = prepared(config, tmp_path / "pool")
+    pool = pool_of(out)
+    a_candidate(out, 0, pool, val_miou=0.61)
+    a_candidate(out, 1, pool[:8], val_miou=0.58)
+    a_candidate(out, 2, pool[:6], val_miou=0.60)
+    result = finish(config, out, NullRun(), "reached max_rounds (2)", 0.0)
+    assert result.summary["best_round"] == 0 and result.written == len(pool)
+    assert result.summary["chosen"] == (
+        "the unfiltered pool (round 0), validation mIoU 0.610, +0.010 over round 2"
+    )
+    assert result.summary["gain_over_pool"] == 0.0
+    assert [s.id for s in read_manifest(out)] == [s.id for s in pool]
+
+
+def test_a_round_that_validates_better_than_the_pool_ships_and_says_by_how_much(
+    tmp_path, config_for, prepared
+) -> None:
+    write_shapes_set(tmp_path / "pool", 12)
+    config = config_for()
+    out = prepared(config, tmp_path / "pool")
+    pool = pool_of(out)
+    a_candidate(out, 0, pool, val_miou=0.61)
+    a_candidate(out, 1, pool[:8], val_miou=0.64)
+    a_candidate(out, 2, pool[:6], val_miou=0.64)  # a tie: the earlier candidate wins
+    result = finish(config, out, NullRun(), "stop", 0.0)
+    assert result.summary["best_round"] == 1 and result.written == 8
+    assert result.summary["gain_over_pool"] == 0.03
+    assert "+0.030 over the unfiltered pool" in result.summary["chosen"]
+    # A tie with the pool ships the pool: filtering has to earn its place.
+    a_candidate(out, 0, pool, val_miou=0.64)
+    (out.root / "_SUCCESS").unlink()
+    assert finish(config, out, NullRun(), "stop", 0.0).summary["best_round"] == 0
 
 
 def test_ties_are_broken_the_same_way_whatever_the_order() -> None:

@@ -44,15 +44,21 @@ def test_two_rounds_are_logged_as_nested_runs(tmp_path, mlflow_server, capsys) -
     with parent:
         result = run_active(config, str(tmp_path / "pool"), str(tmp_path / "active"), run=parent)
     rounds = result.summary["rounds"]
-    assert [summary["round"] for summary in rounds] == [1, 2]
+    assert [summary["round"] for summary in rounds] == [0, 1, 2]  # 0: the unfiltered pool
     assert result.summary["stop_reason"] == "reached max_rounds (2)"
 
     client = MlflowClient(mlflow_server)
     children = client.search_runs(
         [tracker.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.run_id}'"
     )
-    by_round = {run.data.tags["freemask.round"]: run for run in children}
-    assert set(by_round) == {"0", "1", "2"}  # round 0 trains the first pseudo-labeller
+    by_round = {
+        r.data.tags["freemask.round"]: r for r in children if "freemask.round" in r.data.tags
+    }
+    assert set(by_round) == {"0", "1", "2"}  # round 0 trains on the pool and judges round 1
+    # Round 2's two cross-fitted judges are runs of their own.
+    judges = {r.data.tags["freemask.judge"] for r in children if "freemask.judge" in r.data.tags}
+    assert judges == {"2.0", "2.1"}
+    assert by_round["0"].data.metrics["val_miou"] == rounds[0]["val_miou"]
     for key in ("1", "2"):
         metrics = by_round[key].data.metrics
         assert {"kept_fraction", "mean_iou_vs_pseudo", "val_miou", "val_iou.background"} <= set(
@@ -70,9 +76,12 @@ def test_two_rounds_are_logged_as_nested_runs(tmp_path, mlflow_server, capsys) -
         assert {f"images/iou_histogram+step+{key}", f"images/contact_sheet+step+{key}"} <= images
         assert by_round[key].data.tags["freemask.dataset_version"]
     best = client.get_model_version_by_alias("loop-test-segmenter", "best")
-    assert best.run_id in {by_round["1"].info.run_id, by_round["2"].info.run_id}
+    chosen = result.summary["best_round"]
+    assert best.run_id == by_round[str(chosen)].info.run_id
+    assert max(r["val_miou"] for r in rounds) == rounds[chosen]["val_miou"]
     kept = read_manifest(LocalStorage(tmp_path / "active"))
-    assert len(kept) == result.written and all(sample.round in (1, 2) for sample in kept)
+    assert len(kept) == result.written == rounds[chosen]["kept"]
+    assert all(sample.round == (chosen or None) for sample in kept)
 
     assert main(["compare", parent.run_id, "--tracking-uri", mlflow_server]) == 0
     printed = capsys.readouterr().out
@@ -90,7 +99,8 @@ def test_finished_rounds_are_not_run_again(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr("freemask.active.rounds.train_segmenter", refuse)
     again = run_active(config, str(tmp_path / "pool"), str(tmp_path / "active"))
     assert again.summary["rounds"] == first.summary["rounds"]
-    summary = json.loads((tmp_path / "active" / "rounds" / "01" / "summary.json").read_text())
+    best = first.summary["best_round"]
+    summary = json.loads((tmp_path / "active" / "rounds" / f"0{best}" / "summary.json").read_text())
     assert summary["kept"] == first.written
 
 
@@ -98,5 +108,5 @@ def test_stop_rule_ends_the_loop_early(tmp_path) -> None:
     write_shapes_set(tmp_path / "pool", 12)
     config = loop_config(tmp_path, max_rounds=3, iou_threshold=0.3, min_kept_fraction=0.99)
     result = run_active(config, str(tmp_path / "pool"), str(tmp_path / "active"))
-    assert len(result.summary["rounds"]) == 1
+    assert [summary["round"] for summary in result.summary["rounds"]] == [0, 1]
     assert "min_kept_fraction" in result.summary["stop_reason"]

@@ -51,12 +51,18 @@ def test_round_one_is_judged_by_the_labeller_not_a_bootstrap(tmp_path, config_fo
     assert steps.judge_of(config, 1).startswith(f"labeller {tmp_path / 'labeller'}")
     bootstrap = config_for()
     assert steps.needs_bootstrap(bootstrap) and "bootstrap" in steps.judge_of(bootstrap, 1)
-    assert "round 1 segmenter" in steps.judge_of(config, 2)
+    assert "cross-fitted on round 1's kept set" in steps.judge_of(config, 2)
+    previous = config_for(active={"later_judges": "previous_round"})
+    assert "round 1 segmenter" in steps.judge_of(previous, 2)
+    assert steps.judge_of(config, 0) == "none: the unfiltered pool"
 
 
 def test_round_two_filters_round_one_kept_set_with_round_one_model(tmp_path, config_for, prepared):
     write_shapes_set(tmp_path / "pool", 8)
-    config = config_for(segment={"labeller": str(tmp_path / "labeller")})
+    config = config_for(
+        segment={"labeller": str(tmp_path / "labeller")},
+        active={"later_judges": "previous_round"},
+    )
     save_tiny(tmp_path / "labeller", seed=3)
     out = prepared(config, tmp_path / "pool")
     pool = steps.pool_of(out)
@@ -74,6 +80,34 @@ def test_round_two_filters_round_one_kept_set_with_round_one_model(tmp_path, con
     first = pool[0]
     expected = predict(round_one, [read_image(out, first.image, mode="RGB")])[0]
     assert np.array_equal(read_image(out, f"rounds/02/pseudo/{first.id}.png"), expected)
+
+
+def test_cross_fitted_judges_never_judge_a_sample_they_learnt(
+    tmp_path, config_for, prepared, monkeypatch
+):
+    write_shapes_set(tmp_path / "pool", 12)
+    config = config_for(segment={"labeller": str(tmp_path / "labeller"), "validation": None})
+    labeller = save_tiny(tmp_path / "labeller", seed=3)
+    out = prepared(config, tmp_path / "pool")
+    pool = steps.pool_of(out)
+    out.write_bytes("rounds/01/kept.jsonl", serialize_samples(pool))
+    save_tiny(tmp_path / "active/rounds/01/model", seed=5)  # learnt every candidate: unused
+    learnt: list[set[str]] = []
+    started: list[dict] = []
+
+    def record(segmenter, samples, *args, **kwargs):
+        learnt.append({sample.id for sample in samples})
+        started.append({k: v.clone() for k, v in segmenter.model.state_dict().items()})
+
+    monkeypatch.setattr("freemask.active.rounds.train_segmenter", record)
+    pairs = steps.cross_fit_judges(config, out, 2, pool, NullRun())
+    judged = [{sample.id for sample in fold} for _, fold in pairs]
+    assert len(pairs) == 2 and set().union(*judged) == {s.id for s in pool}
+    assert judged[0].isdisjoint(judged[1])
+    for seen, fold in zip(learnt, judged, strict=True):
+        assert seen and seen.isdisjoint(fold) and seen | fold == {s.id for s in pool}
+    # Each judge starts from the independent labeller, not from round 1's segmenter.
+    assert all(same_weights(weights, labeller.model.state_dict()) for weights in started)
 
 
 def test_each_round_fine_tunes_from_the_last(tmp_path, config_for, prepared, monkeypatch):
@@ -194,7 +228,7 @@ def test_killed_loop_rerun_finishes_identically(tmp_path, config_for):
         active={"iou_threshold": 0.0, "min_miou_gain": 0.0},
     )
     first = run_active(config, str(tmp_path / "pool"), str(tmp_path / "active"))
-    assert [r["round"] for r in first.summary["rounds"]] == [1, 2]
+    assert [r["round"] for r in first.summary["rounds"]] == [0, 1, 2]
     root = tmp_path / "active"
     weights = (root / "rounds/02/model/model.safetensors").read_bytes()
     # Killed in round 2's training after its step-2 checkpoint: no final model, no summary.

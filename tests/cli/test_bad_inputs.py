@@ -899,14 +899,6 @@ CASES += [
     for field, value in (("keep_rule", "percentile"), ("iou_threshold", 0.4), ("max_rounds", 2))
 ]
 CASES += [
-    Case(
-        "loop-keeps-nothing",
-        dataset(),
-        [*ACTIVE, "--set", "active.iou_threshold=1.0"],
-        2,
-        ("dataset would hold 0", "min_dataset_fraction"),
-        unchanged=False,
-    ),
     Case("run-workdir-busy", workdir_held, ["run", "-c", "{tmp}/run.yaml"], 2, ("pid 4242",)),
     Case(
         "manifest-record-past-the-bound",

@@ -24,6 +24,7 @@ def fake_run_local(config, run=None, on_stage=None) -> LocalRunReport:
         on_stage(number, len(PIPELINE), stage)
         report.ran[stage] = StageResult(stage=stage, output=f"{config.workdir}/{stage}", written=4)
     rounds = [
+        {"round": 0, "kept": 40, "kept_fraction": 1.0, "val_miou": 0.57},
         {"round": 1, "kept": 30, "kept_fraction": 0.75, "val_miou": 0.61},
         {"round": 2, "kept": 24, "kept_fraction": 0.6, "val_miou": 0.58},
     ]
@@ -31,6 +32,8 @@ def fake_run_local(config, run=None, on_stage=None) -> LocalRunReport:
     report.ran["active"].summary = {
         "rounds": rounds,
         "best_round": 1,
+        "chosen": "round 1, validation mIoU 0.610, +0.040 over the unfiltered pool, +0.030 "
+        "over round 2",
         "stop_reason": "validation mIoU gained -0.030 < active.min_miou_gain 0.005",
     }
     report.report = {"rounds": rounds, "files": ["index.html"]}
@@ -52,8 +55,10 @@ def test_run_tells_each_stage_then_the_outcome_and_what_to_run_next(
     ]
     shown = captured.out
     assert (
-        "exported: round 1 (30 samples, validation mIoU 0.610), the best validated round" in shown
+        "exported: 30 samples of round 1, validation mIoU 0.610, +0.040 over the unfiltered "
+        "pool, +0.030 over round 2: the best validated candidate" in shown
     )
+    assert "0 (pool)" in shown  # the pool is a row of the rounds' table
     assert "stopped: validation mIoU gained -0.030 < active.min_miou_gain 0.005" in shown
     assert f"mlflow ui --backend-store-uri sqlite:///{workdir.resolve() / 'mlflow.db'}" in shown
     assert f"freemask compare 0123abcd --config {config}" in shown

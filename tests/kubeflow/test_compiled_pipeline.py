@@ -112,7 +112,8 @@ def test_gpu_tasks_follow_what_each_command_runs() -> None:
     judged = RunConfig.model_validate(
         {"classes": ["cat"], "segment": {"labeller": "org/model"}, "compose": {"backgrounds": "bg"}}
     )
-    assert gpu_tasks(judged) == {"generate", "pseudo-label", "train", "close"}
+    # With a labeller, bootstrap still trains: round 0, the unfiltered pool's candidate.
+    assert gpu_tasks(judged) == {"generate", "bootstrap", "pseudo-label", "train", "close"}
 
 
 def test_accelerators_on_exactly_the_gpu_stages(compiled) -> None:

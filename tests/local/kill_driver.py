@@ -60,7 +60,7 @@ FORCED = [
     ("rename", "active/rounds/01/model/model.safetensors", "before"),
     ("create_run", "kill-test", "after"),
     ("create_run", "round-1", "after"),
-    ("model_version", "kill-test-segmenter", "before"),
+    ("model_version", "kill-test-segmenter@round-1", "before"),
     ("write", "active/rounds/01/summary.json", "before"),
     # --refresh: the second refresh's marker, LATEST's move, the first version's deletion.
     ("write", "versions/refresh-0002/_PUBLISHED", "after"),
@@ -134,12 +134,18 @@ def install_hooks(work: Path, log: Path, target: tuple[str, str, str] | None) ->
         if key:
             event("rename", key, "after")
 
+    def model_version_key(client: MlflowClient, name: str, *args: Any, **kwargs: Any) -> str:
+        """The model's name and the run it is registered from, by name: the pool's candidate
+        (round-0) and each round register one, so the name alone is not one event."""
+        run_id = kwargs.get("run_id") or (args[1] if len(args) > 1 else None)
+        return f"{name}@{client.get_run(run_id).info.run_name}" if run_id else name
+
     os.replace = hooked_rename
     wrap(LocalStorage, "write_bytes", "write", lambda s, path, *_, **__: relative(s, path))
     wrap(LocalStorage, "append_lines", "append", first_id)
     wrap(LocalStorage, "delete", "delete", lambda s, path: relative(s, path))
     wrap(MlflowClient, "create_run", "create_run", lambda s, *a, **k: k.get("run_name"))
-    wrap(MlflowClient, "create_model_version", "model_version", lambda s, name, *a, **k: name)
+    wrap(MlflowClient, "create_model_version", "model_version", model_version_key)
     wrap(MlflowClient, "log_artifacts", "log_artifacts", lambda s, run, folder, path=None: path)
     wrap(
         MlflowClient,
@@ -232,9 +238,11 @@ def tracking_problems(work: Path) -> list[str]:
             )
     if any(count != refreshes for count in rounds.values()):
         problems.append(f"round runs {rounds}")
+    # Every candidate registers its segmenter once: the pool (round 0) and each round.
+    closed = refreshes * (CONFIG["active"]["max_rounds"] + 1)
     versions = client.search_model_versions(f"name = '{CONFIG['name']}-segmenter'")
-    if len(versions) != refreshes:
-        problems.append(f"{len(versions)} registered model versions for {refreshes} closed rounds")
+    if len(versions) != closed:
+        problems.append(f"{len(versions)} registered model versions for {closed} closed rounds")
     for parent in parents:
         # The stages' table counts what the outputs hold, whatever the kills.
         stored = work / "mlartifacts" / parent.info.run_id / "artifacts" / "stages.json"
@@ -243,10 +251,10 @@ def tracking_problems(work: Path) -> list[str]:
         for stage in ("generate", "compose"):
             if made.get(stage) != 2:
                 problems.append(f"{stage} made {made.get(stage)} in the stages table")
-        # Each round's story metrics once: a step per round, never twice.
+        # Each candidate's story metrics once: a step per round (0: the pool), never twice.
         for key in ("val_miou", "kept_fraction", "kept"):
             steps = [m.step for m in client.get_metric_history(parent.info.run_id, key)]
-            if steps != [1]:
+            if steps != list(range(CONFIG["active"]["max_rounds"] + 1)):
                 problems.append(f"{key} logged at steps {steps}")
     return problems
 

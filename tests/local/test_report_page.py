@@ -141,7 +141,7 @@ def test_the_parent_run_tells_the_rounds_story_and_keeps_the_report(demo_run, tm
     run_id = parent.info.run_id
     # 1. Metrics: the rounds' story, one point per round; no stage counters.
     assert set(parent.data.metrics) == {"val_miou", "kept_fraction", "kept"}
-    assert [m.step for m in client.get_metric_history(run_id, "val_miou")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(run_id, "val_miou")] == [0, 1, 2]
     # 2. A description that says what the run made and shipped, and where it came from.
     tags = parent.data.tags
     assert "5 classes (ball, box, ring, cone, cross)" in tags[DESCRIPTION_TAG]

@@ -35,7 +35,7 @@ def rounds_of(work: Path, run) -> set[str]:
     children = client.search_runs(
         [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'"
     )
-    return {child.data.tags["freemask.round"] for child in children}
+    return {c.data.tags["freemask.round"] for c in children if "freemask.round" in c.data.tags}
 
 
 def stage_rows(work: Path, run) -> dict[str, dict]:
@@ -145,9 +145,9 @@ def test_demo_run_exports_reports_and_resumes_after_a_kill(tmp_path: Path, monke
     generated = read_manifest(LocalStorage(work / "generate"))
     assert stages["generate"]["made"] == len(generated)
     history = client.get_metric_history(run.info.run_id, "val_miou")
-    assert [m.step for m in history] == [1, 2]
+    assert [m.step for m in history] == [0, 1, 2]  # 0: the unfiltered pool
     assert read_manifest(LocalStorage(work / "compose")) == composed
-    assert rounds_of(work, run) == {"1", "2"}
+    assert rounds_of(work, run) == {"0", "1", "2"}
 
     # 3. The final dataset, exported, and the report folder.
     final = read_manifest(LocalStorage(work / "active"))
@@ -179,6 +179,6 @@ def test_demo_run_exports_reports_and_resumes_after_a_kill(tmp_path: Path, monke
     assert page.count('src="data:image/png;base64,') == 3  # the mIoU curve, two histograms
     assert page.count('<section class="stage"') == len(PIPELINE)
     summary = yaml.safe_load((report / "summary.json").read_text())
-    assert [r["round"] for r in summary["rounds"]] == [1, 2]
+    assert [r["round"] for r in summary["rounds"]] == [0, 1, 2]
     assert summary["stages"]["compose"]["samples"] == 12
     assert summary["stages"]["compose"]["instances_per_sample"] >= 1.5
