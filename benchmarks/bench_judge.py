@@ -12,7 +12,8 @@
    discarded, and the kept fraction. Three seeds, mean +- sd, and the worst seed.
 
 Usage: ``python benchmarks/bench_judge.py [--labeller builtin:toy-labeller] [--seeds 0 1 2]
-[--quality-work build/bench-quality] [--test build/bench_method/test]`` after bench_quality has
+[--quality-work build/bench-quality] [--test build/bench_method/test] [--keep-rule R]
+[--iou-threshold T]`` (the demo's active settings by default) after bench_quality has
 made its text-path pools. The last line is one JSON object.
 """
 
@@ -109,10 +110,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quality-work", type=Path, default=REPO / "build/bench-quality")
     parser.add_argument("--test", type=Path, default=REPO / "build/bench_method/test")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--keep-rule", default=None, help="active.keep_rule (default: the demo's)")
+    parser.add_argument(
+        "--iou-threshold", type=float, default=None, help="active.iou_threshold (the demo's)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     config = judge_config(args.labeller)
+    if args.keep_rule:
+        config.active.keep_rule = args.keep_rule
+    if args.iou_threshold is not None:
+        config.active.iou_threshold = args.iou_threshold
     judge = load_labeller(config.segment, config.classes)
 
     held_out = accuracy(judge, config, args.test)

@@ -22,7 +22,8 @@ settings before label quality was measured (no plausibility checks, the whole ba
 
 Usage: ``python benchmarks/bench_quality.py [--seeds 0 1 2] [--work DIR] [--quick]
 [--sources text redraws redraws-test-sizes] [--redraws] [--old] [--variant NAME=S.K=V]``;
-``--variant`` adds settings after generate, run on the shipped run's drawn objects; ``--redraws`` is
+``--variant`` adds settings after generate, run on the shipped text run's drawn objects (text
+only); ``--redraws`` is
 ``--sources redraws redraws-test-sizes``. Mean +- sd over seeds and the worst seed; the last
 line is one JSON object.
 """
@@ -357,7 +358,7 @@ def parse_variant(text: str) -> tuple[str, dict]:
 def reuse_drawn(shipped: Path, folder: Path) -> None:
     """Start a variant from the shipped run's finished generate and relate outputs (the same
     drawn objects, so the variants differ only after generate)."""
-    for stage in ("generate", "relate", "backgrounds"):
+    for stage in ("generate", "relate"):
         source, target = shipped / "run" / stage, folder / "run" / stage
         if (source / "_SUCCESS").exists() and not target.exists():
             shutil.copytree(source, target)
@@ -393,6 +394,8 @@ def main(argv: list[str] | None = None) -> None:
             for variant, settings in variants.items():
                 folder = work / f"seed{seed}" / f"{source}-{variant}"
                 if variant not in ("shipped", "old"):
+                    if source != "text":  # a redraw's settings name its own folder's inputs
+                        continue
                     reuse_drawn(work / f"seed{seed}" / f"{source}-shipped", folder)
                 config = bench_config(folder, seed, settings, args.quick, source)
                 size = config.generate.height
