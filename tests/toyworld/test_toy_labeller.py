@@ -53,7 +53,12 @@ def test_the_demo_labeller_judges_the_toy_world_it_never_saw(tmp_path: Path) -> 
 
 
 def fake_freemask(argv: list[str]) -> int:
-    """Stands in for the CLI: ``train`` leaves a small trained folder at its ``--out``."""
+    """Stands in for the CLI: ``toyworld scenes`` renders two scenes of its ``--domain``,
+    ``train`` leaves a small trained folder at its ``--out``."""
+    if "scenes" in argv:
+        domain, seed = argv[argv.index("--domain") + 1], int(argv[argv.index("--seed") + 1])
+        out = argv[argv.index("--out") + 1]
+        write_toy_scenes(out, ["ball", "box"], 2, seed=seed, objects=(1, 1), domain=domain)
     if "train" in argv:
         model = Path(argv[argv.index("--out") + 1])
         model.mkdir(parents=True)
@@ -168,7 +173,7 @@ def test_labeller_script_passes_settings_to_training_and_names_the_model(
     argv += ["--set", "segment.image_size=128"]
     assert labeller_script.main(argv) == 0
     render, train = calls
-    assert "--set" not in render
+    assert "--set" not in render and render[render.index("--domain") + 1] == "shifted"
     position = train.index("train")
     settings = [train[i + 1] for i in range(position) if train[i] == "--set"]
     assert settings[-2:] == [
@@ -190,3 +195,32 @@ def test_labeller_script_passes_settings_to_training_and_names_the_model(
         "--set segment.model_id=builtin:small-mask2former-conv --set segment.image_size=128 train"
         in card
     )
+
+
+def test_several_domains_are_rendered_apart_and_trained_on_together(
+    tmp_path: Path, monkeypatch
+) -> None:
+    calls: list[list[str]] = []
+
+    def recording_freemask(argv: list[str]) -> int:
+        calls.append(list(argv))
+        return fake_freemask(argv)
+
+    monkeypatch.setattr(labeller_script, "freemask", recording_freemask)
+    work = tmp_path / "work"
+    argv = ["--config", DEMO, "--out", str(tmp_path / "shipped"), "--work", str(work)]
+    assert labeller_script.main([*argv, "--domains", "toy,shifted", "--seed", "3"]) == 0
+    *renders, _train = calls
+    domains = [(r[r.index("--domain") + 1], r[r.index("--seed") + 1]) for r in renders]
+    assert domains == [("toy", "3"), ("shifted", "7003")]  # each domain its own layouts
+    union = read_manifest(LocalStorage(work / "scenes"))
+    parts = [read_manifest(LocalStorage(work / f"scenes-{d}")) for d in ("toy", "shifted")]
+    assert [s.id for s in union] == [s.id for part in parts for s in part]
+    for sample in union:  # the union's files are the renders' own bytes
+        for name in (sample.image, sample.semantic_mask):
+            domain = "toy" if any(sample.id == s.id for s in parts[0]) else "shifted"
+            assert (work / "scenes" / name).read_bytes() == (
+                work / f"scenes-{domain}" / name
+            ).read_bytes()
+    card = (tmp_path / "shipped" / "MODEL_CARD.md").read_text()
+    assert "--domain toy" in card and "--domain shifted" in card and "on their union" in card
