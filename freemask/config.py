@@ -242,6 +242,55 @@ class GenerateConfig(StrictModel):
             "How far an `init_images` start image is noised before it is redrawn (1: all the way)."
         ),
     )
+    class_check: Literal["none", "clip", "labeller"] = Field(
+        "none",
+        description=(
+            "Check each drawn object's class once its mask is made, as X-Paste and DiverGen "
+            "filter drawn objects: `clip` scores the object's crop against `a photo of a "
+            "{class}` for every run class; `labeller` segments the image with a checkpoint that "
+            "predicts the run's classes and reads the classes under the object's mask. An "
+            "object of another class is rejected (`class_check: ...` in `rejected.jsonl`) or "
+            "relabelled (`class_check_relabel`); `none`: no check."
+        ),
+    )
+    class_check_model: Annotated[str, Field(min_length=1)] | None = Field(
+        None,
+        description=(
+            "The check's model (hub id, local folder or `gs://` mirror): for `clip` a CLIP "
+            "model (unset: `openai/clip-vit-base-patch32`); for `labeller` (required) a "
+            "Mask2Former checkpoint whose labels name every run class, a prefix holding a "
+            "model freemask trained, or `builtin:toy-labeller` (the toy world's)."
+        ),
+    )
+    class_check_revision: str | None = Field(
+        None, description="Pins `class_check_model`'s revision on the hub."
+    )
+    class_check_threshold: Probability = Field(
+        0.5,
+        description=(
+            "`clip`: the least probability (softmax over the run's classes) the drawn class "
+            "must have, as the most probable one. `labeller`: the largest share of the "
+            "object's mask another run class may hold (above it the object, misdrawn or a "
+            "hybrid of two classes, is rejected); a mask the labeller sees as mostly "
+            "background is rejected as no object."
+        ),
+    )
+    class_check_relabel: bool = Field(
+        False,
+        description=(
+            "Relabel an object the check clearly gives another run class (it wins, passes "
+            "`class_check_threshold` and leads the drawn class by `class_check_relabel_margin`) "
+            "instead of rejecting it: its instance and mask take that class, and "
+            "`scores.class_check_relabelled_from` keeps the drawn class's id."
+        ),
+    )
+    class_check_relabel_margin: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.3,
+        description=(
+            "How far (probability, or share of the mask) the winning class must lead the drawn "
+            "one for `class_check_relabel` to relabel the object."
+        ),
+    )
 
     @field_validator("prompt_templates")
     @classmethod
@@ -269,6 +318,11 @@ class GenerateConfig(StrictModel):
         low, high = self.ignore_band
         if low > high:
             raise ValueError(f"ignore_band must be (low, high) with low <= high, got {low}, {high}")
+        if self.class_check == "labeller" and self.class_check_model is None:
+            raise ValueError(
+                "class_check: labeller needs class_check_model, a checkpoint that predicts the "
+                "run's classes (e.g. builtin:toy-labeller in the toy world)"
+            )
         return self
 
 

@@ -54,6 +54,7 @@ class ModelField:
 
 MODEL_FIELDS = (
     ModelField("generate", "model_id", "revision"),
+    ModelField("generate", "class_check_model", "class_check_revision"),
     ModelField("segment", "model_id", "revision"),
     ModelField("segment", "labeller", "labeller_revision"),
     ModelField("relate", "embedding_model"),

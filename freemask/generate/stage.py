@@ -1,10 +1,12 @@
 """Stage 1, generate: Stable Diffusion draws single objects; their masks come from its attention.
 
 ``run_generate`` plans every (class, index) sample of the run, takes this shard's share, and
-draws it in batches with the attention capture installed. Each sample's image, soft mask and
-label mask are written, then its record; a re-run skips recorded samples. Batches are formed
-from the whole plan before anything is skipped, so a resumed run draws exactly the batches an
-uninterrupted run draws and writes the same bytes.
+draws it in batches with the attention capture installed. A sample whose mask is implausible,
+or whose object the class check (``generate.class_check``, class_check.py) finds to be another
+class, is rejected with the reason (the check may relabel it instead). Each kept sample's
+image, soft mask and label mask are written, then its record; a re-run skips recorded samples.
+Batches are formed from the whole plan before anything is skipped, so a resumed run draws
+exactly the batches an uninterrupted run draws and writes the same bytes.
 """
 
 from __future__ import annotations
@@ -23,12 +25,30 @@ from numpy.typing import DTypeLike
 from freemask.config import GenerateConfig, RunConfig, config_hash
 from freemask.errors import FreemaskError
 from freemask.generate.attention import AttentionStore, capture_attention
+from freemask.generate.class_check import (
+    CHECK_FIELDS,
+    Verdict,
+    check_settings,
+    guard_hash,
+    judge,
+    load_class_check,
+    record_verdict,
+    relabel_counts,
+)
 from freemask.generate.init_images import InitImages, load_init_images
 from freemask.generate.masks import ObjectMask, masks_from_attention, rejection_reason
 from freemask.generate.prompts import Prompt, build_prompt, class_token_indices
 from freemask.models import load_sd_pipeline, model_reference
 from freemask.progress import progress_bar
-from freemask.records import Instance, Sample, StageStamp, ignore_value, label_dtype, sample_id
+from freemask.records import (
+    Instance,
+    Sample,
+    StageStamp,
+    ignore_value,
+    label_dtype,
+    read_manifest,
+    sample_id,
+)
 from freemask.stage_output import Shard, StageOutput, StageResult, read_rejected, settings_of
 from freemask.storage import encode_image, open_storage
 
@@ -39,6 +59,9 @@ VERSION = "1"
 # Settings that change how fast or how many samples are made, not what each is: left out of
 # sample ids (so raising images_per_class extends a finished run).
 EXECUTION_FIELDS = {"batch_size", "device", "images_per_class"}
+# The class check decides which drawn samples are kept (and their class), not what is drawn:
+# left out of sample ids (a run with and without it draws the same samples), but guarded.
+ID_EXCLUDED = EXECUTION_FIELDS | CHECK_FIELDS
 # A class with more than this share of its samples rejected is flagged in the summary and log.
 FLAG_REJECTED_SHARE = 0.5
 
@@ -57,7 +80,13 @@ class PlannedSample:
 
 def content_hash(config: RunConfig) -> str:
     """Hash of the settings that determine a sample's content (model, sampling, prompts, masks)."""
-    return config_hash(config.generate, exclude=EXECUTION_FIELDS)
+    return config_hash(config.generate, exclude=ID_EXCLUDED)
+
+
+def settings_hash(config: RunConfig) -> str:
+    """The hash that guards an output (stage.json) and names its settings in records: the
+    content hash, mixed with the class check's settings when there is a check."""
+    return guard_hash(content_hash(config), config.generate)
 
 
 def sample_seed(run_seed: int, class_name: str, index: int) -> int:
@@ -98,8 +127,9 @@ def run_generate(
 
     ``inputs`` is unused (generate is the first stage). ``pipe`` is a loaded
     StableDiffusionPipeline; by default it is loaded from ``config.generate``. Returns what was
-    written, skipped (already done) and dropped (implausible masks, see ``rejection_reason``;
-    reasons in rejected.jsonl, counts per class and reason in the summary). With
+    written, skipped (already done) and dropped (implausible masks, see ``rejection_reason``,
+    or objects of another class, see ``generate.class_check``; reasons in rejected.jsonl,
+    counts per class and reason in the summary). With
     ``generate.init_images`` each sample is redrawn image-to-image from its class's init image,
     whose label mask (if any) becomes the sample's ``truth_mask``.
     Raises FreemaskError for a class word missing from its prompt, a class without init
@@ -113,8 +143,11 @@ def run_generate(
         storage,
         STAGE,
         shard,
-        settings_hash=content_hash(config),
-        settings=settings_of(config.generate, "generate", exclude=EXECUTION_FIELDS),
+        settings_hash=settings_hash(config),
+        settings={
+            **settings_of(config.generate, "generate", exclude=ID_EXCLUDED),
+            **check_settings(config.generate),
+        },
     )
 
     # 1. Plan the shard's samples; batches are cut before skipping, so they never change.
@@ -136,9 +169,10 @@ def run_generate(
         for batch in batches
         for item in batch
     }
+    check = load_class_check(settings, config.classes) if batches else None
 
     # 2. One store for the run's image size; the capture processors stay installed throughout.
-    stamp = StageStamp(stage=STAGE, version=VERSION, config_hash=content_hash(config))
+    stamp = StageStamp(stage=STAGE, version=VERSION, config_hash=settings_hash(config))
     done = len(planned) - len(todo)
     with progress_bar("generate: images", len(planned), done=done, shard=shard) as advance:
         if batches:
@@ -157,25 +191,65 @@ def run_generate(
                 for batch in batches:
                     ids = [tokens[item.id] for item in batch]
                     images, masks = draw_batch(pipe, store, batch, ids, settings, init)
-                    for item, image, mask in zip(batch, images, masks, strict=True):
-                        if item.id not in todo:
-                            continue
-                        reason = rejection_reason(mask, settings)
+                    drawn = [
+                        (item, image, mask)
+                        for item, image, mask in zip(batch, images, masks, strict=True)
+                        if item.id in todo
+                    ]
+                    # 4. Plausible masks only go to the class check, the whole batch at once.
+                    reasons = [rejection_reason(mask, settings) for _, _, mask in drawn]
+                    verdicts = judge(
+                        check,
+                        [(image, mask.label == 1, item.class_name) for item, image, mask in drawn],
+                        [reason is None for reason in reasons],
+                    )
+                    for (item, image, mask), reason, verdict in zip(
+                        drawn, reasons, verdicts, strict=True
+                    ):
+                        if verdict is not None and verdict.action == "rejected":
+                            reason = f"class_check: {verdict.reason}"
                         if reason:
                             output.drop(item.id, reason)
                         else:
                             truth = init and init.truth(
                                 item.class_name, item.index, item.class_id, image.shape[:2]
                             )
-                            output.commit(
-                                *to_record(item, image, mask, settings, stamp, truth, labels)
+                            checked = as_checked(item, verdict, config.classes)
+                            sample, files = to_record(
+                                checked, image, mask, settings, stamp, truth, labels
                             )
+                            if verdict is not None:
+                                sample = record_verdict(sample, verdict, item.class_id)
+                            output.commit(sample, files)
                         advance(1)
 
-    # 4. The success marker, with the run's counts and what was rejected, per class.
+    # 5. The success marker, with the run's counts and what was rejected (relabelled), per class.
+    relabelling = settings.class_check != "none" and settings.class_check_relabel
     return output.finish(
-        {"classes": len(config.classes), "planned": len(planned), **rejections(output, planned)}
+        {
+            "classes": len(config.classes),
+            "planned": len(planned),
+            **rejections(output, planned),
+            **(relabels(output, planned) if relabelling else {}),
+        }
     )
+
+
+def as_checked(item: PlannedSample, verdict: Verdict | None, classes: list[str]) -> PlannedSample:
+    """``item`` as its verdict leaves it: of the class it was relabelled to, if it was."""
+    if verdict is None or verdict.action != "relabelled":
+        return item
+    return replace(
+        item, class_name=verdict.class_name, class_id=classes.index(verdict.class_name) + 1
+    )
+
+
+def relabels(output: StageOutput, planned: list[PlannedSample]) -> dict[str, Any]:
+    """How many samples the class check relabelled, per drawn class and new class."""
+    drawn_as = {item.id: item.class_name for item in planned}
+    path = output.shard.manifest_path
+    samples = read_manifest(output.storage, path) if output.storage.exists(path) else []
+    return {"relabelled_by_class": relabel_counts(samples, drawn_as)}
 
 
 def rejections(output: StageOutput, planned: list[PlannedSample]) -> dict[str, Any]:

@@ -45,3 +45,45 @@ def _config(tmp_path, **generate) -> RunConfig:
             "generate": settings,
         }
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_folder(tmp_path_factory):
+    """A tiny CLIP (random, seeded weights) saved as a model folder, with the tiny tokenizer of
+    the tiny Stable Diffusion and a 32-px image processor: loads as a hub CLIP id would."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    from freemask.models import tiny_clip_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-clip")
+    tokenizer = tiny_clip_tokenizer()
+    torch.manual_seed(0)
+    model = CLIPModel(
+        CLIPConfig(
+            text_config={
+                "vocab_size": len(tokenizer),
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "max_position_embeddings": 77,
+                "bos_token_id": tokenizer.bos_token_id,
+                "eos_token_id": tokenizer.eos_token_id,
+                "pad_token_id": tokenizer.pad_token_id,
+            },
+            vision_config={
+                "image_size": 32,
+                "patch_size": 8,
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+            },
+            projection_dim=16,
+        )
+    )
+    model.save_pretrained(folder)
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
