@@ -544,21 +544,28 @@ class HarmonizeConfig(StrictModel):
     """Stage 5: harmonization of pasted objects, off (``none``) by default.
 
     ``color_transfer`` corrects lighting (lightness, contrast, ``white_balance``) and keeps the
-    object's own hue and chroma unless ``keep_hue`` is off; ``pctnet`` runs PCTNet's weights.
+    object's own hue and chroma unless ``keep_hue`` is off; ``pctnet`` runs PCTNet's weights;
+    ``learned`` runs a small learned harmonizer (``builtin:toy-harmonizer``: the toy world's).
     Off by default because no method here has a measured gain against exact truth: on the toy
     world, lighting at strength 0.4 is no closer to the true look than the composite and the
     segmenter trained on it scores no better (docs/method.md, the method's table).
     """
 
-    method: Literal["color_transfer", "pctnet", "none"] = Field(
+    method: Literal["color_transfer", "pctnet", "learned", "none"] = Field(
         "none",
         description=(
             "`none` (the default) copies samples through; `color_transfer` corrects lighting; "
-            "`pctnet` runs PCTNet's weights."
+            "`pctnet` runs PCTNet's weights; `learned` runs a small learned harmonizer "
+            "(`freemask.harmonize.learned`) that re-lights each object to its scene's light."
         ),
     )
     weights: str | None = Field(
-        None, description="With `method: pctnet`: a folder with `PCTNet_ViT.pth` (required then)."
+        None,
+        description=(
+            "With `method: pctnet`: a folder with `PCTNet_ViT.pth`; with `method: learned`: a "
+            "folder with `model.safetensors` and `config.json`, e.g. `builtin:toy-harmonizer` "
+            "(trained on the toy world's lights). Required with either."
+        ),
     )
     strength: Probability = Field(
         0.4,
@@ -593,7 +600,8 @@ class HarmonizeConfig(StrictModel):
     device: Device = Field(
         "auto",
         description=(
-            "Only `pctnet` uses the device (`color_transfer` is NumPy/OpenCV on the CPU). "
+            "Only `pctnet` and `learned` use the device (`color_transfer` is NumPy/OpenCV on "
+            "the CPU; `learned` always runs in fp32). "
             "Objects are harmonized one at a time, each on the result of the one below it, so "
             "there is no batch. `auto`: CUDA when there is one."
         ),
@@ -610,6 +618,11 @@ class HarmonizeConfig(StrictModel):
     def _check_weights(self) -> Self:
         if self.method == "pctnet" and not self.weights:
             raise ValueError("method 'pctnet' needs weights (a folder with PCTNet_ViT.pth)")
+        if self.method == "learned" and not self.weights:
+            raise ValueError(
+                "method 'learned' needs weights (a folder with model.safetensors, e.g. "
+                "builtin:toy-harmonizer)"
+            )
         return self
 
 

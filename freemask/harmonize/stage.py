@@ -3,8 +3,9 @@
 Objects are harmonized one by one in z-order (the order of the sample's instances), each
 against the background and the other objects around it. ``color_transfer`` needs no weights:
 it corrects lightness, contrast and white balance and keeps the object's own hue; ``pctnet``
-loads the published PCTNet ViT weights from ``harmonize.weights``; ``none`` copies samples
-through. Only an object's visible pixels that its label is sure of change (its instance mask
+loads the published PCTNet ViT weights from ``harmonize.weights``; ``learned`` runs a small
+light-predicting network from ``harmonize.weights`` (``builtin:toy-harmonizer`` for the toy
+world, ``freemask.harmonize.learned``); ``none`` copies samples through. Only an object's visible pixels that its label is sure of change (its instance mask
 where the semantic mask holds its class, no other object's pixels): background, the uncertain
 band and other objects stay byte-identical. Masks are never changed: the semantic, soft and
 truth masks and the instances are copied as they are. A sample whose record does not fit its
@@ -69,6 +70,18 @@ def make_harmonizer(settings: HarmonizeConfig) -> Harmonizer | None:
             placement_of(settings, "harmonize"),
         )
         return lambda image, mask, others: model.harmonize(image, mask)
+    if settings.method == "learned":
+        from freemask.harmonize.learned import LearnedHarmonizer, load_light_net
+        from freemask.models import BUILTIN_PREFIX, builtin_model_folder
+
+        if not settings.weights:
+            raise FreemaskError(
+                "harmonize.method 'learned' needs harmonize.weights (e.g. builtin:toy-harmonizer)"
+            )
+        source = resolve_model_source(settings.weights, "harmonize.weights")
+        if source.startswith(BUILTIN_PREFIX):
+            source = str(builtin_model_folder(source, "harmonize.weights"))
+        return LearnedHarmonizer(load_light_net(source), placement_of(settings, "harmonize").device)
 
     def classical(image: np.ndarray, mask: np.ndarray, others: np.ndarray) -> np.ndarray:
         return transfer_colour(
