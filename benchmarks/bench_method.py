@@ -8,11 +8,11 @@ renderer's masks are the truth), and on rendered backgrounds; rows are the train
 method makes:
 
   (a) single objects with attention masks   (b) + composition   (c) + refinement (on the
-  single objects, before composing)   (d) + harmonization (opt-in ``color_transfer``)
-  (e) each active-learning round's kept set, filtering (c) as the default pipeline does
-  (harmonization is off by default)   (i) the same rounds with ``active.ignore_disputed``
-  (a kept scene's contradicted classes become ignore)   (f) the ceiling: as many rendered
-  scenes with exact labels
+  single objects, before composing)   (d) + harmonization (``learned``, the toy world's
+  harmonizer, ``builtin:toy-harmonizer``)   (e) each active-learning round's kept set, filtering
+  (c) as the default pipeline does (harmonization is off by default)   (i) with ``--disputed``:
+  the same rounds with ``active.ignore_disputed`` (a kept scene's contradicted classes become
+  ignore)   (f) the ceiling: as many rendered scenes with exact labels
 
 Each row gets its label mIoU against truth (``freemask.quality``) and a downstream
 mIoU: a probe segmenter (``probe_segmenter.py``, a small conv net that generalises on this
@@ -25,7 +25,7 @@ truth; rows (i) also the dispute gap (true label IoU of the undisputed minus the
 classes of the samples a round disputed).
 
 Usage: ``python benchmarks/bench_method.py [--work DIR] [--seeds 0 1 2] [--device D]
-[--threads N] [--source text|redraws] [--quick]``; each seed's rows are kept in ``<work>/seed<N>/rows.json`` and reused
+[--threads N] [--source text|redraws] [--disputed] [--quick]``; each seed's rows are kept in ``<work>/seed<N>/rows.json`` and reused
 (resumable). The last line is one JSON object; ``ratio`` keys compare with row (f), the ceiling.
 """
 
@@ -40,12 +40,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_quality import HARMONIZED, THESAURUS, bench_config, write_inputs
+from bench_quality import THESAURUS, bench_config, write_inputs
 from probe_segmenter import ProbeSettings, load_pairs, predict_probe, train_probe
 
 from freemask.active import run_active
 from freemask.compose import run_backgrounds, run_compose
-from freemask.config import RunConfig
+from freemask.config import HarmonizeConfig, RunConfig
 from freemask.devices import resolve_device
 from freemask.generate import run_generate
 from freemask.harmonize import run_harmonize
@@ -62,12 +62,15 @@ TEST_SCENES = 500
 TEST_SEED = 1000  # training of the toy model used seed 0
 CEILING_SEED = 2000
 PROBE = ProbeSettings(steps=800)
+# Row d: the learned toy harmonizer, the one that matches the world's light (bench_harmonize_toyworld).
+HARMONIZED = {"harmonize": {"method": "learned", "weights": "builtin:toy-harmonizer"}}
 ROWS = ("a", "b", "c", "d")
 NAMES = {
     "a": "(a) attention masks (single objects)",
     "b": "(b) + composition",
     "c": "(c) + refinement",
-    "d": "(d) + harmonization (opt-in)",
+    "d": "(d) + harmonization (learned)",
+    "e*": "(e) exported: the best-validating",
     "f": "(f) exact labels (ceiling)",
 }
 ACTIVE_ROWS = {  # letter: (name, folder of its active run)
@@ -110,27 +113,34 @@ def run_composed(config: RunConfig, proxy: TruthProxy | None) -> Path:
 
 
 def run_rows(
-    config: RunConfig, work: Path, proxy: TruthProxy | None
+    config: RunConfig, work: Path, proxy: TruthProxy | None, disputed: bool = False
 ) -> dict[str, tuple[LocalStorage, list[Sample]]]:
-    """Run the stages; return each row's training set (storage and samples)."""
+    """Run the stages; return each row's training set (storage and samples); ``disputed``: the
+    rows (i) too."""
     root = run_composed(config, proxy)
     run_harmonize(config, str(root / "compose"), str(root / "harmonize"))
-    run_active(config, str(root / "compose"), str(root / "active"))
-    ignoring = config.active.model_copy(update={"ignore_disputed": True})
-    disputed_config = config.model_copy(update={"active": ignoring})
-    run_active(disputed_config, str(root / "compose"), str(root / "active-disputed"))
+    active_config = config.model_copy(update={"harmonize": HarmonizeConfig()})  # as by default
+    run_active(active_config, str(root / "compose"), str(root / "active"))
+    if disputed:
+        ignoring = config.active.model_copy(update={"ignore_disputed": True})
+        disputed_config = active_config.model_copy(update={"active": ignoring})
+        run_active(disputed_config, str(root / "compose"), str(root / "active-disputed"))
     prefixes = {"a": "generate", "b": "compose-unrefined", "c": "compose", "d": "harmonize"}
     rows = {}
     for row, prefix in prefixes.items():
         storage = LocalStorage(root / prefix)
         rows[row] = (storage, read_manifest(storage))
     for letter, (_, prefix) in ACTIVE_ROWS.items():
+        if letter == "i" and not disputed:
+            continue
         active = LocalStorage(root / prefix)
         number = 1
         while active.exists(f"rounds/{number:02d}/summary.json"):
             kept = read_manifest(active, f"rounds/{number:02d}/kept.jsonl")
             rows[f"{letter}{number}"] = (active, kept)
             number += 1
+    exported = LocalStorage(root / "active")  # the candidate the run ships (the pool included)
+    rows["e*"] = (exported, read_manifest(exported))
     count = len(rows["c"][1])
     ceiling = str(work / "ceiling")
     write_toy_scenes(
@@ -189,7 +199,13 @@ def check_scored_with(store: LocalStorage, scoring: dict) -> None:
 
 
 def run_seed(
-    work: Path, seed: int, test, quick: bool, device: str, source: str = "text"
+    work: Path,
+    seed: int,
+    test,
+    quick: bool,
+    device: str,
+    source: str = "text",
+    disputed: bool = False,
 ) -> dict[str, dict]:
     """Every row of one seed (reused from ``rows.json`` when this seed has finished; rows
     scored before an interruption are kept in ``rows.partial.json`` and not scored again)."""
@@ -204,7 +220,7 @@ def run_seed(
     proxy = load_truth_proxy() if source == "text" else None
     results = read_json(store, "rows.partial.json") if store.exists("rows.partial.json") else {}
     trained_on: dict[tuple[str, ...], str] = {}  # a round that kept everything: same probe
-    for row, (storage, samples) in run_rows(config, work, proxy).items():
+    for row, (storage, samples) in run_rows(config, work, proxy, disputed).items():
         ids = (str(storage.root), *(f"{s.id}:{s.semantic_mask}" for s in samples))
         if row in results:
             trained_on.setdefault(ids, row)
@@ -240,6 +256,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--source", choices=("text", "redraws"), default="text", help="how objects are drawn"
     )
+    parser.add_argument(
+        "--disputed", action="store_true", help="rows (i) too: rounds with ignore_disputed"
+    )
     args = parser.parse_args(argv)
     device = str(resolve_device(args.device))
     torch.set_num_threads(args.threads)
@@ -257,14 +276,18 @@ def main(argv: list[str] | None = None) -> None:
     test_store = LocalStorage(test_uri)
     test = load_pairs(test_store, read_manifest(test_store))
     results = {
-        seed: run_seed(args.work / f"seed{seed}", seed, test, args.quick, device, args.source)
+        seed: run_seed(
+            args.work / f"seed{seed}", seed, test, args.quick, device, args.source, args.disputed
+        )
         for seed in args.seeds
     }
 
     for seed in args.seeds:  # the filters' precision, read from the finished runs
         config = method_config(args.work / f"seed{seed}", seed, args.quick, args.source)
         root = Path(config.workdir)
-        for row in [row for row in results[seed] if row[0] in ACTIVE_ROWS]:
+        chosen = read_json(LocalStorage(root / "active"), "_SUCCESS")["summary"]
+        results[seed]["e*"]["chosen"] = chosen["chosen"]
+        for row in [r for r in results[seed] if r[0] in ACTIVE_ROWS and r[1:].isdigit()]:
             active = LocalStorage(root / ACTIVE_ROWS[row[0]][1])
             filtered = read_json(active, f"rounds/{int(row[1:]):02d}/filter.json")
             precision = filtered["discard_precision"] or {}  # as judged, before any ignoring
@@ -273,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
             results[seed][row].update({f"dispute_{k}": v for k, v in dispute.items()})
     rows = sorted(
         {row for seed_rows in results.values() for row in seed_rows},
-        key=lambda row: (row == "f", row),  # the ceiling last
+        key=lambda row: (row == "f", row == "e*", row),  # the export, then the ceiling last
     )
     print(
         f"toy world, objects from {args.source}, {len(test[0])} held-out rendered scenes, probe segmenter "
@@ -300,6 +323,8 @@ def main(argv: list[str] | None = None) -> None:
             if known:
                 figures[f"{row}.{key}"] = round(float(np.mean(known)), 4)
                 figures[f"{row}.{key}_sd"] = round(float(np.std(known)), 4)
+    for seed in args.seeds:
+        print(f"seed {seed} exports {results[seed]['e*']['chosen']}")
     names = ["background", *classes]
     print("downstream IoU per class (mean over seeds):")
     print(f"{'row':<8}" + "".join(f"{n[:10]:>11}" for n in names))

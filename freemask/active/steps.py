@@ -509,6 +509,7 @@ def choice(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         said += f", {best['val_miou'] - pool['val_miou']:+.3f} over the unfiltered pool"
     if others:
         runner_up = max(others, key=lambda summary: summary["val_miou"])
+    if others and runner_up is not pool:  # the pool's margin is said once
         margin = best["val_miou"] - runner_up["val_miou"]
         said += f", {margin:+.3f} over {candidate_name(runner_up['round'])}"
     gain = None if pool is None else round(best["val_miou"] - pool["val_miou"], 6)

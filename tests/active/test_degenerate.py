@@ -143,6 +143,13 @@ def test_a_round_that_validates_better_than_the_pool_ships_and_says_by_how_much(
     assert result.summary["best_round"] == 1 and result.written == 8
     assert result.summary["gain_over_pool"] == 0.03
     assert "+0.030 over the unfiltered pool" in result.summary["chosen"]
+    # The runner-up is the pool: its margin is said once.
+    a_candidate(out, 2, pool[:6], val_miou=0.60)
+    (out.root / "_SUCCESS").unlink()
+    assert finish(config, out, NullRun(), "stop", 0.0).summary["chosen"] == (
+        "round 1, validation mIoU 0.640, +0.030 over the unfiltered pool"
+    )
+    a_candidate(out, 2, pool[:6], val_miou=0.64)
     # A tie with the pool ships the pool: filtering has to earn its place.
     a_candidate(out, 0, pool, val_miou=0.64)
     (out.root / "_SUCCESS").unlink()
