@@ -22,6 +22,7 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -215,15 +216,18 @@ class StageOutput:
         self._done.add(sample_id)
         self.result.dropped += 1
 
-    def finish(self, summary: dict[str, Any] | None = None) -> StageResult:
+    def finish(
+        self, summary: dict[str, Any] | Callable[[], dict[str, Any]] | None = None
+    ) -> StageResult:
         """Write the success marker (per shard when sharded) with the run's summary; its
         ``written`` and ``dropped`` count the whole output, so they do not depend on how many
-        runs it took to make it."""
+        runs it took to make it. A callable ``summary`` is called once the records are in the
+        shard's manifest and rejected list (on object stores they wait as objects until here)."""
         self._claim()
         if self._per_record:
             self._compact()
         self.result.seconds = time.monotonic() - self._started
-        self.result.summary = summary or {}
+        self.result.summary = (summary() if callable(summary) else summary) or {}
         paths = self.shard.manifest_path, self.shard.rejected_path
         totals = {
             "written": len(read_manifest(self.storage, paths[0]))

@@ -225,8 +225,8 @@ def run_generate(
 
     # 5. The success marker, with the run's counts and what was rejected (relabelled), per class.
     relabelling = settings.class_check != "none" and settings.class_check_relabel
-    return output.finish(
-        {
+    return output.finish(  # counted once the records are compacted (object stores)
+        lambda: {
             "classes": len(config.classes),
             "planned": len(planned),
             **rejections(output, planned),

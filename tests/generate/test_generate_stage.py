@@ -17,7 +17,7 @@ from freemask.generate import plan_samples, run_generate
 from freemask.models import TINY_SD_ID, build_tiny_sd, load_sd_pipeline
 from freemask.records import IGNORE_INDEX, read_manifest
 from freemask.stage_output import REJECTED, Shard, StageOutput, join_shards, read_rejected
-from freemask.storage import LocalStorage, read_array, read_image
+from freemask.storage import LocalStorage, read_array, read_image, read_json
 
 
 def tree(folder: Path) -> dict[str, bytes]:
@@ -127,6 +127,20 @@ def test_empty_masks_are_rejected_with_a_reason(tiny_pipe, make_config, tmp_path
     assert result.summary["flagged_classes"] == ["cat", "traffic light"]
     again = run_generate(config, None, storage.uri, pipe=tiny_pipe)
     assert again.skipped == 4 and again.dropped == 0
+
+
+def test_rejections_are_counted_on_object_stores_too(
+    tiny_pipe, make_config, tmp_path, monkeypatch
+) -> None:
+    # An object store (gs://) cannot append: each record waits as its own object until the
+    # stage finishes (GCSStorage.appends_cheaply is False). The summary must count them.
+    monkeypatch.setattr(LocalStorage, "appends_cheaply", False)
+    config = make_config(threshold="fixed", fixed_threshold=1.0, ignore_band=(0.5, 0.5))
+    storage = LocalStorage(tmp_path / "out")
+    result = run_generate(config, None, storage.uri, pipe=tiny_pipe)
+    assert len(read_rejected(storage, REJECTED)) == 4
+    assert result.summary["rejected_by_class"] == {"cat": 2, "traffic light": 2}
+    assert read_json(storage, "_SUCCESS")["summary"]["rejected_by_reason"] == {"empty": 4}
 
 
 def test_non_finite_attention_fails_naming_samples_and_writes_nothing(
