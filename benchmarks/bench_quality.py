@@ -64,8 +64,6 @@ STAGES = ("generate", "refine", "compose")
 SOURCES = ("text", "redraws", "redraws-test-sizes")
 # The settings before label quality was measured: every mask kept, the whole band pasted.
 OLD_SETTINGS = {"generate": {"reject_implausible": False}, "compose": {"band_width": 0.5}}
-# Harmonization is off by default; the method benchmark runs the opt-in lighting correction.
-HARMONIZED = {"harmonize": {"method": "color_transfer"}}
 BACKGROUNDS_PER_SCENE = 6
 THESAURUS = REPO / "configs" / "demo_thesaurus.yaml"
 OBJECTS_PER_CLASS = 16

@@ -507,9 +507,8 @@ def choice(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     said = f"{candidate_name(best['round'])}, validation mIoU {best['val_miou']:.3f}"
     if pool is not None and best is not pool:
         said += f", {best['val_miou'] - pool['val_miou']:+.3f} over the unfiltered pool"
-    if others:
-        runner_up = max(others, key=lambda summary: summary["val_miou"])
-    if others and runner_up is not pool:  # the pool's margin is said once
+    runner_up = max(others, key=lambda summary: summary["val_miou"], default=None)
+    if runner_up is not None and runner_up is not pool:  # the pool's margin is said once
         margin = best["val_miou"] - runner_up["val_miou"]
         said += f", {margin:+.3f} over {candidate_name(runner_up['round'])}"
     gain = None if pool is None else round(best["val_miou"] - pool["val_miou"], 6)
