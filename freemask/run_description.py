@@ -28,9 +28,14 @@ def describe_run(config: RunConfig) -> str:
         "",
         f"- generate: {generate.images_per_class} images per class from `{generate.model_id}`",
         f"- compose: {config.compose.images} scenes of {low}-{high} objects",
-        f"- active learning: up to {active.max_rounds} rounds, keep rule `{active.keep_rule}` "
-        f"(IoU threshold {active.iou_threshold}), segmenter `{segment.model_id}`, "
-        f"round 1 judged by {judge}",
+        (
+            f"- active learning: up to {active.max_rounds} rounds, keep rule "
+            f"`{active.keep_rule}` (IoU threshold {active.iou_threshold}), segmenter "
+            f"`{segment.model_id}`, round 1 judged by {judge}"
+            if active.max_rounds
+            else f"- active learning: off (the unfiltered pool ships), segmenter "
+            f"`{segment.model_id}` trained on it"
+        ),
         f"- validation: {segment.validation or '1-in-10 split of the generated pool'}",
     ]
     if config.kubeflow.dataset_version:

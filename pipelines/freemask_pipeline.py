@@ -8,8 +8,10 @@ exports and the run report, as ``freemask run`` ends).
 KFP v2 cannot call a pipeline from itself at run time, so rounds are unrolled at compile time:
 the sub-pipeline of round k runs the round and, under ``dsl.If`` on its close step's decision,
 calls the sub-pipeline of round k+1, down to ``active.max_rounds`` from the compile-time config
-(the depth). A run's ``active.max_rounds`` above the depth is refused by ``freemask submit`` and,
-at run time, by the first task. Only parameters cross round boundaries.
+(the depth). A run's ``active.max_rounds`` above the depth, or 0 under a depth above 0, is
+refused by ``freemask submit`` and, at run time, by the first task. At depth 0 (the default:
+no filtering round) bootstrap ships the pool and publish follows it. Only parameters cross
+round boundaries.
 
 The config file at ``config_uri`` is the truth: the other parameters default to "" (unset) and
 override it only when a run sets them. Every task gets the KFP run id as its dataset version, so
@@ -181,7 +183,7 @@ def configure(task: Any, name: str, settings: Scheduling) -> Any:
 def build_rounds(tasks: Tasks, depth: int, settings: Scheduling) -> Any:
     """The sub-pipeline of round 1; round k calls round k+1 under a condition on its close
     step's decision, down to ``depth`` (built deepest first: a pipeline is defined before the
-    one that calls it)."""
+    one that calls it); None for depth 0."""
     next_round = None
     for round_index in range(depth, 0, -1):
         next_round = _round_pipeline(tasks, round_index, settings, depth, next_round)
@@ -273,9 +275,11 @@ def build_pipeline(tasks: Tasks, config: RunConfig):
         booted = configure(
             tasks.bootstrap(**runtime, parent_run_id=run_id).after(prepared), "bootstrap", settings
         )
-        rounds = first_round(**overrides, parent_run_id=run_id).after(booted)
-        rounds.set_caching_options(False)
-        configure(tasks.publish(**runtime, parent_run_id=run_id).after(rounds), "publish", settings)
+        last = booted  # with no rounds compiled (depth 0) bootstrap ships the pool
+        if first_round is not None:
+            last = first_round(**overrides, parent_run_id=run_id).after(booted)
+            last.set_caching_options(False)
+        configure(tasks.publish(**runtime, parent_run_id=run_id).after(last), "publish", settings)
 
     @dsl.pipeline(name="freemask", description="Synthetic segmentation data with no manual labels.")
     def freemask(

@@ -100,8 +100,8 @@ def test_environment_overrides_and_is_named_in_errors(tmp_path: Path) -> None:
     )
     assert config.generate.images_per_class == 7
     assert config.seed == 3
-    assert problems(path, {"FREEMASK__ACTIVE__MAX_ROUNDS": "0"}) == [
-        "environment FREEMASK__ACTIVE__MAX_ROUNDS: active.max_rounds: got 0; expected a value >= 1"
+    assert problems(path, {"FREEMASK__ACTIVE__MAX_ROUNDS": "-1"}) == [
+        "environment FREEMASK__ACTIVE__MAX_ROUNDS: active.max_rounds: got -1; expected a value >= 0"
     ]
 
 

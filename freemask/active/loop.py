@@ -9,7 +9,8 @@ generated mask disagrees with it are discarded (kept for inspection, never delet
 ``active.relabel`` the kept samples that agree closely take the prediction as their mask; the
 judge's successor is fine-tuned on the kept ones and evaluated on the validation set; round k
 is logged to MLflow as a nested run. ``should_continue`` decides whether round k+1 runs; the
-Kubeflow pipeline calls the same function. Round 1's judge is the independent checkpoint in
+Kubeflow pipeline calls the same function. With ``active.max_rounds`` 0 (the default) no round
+runs after round 0 and the pool is the dataset. Round 1's judge is the independent checkpoint in
 ``segment.labeller`` (its labels mapped onto the run's), or, when it is unset, a segmenter
 trained on the whole pool first (round 0); round k's judges are cross-fitted on round k-1's
 kept set (``freemask.active.cross_fit``), or round k-1's segmenter
@@ -51,6 +52,9 @@ def run_active(
     guard_settings(config, out)
     steps.prepare(config, inputs, out)
     steps.bootstrap(config, out, run)
+    if config.active.max_rounds == 0:
+        reason = "active.max_rounds is 0: the unfiltered pool is the only candidate"
+        return steps.finish(config, out, run, reason, time.monotonic() - started)
     round_index = 1
     while True:
         if not out.exists(f"{steps.round_folder(round_index)}/summary.json"):

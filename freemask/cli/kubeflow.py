@@ -23,6 +23,7 @@ import typer
 import yaml
 
 from freemask import bounded_yaml, deploy_check
+from freemask.cli.learning import depth_problem
 from freemask.cli.options import load_run_config, out
 from freemask.commands import ARTIFACTS, OVERRIDES
 from freemask.config import ENV_PREFIX, RunConfig, load_config
@@ -265,11 +266,9 @@ def validate_submission(config: str, arguments: dict[str, Any], depth: int) -> R
             "tracking.uri holds a user and password: give it without them and name the "
             "Kubernetes Secret holding them in tracking.credentials_secret"
         )
-    if run_config.active.max_rounds > depth:
-        problems.append(
-            f"active.max_rounds={run_config.active.max_rounds} is above the {depth} rounds "
-            "compiled into the pipeline"
-        )
+    rounds_problem = depth_problem(run_config.active.max_rounds, depth)
+    if rounds_problem:
+        problems.append(rounds_problem)
     if problems:
         raise FreemaskError(f"{config}: not submitted: " + "; ".join(problems))
     return run_config

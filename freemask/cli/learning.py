@@ -351,12 +351,29 @@ def _tracker(run_config):
 
 
 def check_depth(run_config, depth: int | None) -> None:
-    """Refuse ``active.max_rounds`` above the rounds compiled into the pipeline (``depth``)."""
-    if depth is not None and run_config.active.max_rounds > depth:
-        raise FreemaskError(
-            f"active.max_rounds={run_config.active.max_rounds} is above the {depth} rounds "
-            "compiled into the pipeline; recompile with a larger active.max_rounds"
+    """Refuse ``active.max_rounds`` above the rounds compiled into the pipeline (``depth``), or 0
+    in a pipeline compiled with rounds: its round 1 runs whatever the run's setting."""
+    problem = depth_problem(run_config.active.max_rounds, depth)
+    if problem:
+        raise FreemaskError(problem)
+
+
+def depth_problem(max_rounds: int, depth: int | None) -> str | None:
+    """Why a run of ``max_rounds`` cannot run in a pipeline compiled with ``depth`` rounds, or
+    None when it can (or ``depth`` is unknown)."""
+    if depth is None:
+        return None
+    if max_rounds > depth:
+        return (
+            f"active.max_rounds={max_rounds} is above the {depth} rounds compiled into the "
+            "pipeline; recompile with a larger active.max_rounds"
         )
+    if max_rounds == 0 and depth > 0:
+        return (
+            f"active.max_rounds=0 in a pipeline compiled with {depth} rounds, whose round 1 runs "
+            "whatever the run's setting; compile with active.max_rounds: 0 to ship the pool"
+        )
+    return None
 
 
 def start_run(
@@ -365,7 +382,7 @@ def start_run(
     depth: Annotated[
         int | None,
         typer.Option(
-            min=1,
+            min=0,
             help="Rounds compiled into the pipeline [default: unchecked against "
             "active.max_rounds].",
         ),
@@ -581,7 +598,12 @@ def round_step(
             run_config, inputs or f"{run_config.workdir.rstrip('/')}/harmonize", out_storage
         )
     elif step == "bootstrap":
+        started = time.monotonic()
         steps.bootstrap(run_config, out_storage, parent)
+        if run_config.active.max_rounds == 0:  # no round follows: the pool is the dataset
+            reason = "active.max_rounds is 0: the unfiltered pool is the only candidate"
+            steps.finish(run_config, out_storage, parent, reason, time.monotonic() - started)
+            parent.finish()
     elif step == "pseudo-label":
         steps.pseudo(run_config, out_storage, round_index, parent)
     elif step == "filter":
@@ -591,7 +613,8 @@ def round_step(
     else:
         started = time.monotonic()
         steps.close(run_config, out_storage, round_index, parent)
-        cap = min(value for value in (max_rounds, depth, run_config.active.max_rounds) if value)
+        limits = (max_rounds, depth, run_config.active.max_rounds)
+        cap = min(value for value in limits if value is not None)
         rules = run_config.active.model_copy(update={"max_rounds": cap})
         go_on, reason = should_continue(steps.history(out_storage, round_index), rules)
         if not go_on:

@@ -110,3 +110,23 @@ def test_stop_rule_ends_the_loop_early(tmp_path) -> None:
     result = run_active(config, str(tmp_path / "pool"), str(tmp_path / "active"))
     assert [summary["round"] for summary in result.summary["rounds"]] == [0, 1]
     assert "min_kept_fraction" in result.summary["stop_reason"]
+
+
+def test_no_round_ships_the_unfiltered_pool(tmp_path, monkeypatch) -> None:
+    """active.max_rounds 0 (the default): round 0 trains and validates on the pool, no judge
+    pseudo-labels anything, and the pool is the exported dataset."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("no round may pseudo-label with max_rounds 0")
+
+    monkeypatch.setattr("freemask.active.steps.pseudo", refuse)
+    write_shapes_set(tmp_path / "pool", 12)
+    config = loop_config(tmp_path, max_rounds=0)
+    result = run_active(config, str(tmp_path / "pool"), str(tmp_path / "active"))
+    assert [summary["round"] for summary in result.summary["rounds"]] == [0]
+    assert "max_rounds is 0" in result.summary["stop_reason"]
+    assert "unfiltered pool" in result.summary["chosen"]
+    active = LocalStorage(tmp_path / "active")
+    pool = read_manifest(active, "pool.jsonl")
+    assert {s.id for s in read_manifest(active)} == {s.id for s in pool}
+    assert not active.exists("rounds/01/summary.json")

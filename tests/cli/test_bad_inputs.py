@@ -312,7 +312,7 @@ BAD_VALUES = [
     ("segment", "image_size", 65536, "<= 4096"),
     ("segment", "train_steps", 0, ">= 1"),
     ("segment", "train_steps", True, "valid integer"),
-    ("active", "max_rounds", 0, ">= 1"),
+    ("active", "max_rounds", -1, ">= 0"),
     ("active", "max_rounds", 11, "<= 10"),
     ("active", "keep_rule", "all", "any_class"),
     ("active", "iou_threshold", -0.1, ">= 0"),

@@ -21,7 +21,8 @@ from pipelines.ir import load_ir
 pytestmark = pytest.mark.slow
 
 
-def test_container_command_lines_run_against_the_cli(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rounds", [1, 0])  # 0, the default: bootstrap ships the pool
+def test_container_command_lines_run_against_the_cli(tmp_path: Path, rounds: int) -> None:
     settings = {
         "name": "command-lines",
         "workdir": str(tmp_path / "work"),
@@ -43,7 +44,7 @@ def test_container_command_lines_run_against_the_cli(tmp_path: Path) -> None:
             "train_steps": 2,
             "checkpoint_every": 1,
         },
-        "active": {"max_rounds": 1, "keep_rule": "percentile"},
+        "active": {"max_rounds": rounds, "keep_rule": "percentile"},
         "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
         "kubeflow": {"shards": 1, "parallelism": 1},
     }
@@ -76,6 +77,9 @@ def test_container_command_lines_run_against_the_cli(tmp_path: Path) -> None:
     finally:
         shutil.rmtree(f"/gcs/{bucket}", ignore_errors=True)
     assert set(ran) == referenced_executors(spec)
-    assert (tmp_path / "decision").read_text() == "false"  # max_rounds 1: the loop ends here
+    if rounds:
+        assert (tmp_path / "decision").read_text() == "false"  # max_rounds 1: the loop ends here
+    else:
+        assert not (tmp_path / "decision").exists()  # no close step ran
     work = tmp_path / "work" / "versions" / "run-1"
     assert (work / "active" / "_SUCCESS").is_file() and (work / "config.yaml").is_file()

@@ -86,6 +86,17 @@ def test_a_round_whose_decision_is_false_cancels_the_next_round(production) -> N
     assert ran[-2:] == ["root/exit-handler-1/freemask-body/publish", "root/end-run"]
 
 
+def test_a_pipeline_compiled_without_rounds_publishes_after_bootstrap(tmp_path) -> None:
+    """active.max_rounds 0, the default: no round sub-pipeline, and the pods run bootstrap (which
+    ships the pool) then publish."""
+    settings = {**SETTINGS, "active": {**SETTINGS.get("active", {}), "max_rounds": 0}}
+    spec, _ = load_ir(compile_pipeline(RunConfig.model_validate(settings), tmp_path / "ir.yaml"))
+    assert not [name for name in spec["components"] if "active-round" in name]
+    outputs = {"run_id": "parent-run"}  # no close step: no decision is read
+    ran = [e.path.rsplit("/", 1)[-1] for e in executions(spec, ARGUMENTS, outputs, RUN)]
+    assert ran[-4:] == ["prepare", "bootstrap", "publish", "end-run"]
+
+
 @dsl.pipeline(name="branches")
 def branches(n: int):
     with dsl.If(n > 5):

@@ -110,6 +110,18 @@ def test_a_run_asking_for_more_rounds_than_compiled_fails_at_its_first_task(
     assert "above the 3 rounds compiled into the pipeline" in capsys.readouterr().err
 
 
+def test_a_run_without_rounds_in_a_pipeline_with_rounds_fails_at_its_first_task(
+    compiled, capsys
+) -> None:
+    """Round 1 of a pipeline compiled with rounds runs whatever the run says: a run asking for
+    none is refused before anything is drawn."""
+    spec, config_path = compiled
+    pods = resolved(spec, {"config_uri": str(config_path), "max_rounds": "0"})
+    (start,) = [argv for _, argv in pods if "start-run" in argv]
+    assert main([*start, "--check"]) == 2
+    assert "active.max_rounds=0 in a pipeline compiled with 3 rounds" in capsys.readouterr().err
+
+
 def test_task_argv_builds_the_argv_the_driver_resolves(compiled) -> None:
     """The components' command lines come from task_argv: given a task's inputs as the driver
     resolves them, it builds exactly the argument list the driver resolves from the IR."""
