@@ -86,6 +86,38 @@ def test_run_goes_through_every_stage_under_one_parent_run(tmp_path: Path, capsy
     assert main(["manifest", "validate", "--in", str(work / "active"), "-c", str(config)]) == 0
 
 
+def test_a_run_with_the_default_rounds_ships_the_pool(tmp_path: Path, capsys) -> None:
+    """active.max_rounds 0, the default: round 0 trains on the pool, nothing is filtered, and
+    the pool is what the run exports and reports."""
+    tiny = {"model_id": "builtin:tiny-sd", "images_per_class": 1, "height": 64, "width": 64}
+    config = write_config(
+        tmp_path / "run.yaml",
+        {
+            "name": "pool-test",
+            "workdir": str(tmp_path / "work"),
+            "classes": CLASSES,
+            "generate": {**tiny, "num_inference_steps": 2, "reject_implausible": False},
+            "compose": {"images": 4, "backgrounds_per_scene": 1},
+            "segment": {"model_id": "builtin:tiny-mask2former", "image_size": 64, "train_steps": 2},
+        },
+    )
+    assert main(["run", "-c", str(config)]) == 0
+    printed = capsys.readouterr().out
+    work = tmp_path / "work"
+    (run,) = local_runs(work, "freemask")
+    assert run.info.status == "FINISHED"
+    assert rounds_of(work, run) == {"0"}
+    assert not (work / "active" / "rounds" / "01").exists()
+    pool = {s.id for s in read_manifest(LocalStorage(work / "harmonize"))}
+    assert {s.id for s in read_manifest(LocalStorage(work / "active"))} == pool
+    coco = COCO(str(work / "export/coco/annotations/instances.json"))
+    assert len(coco.getImgIds()) == len(pool)
+    assert "the unfiltered pool (round 0)" in printed
+    assert "stopped: active.max_rounds is 0" in printed
+    summary = json.loads((work / "report" / "summary.json").read_text())
+    assert [r["round"] for r in summary["rounds"]] == [0]
+
+
 def test_demo_run_exports_reports_and_resumes_after_a_kill(tmp_path: Path, monkeypatch) -> None:
     # The shipped demo config with small counts: the toy model draws, every stage runs.
     config = yaml.safe_load((REPO / "configs/demo.yaml").read_text())
