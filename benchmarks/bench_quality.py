@@ -36,6 +36,7 @@ import shutil
 import sys
 import tempfile
 import time
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,8 @@ from freemask.quality import (
 from freemask.records import Sample, read_manifest
 from freemask.refine import run_refine
 from freemask.relate import run_relate
+from freemask.segment.labeller import load_labeller
+from freemask.segment.model import predict
 from freemask.storage import LocalStorage, encode_image, read_array, read_image
 from freemask.toyworld.dataset import write_toy_scenes
 from freemask.toyworld.oracle import TruthProxy, load_truth_proxy, write_proxy_truth
@@ -68,7 +71,13 @@ BACKGROUNDS_PER_SCENE = 6
 THESAURUS = REPO / "configs" / "demo_thesaurus.yaml"
 OBJECTS_PER_CLASS = 16
 # Figures where a higher value is worse (the worst seed is the largest).
-LOWER_IS_BETTER = ("background_share", "wrong_class_share", "ignore_share", "share_below")
+LOWER_IS_BETTER = (
+    "background_share",
+    "wrong_class_share",
+    "ignore_share",
+    "share_below",
+    "disagreeing",
+)
 
 
 def bench_config(
@@ -193,9 +202,45 @@ def placement_completeness(
     return per_class
 
 
+@cache
+def toy_labeller(classes: tuple[str, ...]):
+    """The toy labeller (configs/demo.yaml's ``segment.labeller``), predicting ``classes``."""
+    settings = RunConfig.model_validate(
+        yaml.safe_load((REPO / "configs/demo.yaml").read_text())
+    ).segment
+    return load_labeller(settings, list(classes))
+
+
+def truth_cross_check(config: RunConfig, storage: LocalStorage) -> dict:
+    """The truth that single objects carry (the proxy's, or the renderer's on redraws) against
+    the toy labeller, a segmenter of another architecture trained on other renders: per class
+    the mean IoU of their object masks, and the share of objects where they overlap at IoU
+    below 0.5 (one of them, at least, is wrong). On redraws, where both the proxy and exact
+    truth are scored this way, it shows how far the proxy's agreement falls on text."""
+    samples = [s for s in read_manifest(storage) if s.truth_mask and s.instances]
+    images = [read_image(storage, s.image, mode="RGB") for s in samples]
+    predicted = predict(toy_labeller(tuple(config.classes)), images) if images else []
+    ious: dict[str, list[float]] = {name: [] for name in config.classes}
+    for sample, labelled in zip(samples, predicted, strict=True):
+        class_id = sample.instances[0].class_id
+        truth = read_image(storage, sample.truth_mask) == class_id
+        union = (truth | (labelled == class_id)).sum()
+        if union:
+            ious[sample.instances[0].class_name].append(
+                float((truth & (labelled == class_id)).sum() / union)
+            )
+    every = [v for values in ious.values() for v in values]
+    return {
+        "mean": float(np.mean(every)) if every else None,
+        "disagreeing_share": float(np.mean(np.array(every) < 0.5)) if every else None,
+        "per_class": {k: float(np.mean(v)) if v else None for k, v in ious.items()},
+    }
+
+
 def score_stages(config: RunConfig, root: Path, suffix: str = "") -> dict[str, dict]:
     """Each stage's label quality against the truth its samples carry, object recall per
-    colour on single objects, and object completeness after compose."""
+    colour on single objects, object completeness after compose, and the single objects'
+    truth against the toy labeller (``truth_cross_check``)."""
     scores = {}
     for stage in STAGES:
         storage = LocalStorage(root / f"{stage}{suffix}")
@@ -203,6 +248,8 @@ def score_stages(config: RunConfig, root: Path, suffix: str = "") -> dict[str, d
         scores[stage] = stage_quality(
             storage, samples, config.classes, group_words=config.generate.adjectives
         )
+    generated = LocalStorage(root / f"generate{suffix}")
+    scores["generate"]["truth_vs_labeller"] = truth_cross_check(config, generated)
     compose = read_manifest(LocalStorage(root / f"compose{suffix}"))
     objects = LocalStorage(root / f"refine{suffix}")
     scores["compose"]["completeness"] = completeness_summary(
@@ -293,6 +340,10 @@ def report_run(
             report.row(
                 f"{name}.{path}", f"{stage} recall, {colour}", [lookup(run, path) for run in runs]
             )
+    for path in ("mean", "disagreeing_share", *(f"per_class.{c}" for c in classes)):
+        full = f"generate.truth_vs_labeller.{path}"
+        label = f"truth~labeller {path.removeprefix('per_class.')}"
+        report.row(f"{name}.{full}", label, [lookup(run, full) for run in runs])
     for path in ("mean", "p10", "share_below.0.6"):
         full = f"compose.completeness.{path}"
         report.row(f"{name}.{full}", f"completeness {path}", [_completeness(r, path) for r in runs])
