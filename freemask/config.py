@@ -787,7 +787,8 @@ class ActiveConfig(StrictModel):
         0.005,
         description=(
             "The stop rule ends the loop when validation mIoU rose by less than this over the "
-            "round before."
+            "round before, and a filtered round ships only when it validates above the "
+            "unfiltered pool by more than this (less is the validation set's noise)."
         ),
     )
     min_kept_fraction: Probability = Field(

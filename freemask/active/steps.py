@@ -497,22 +497,32 @@ def finished_candidates(out: Storage) -> list[dict[str, Any]]:
     return ([read_json(out, pool)] if out.exists(pool) else []) + history(out)
 
 
-def choice(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """The candidate to ship: the best validation mIoU, the earlier on a tie (so the pool wins
-    ties against its filtered rounds: filtering must earn its place). ``summary`` is it,
-    ``reason`` says which and by how much it beat the pool and the runner-up."""
+def choice(rounds: list[dict[str, Any]], margin: float = 0.0) -> dict[str, Any]:
+    """The candidate to ship: the best validation mIoU, the earlier on a tie, and a filtered
+    round only when it validates above the pool by more than ``margin`` (a smaller gain is the
+    validation set's noise: filtering must earn its place). ``summary`` is it, ``reason`` says
+    which and by how much it beat the pool and the runner-up."""
     best = max(rounds, key=lambda summary: summary["val_miou"])
     pool = next((r for r in rounds if r["round"] == POOL_ROUND), None)
+    within = None
+    if pool is not None and best is not pool and best["val_miou"] - pool["val_miou"] <= margin:
+        best, within = pool, best
     others = [r for r in rounds if r is not best]
     said = f"{candidate_name(best['round'])}, validation mIoU {best['val_miou']:.3f}"
-    if pool is not None and best is not pool:
+    if within is not None:
+        gain = within["val_miou"] - pool["val_miou"]
+        said += (
+            f"; {candidate_name(within['round'])}'s {gain:+.3f} is within "
+            f"active.min_miou_gain {margin}"
+        )
+    elif pool is not None and best is not pool:
         said += f", {best['val_miou'] - pool['val_miou']:+.3f} over the unfiltered pool"
     runner_up = max(others, key=lambda summary: summary["val_miou"], default=None)
-    if runner_up is not None and runner_up is not pool:  # the pool's margin is said once
-        margin = best["val_miou"] - runner_up["val_miou"]
-        said += f", {margin:+.3f} over {candidate_name(runner_up['round'])}"
-    gain = None if pool is None else round(best["val_miou"] - pool["val_miou"], 6)
-    return {"summary": best, "reason": said, "gain_over_pool": gain}
+    if within is None and runner_up is not None and runner_up is not pool:
+        margin_over = best["val_miou"] - runner_up["val_miou"]  # the pool's margin is said once
+        said += f", {margin_over:+.3f} over {candidate_name(runner_up['round'])}"
+    gain_over_pool = None if pool is None else round(best["val_miou"] - pool["val_miou"], 6)
+    return {"summary": best, "reason": said, "gain_over_pool": gain_over_pool}
 
 
 def finish(
@@ -523,7 +533,7 @@ def finish(
     rounds = finished_candidates(out)
     if not rounds:
         raise FreemaskError(f"{out.uri}: no finished round to choose from")
-    chosen = choice(rounds)
+    chosen = choice(rounds, config.active.min_miou_gain)
     best = chosen["summary"]
     kept = read_manifest(out, f"{round_folder(best['round'])}/kept.jsonl")
     if config.kubeflow.dataset_version:

@@ -170,3 +170,25 @@ def test_ties_are_broken_the_same_way_whatever_the_order() -> None:
         assert {order[i] for i, v in enumerate(verdicts) if v.kept} == kept
     # Whole tie groups: the 0.5s are kept or dropped together (here kept: 6 is nearer 4 than 2).
     assert kept == {0, 1, 2, 3, 4, 7}
+
+
+def test_a_round_within_min_miou_gain_of_the_pool_does_not_ship(
+    tmp_path, config_for, prepared
+) -> None:
+    """A round validating above the pool by no more than active.min_miou_gain is the
+    validation set's noise: the pool ships, and the reason says why."""
+    write_shapes_set(tmp_path / "pool", 12)
+    config = config_for(active={"max_rounds": 2, "min_miou_gain": 0.005})
+    out = prepared(config, tmp_path / "pool")
+    pool = pool_of(out)
+    a_candidate(out, 0, pool, val_miou=0.851)
+    a_candidate(out, 1, pool[:8], val_miou=0.854)
+    result = finish(config, out, NullRun(), "stop", 0.0)
+    assert result.summary["best_round"] == 0 and result.written == len(pool)
+    assert result.summary["chosen"] == (
+        "the unfiltered pool (round 0), validation mIoU 0.851; round 1's +0.003 is within "
+        "active.min_miou_gain 0.005"
+    )
+    a_candidate(out, 1, pool[:8], val_miou=0.857)  # beyond the margin: the round ships
+    (out.root / "_SUCCESS").unlink()
+    assert finish(config, out, NullRun(), "stop", 0.0).summary["best_round"] == 1
