@@ -12,7 +12,6 @@ import yaml
 from mlflow import MlflowClient
 
 from freemask.cli import main
-from freemask.cli.options import out
 from freemask.storage import open_storage
 from freemask.tracking import MlflowTracker, log_dataset_input
 
@@ -168,7 +167,8 @@ def test_compare_across_refreshes_shows_each_runs_version_and_best_round(
             client.log_metric(parent, "val_miou", miou, step=step)
             client.log_metric(parent, "kept", 10 * step, step=step)
     capsys.readouterr()
-    monkeypatch.setattr(out, "width", 160)
+    # The console reads COLUMNS at each print; setting its width would pin it for later tests.
+    monkeypatch.setenv("COLUMNS", "160")
     assert main(["compare", "--experiment", "links", "--tracking-uri", uri]) == 0
     rows = [line.split("│") for line in capsys.readouterr().out.splitlines() if "kfp-run" in line]
     cells = [[cell.strip() for cell in row[3:-1]] for row in rows]
