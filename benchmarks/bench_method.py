@@ -81,8 +81,8 @@ ACTIVE_ROWS = {  # letter: (name, folder of its active run)
 
 def method_config(work: Path, seed: int, quick: bool, source: str = "text") -> RunConfig:
     """bench_quality's configuration (demo settings, objects drawn from ``source``, rendered
-    backgrounds, harmonization on for row d), with up to 3 active rounds (off by default); quick: tiny counts
-    to check the code runs."""
+    backgrounds, harmonization on for row d), with up to 3 active rounds (off by default);
+    quick: tiny counts to check the code runs."""
     config = bench_config(work, seed, HARMONIZED, quick, source)
     rows_e = config.active.model_copy(update={"max_rounds": 3})  # the loop is off by default
     config = config.model_copy(update={"active": rows_e})

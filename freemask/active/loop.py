@@ -52,9 +52,9 @@ def run_active(
     guard_settings(config, out)
     steps.prepare(config, inputs, out)
     steps.bootstrap(config, out, run)
-    if config.active.max_rounds == 0:
-        reason = "active.max_rounds is 0: the unfiltered pool is the only candidate"
-        return steps.finish(config, out, run, reason, time.monotonic() - started)
+    shipped = steps.finish_without_rounds(config, out, run, time.monotonic() - started)
+    if shipped is not None:
+        return shipped
     round_index = 1
     while True:
         if not out.exists(f"{steps.round_folder(round_index)}/summary.json"):

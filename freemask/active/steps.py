@@ -570,6 +570,17 @@ def finish(
     return result
 
 
+def finish_without_rounds(
+    config: RunConfig, out: Storage, parent: Run, seconds: float
+) -> StageResult | None:
+    """With ``active.max_rounds`` 0, ship the pool (round 0, bootstrapped) as the dataset and
+    return the result; None when rounds follow."""
+    if config.active.max_rounds:
+        return None
+    reason = "active.max_rounds is 0: the unfiltered pool is the only candidate"
+    return finish(config, out, parent, reason, seconds)
+
+
 def degenerate_reason(out: Storage, best: dict[str, Any], kept: int, pool: int, floor: int) -> str:
     """Why the loop's dataset is too small to ship, with what the rounds saw and what to try."""
     folder = round_folder(best["round"])

@@ -600,10 +600,9 @@ def round_step(
     elif step == "bootstrap":
         started = time.monotonic()
         steps.bootstrap(run_config, out_storage, parent)
-        if run_config.active.max_rounds == 0:  # no round follows: the pool is the dataset
-            reason = "active.max_rounds is 0: the unfiltered pool is the only candidate"
-            steps.finish(run_config, out_storage, parent, reason, time.monotonic() - started)
-            parent.finish()
+        seconds = time.monotonic() - started
+        if steps.finish_without_rounds(run_config, out_storage, parent, seconds) is not None:
+            parent.finish()  # no round follows: the pool is the dataset
     elif step == "pseudo-label":
         steps.pseudo(run_config, out_storage, round_index, parent)
     elif step == "filter":
