@@ -9,7 +9,7 @@ import torch
 from freemask.errors import FreemaskError
 from freemask.records import Sample, read_manifest, write_manifest
 from freemask.storage import LocalStorage, encode_image, read_image
-from freemask.toyworld import oracle
+from freemask.toyworld import oracle, oracle_redraws
 from freemask.toyworld.oracle import (
     TruthProxy,
     load_truth_proxy,
@@ -20,6 +20,7 @@ from freemask.toyworld.probe_segmenter import (
     ProbeNet,
     ProbeSettings,
     checkpoint_step,
+    load_pairs,
     train_probe,
 )
 
@@ -83,6 +84,7 @@ def test_a_shipped_proxy_loads_and_a_missing_one_says_how_to_train_it(tmp_path) 
     (tmp_path / "config.json").write_text(json.dumps({"width": 4, "depth": 2}))
     loaded = load_truth_proxy(tmp_path)
     assert loaded.labels == ["background", "ball", "ring"]
+    assert len(loaded.name) == 12 and loaded.name != TruthProxy(model, []).name  # its digest
     assert torch.equal(loaded.model.head.weight, model.head.weight)
     with pytest.raises(FreemaskError, match=r"python -m freemask\.toyworld\.oracle"):
         load_truth_proxy(tmp_path / "missing")
@@ -111,16 +113,59 @@ def test_proxy_truth_becomes_each_samples_truth_in_the_manifest(tmp_path) -> Non
         storage.write_bytes(path, encode_image(np.zeros((8, 8, 3), np.uint8), path))
         samples.append(Sample(id=f"s{index}", image=path, width=8, height=8))
     write_manifest(storage, samples)
-    torch.manual_seed(0)
-    model = ProbeNet(3, width=4, depth=2).eval()
-    with torch.no_grad():  # every pixel a ring
-        model.head.weight.zero_()
-        model.head.bias.copy_(torch.tensor([0.0, 0.0, 5.0]))
-    proxy = TruthProxy(model, ["background", "ball", "ring"])
-    write_proxy_truth(storage, proxy, ["ring"])
-    again = write_proxy_truth(storage, proxy, ["ring"])  # idempotent
+
+    def proxy_calling_everything(label: int, name: str) -> TruthProxy:
+        torch.manual_seed(0)
+        model = ProbeNet(3, width=4, depth=2).eval()
+        with torch.no_grad():
+            model.head.weight.zero_()
+            model.head.bias.copy_(torch.nn.functional.one_hot(torch.tensor(label), 3) * 5.0)
+        return TruthProxy(model, ["background", "ball", "ring"], name=name)
+
+    rings = proxy_calling_everything(2, "rings")
+    write_proxy_truth(storage, rings, ["ring"])
+    again = write_proxy_truth(storage, rings, ["ring"])  # idempotent
     assert [s.truth_mask for s in read_manifest(storage)] == [
-        f"proxy_truth/s{i}.png" for i in range(3)
+        f"proxy_truth/rings/s{i}.png" for i in range(3)
     ]
     assert [s.id for s in again] == ["s0", "s1", "s2"]
-    assert (read_image(storage, "proxy_truth/s1.png") == 1).all()  # ring is the run's class 1
+    assert (read_image(storage, "proxy_truth/rings/s1.png") == 1).all()  # ring: run class 1
+    # A retrained proxy's truth replaces its predecessor's instead of being skipped as done.
+    write_proxy_truth(storage, proxy_calling_everything(0, "retrained"), ["ring"])
+    truth = read_manifest(storage)[1].truth_mask
+    assert truth == "proxy_truth/retrained/s1.png"
+    assert (read_image(storage, truth) == 0).all()
+
+
+def test_the_redraw_seeds_stay_apart_from_each_other_and_the_benchmarks() -> None:
+    seeds = [
+        oracle.DATA_SEED,
+        oracle.HELD_OUT_SEED,
+        oracle.REDRAW_SEED,
+        oracle.HELD_OUT_REDRAW_SEED,
+    ]
+    assert len(set(seeds)) == 4
+    # bench_method's scenes (0, 1000, 2000) and bench_quality's renders (100-399)
+    assert not set(seeds) & {0, 1000, 2000, *range(100, 400)}
+
+
+def test_redrawn_scenes_keep_the_render_truth_and_resume_from_their_cache(
+    tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setattr(oracle_redraws, "CHUNK", 2)
+    monkeypatch.setattr(oracle_redraws, "BATCH", 2)
+    images, labels = oracle_redraws.redrawn_scenes(tmp_path, 4, seed=9)
+    storage = LocalStorage(tmp_path / "redraw-renders-9")
+    renders, truth = load_pairs(storage, sorted(read_manifest(storage), key=lambda s: s.id))
+    assert images.shape == renders.shape and images.dtype == np.uint8
+    assert np.array_equal(labels, truth)  # the render's mask is the redraw's truth
+    own = np.abs(images.astype(int) - renders).mean()
+    other = np.abs(images.astype(int) - renders[::-1]).mean()
+    assert 0 < own < other  # redrawn, yet each keeps its own render's layout
+
+    def no_model():
+        raise AssertionError("a cached redraw was drawn again")
+
+    monkeypatch.setattr(oracle_redraws, "_image_to_image", no_model)
+    again, _ = oracle_redraws.redrawn_scenes(tmp_path, 4, seed=9)
+    assert np.array_equal(again, images)
