@@ -459,10 +459,18 @@ def main(argv: list[str] | None = None) -> None:
 
     config = bench_config(work, 0, {}, args.quick, "text")
     report = Report(args.seeds)
-    print(f"label quality on the toy world, {len(args.seeds)} seeds {args.seeds}")
+    print(
+        f"label quality on the toy world, {len(args.seeds)} seeds {args.seeds}, truth proxy "
+        f"{args.proxy or 'freemask/toyworld/oracle'} ({proxy.name})"
+    )
     for name, scored in runs.items():
         report_run(report, name, scored, config.classes, config.generate.adjectives)
-    figures: dict = {"seconds": round(seconds, 1), "seeds": args.seeds, "sources": sources}
+    figures: dict = {
+        "seconds": round(seconds, 1),
+        "seeds": args.seeds,
+        "sources": sources,
+        "proxy": proxy.name,
+    }
     for name in runs:
         if f"{name}.proxy" in runs:
             largest = report_calibration(

@@ -498,10 +498,19 @@ class RefineConfig(StrictModel):
         ),
     )
     grabcut_background: Annotated[float, Field(ge=0.0, lt=0.5)] = Field(
-        0.05,
+        0.15,
         description=(
             "`grabcut`: attention below this is sure background (hard seed); above "
             "`foreground_threshold` it is sure foreground, in between the cut decides."
+        ),
+    )
+    grabcut_core_erosion: Annotated[float, Field(ge=0.0, le=0.2)] | None = Field(
+        0.03,
+        description=(
+            "`grabcut`: the attention's Otsu foreground, eroded by this fraction of the "
+            "image's shorter side (about one attention cell), is sure foreground too, so the "
+            "cut cannot drop a part the attention covers for sharing the background's colour; "
+            "null: only attention above `foreground_threshold` is."
         ),
     )
     grabcut_iterations: Annotated[int, Field(strict=True, ge=1, le=20)] = Field(

@@ -6,11 +6,15 @@ and Blake, SIGGRAPH 2004; OpenCV's ``cv2.grabCut``) fits colour mixtures to an o
 background's pixels and finds the cut between them, so a mask seeded by the attention grows
 over the object's pixels that look like its seeds and stops at the image's edges.
 
-Seeds per instance: the attention's sure pixels (above ``foreground``) are hard foreground and
-its empty ones (below ``background``) and any other instance's sure pixels hard background;
-the rest is probable foreground from 0.5 up and probable background below. The cut keeps the
-hard seeds by construction. Its mask is then softened by the guided filter, so the object's rim
-falls between the stage's thresholds and becomes ignore.
+Seeds per instance: the attention's sure pixels (above ``foreground``) and its core (the
+attention's Otsu foreground shrunk by ``core_erosion`` of the image's shorter side, about one
+attention cell, so that its blur beyond the object is left out) are hard foreground; its empty
+pixels (below ``background``) and any other instance's sure pixels hard background; the rest is
+probable foreground from 0.5 up and probable background below. The cut keeps the hard seeds by
+construction. Without the core, a ring whose far side shares the background's colour, or a white
+ball whose shading does, was cut down to a crescent or its highlight even where the attention
+covered all of it. Its mask is then softened by the guided filter, so the object's rim falls
+between the stage's thresholds and becomes ignore.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class GrabCutRefiner:
         background: float,
         iterations: int = 5,
         upsample: GuidedFilterRefiner | None = None,
+        core_erosion: float | None = None,
     ):
         if not 0.0 <= background < PROBABLE < foreground <= 1.0:
             raise ValueError(
@@ -42,13 +47,26 @@ class GrabCutRefiner:
         self.background = background
         self.iterations = iterations
         self.upsample = upsample or GuidedFilterRefiner()
+        self.core_erosion = core_erosion
+
+    def core(self, own: np.ndarray) -> np.ndarray:
+        """The attention's Otsu foreground eroded by ``core_erosion`` (bool; empty without)."""
+        if self.core_erosion is None:
+            return np.zeros(own.shape, bool)
+        level = np.round(np.clip(own, 0.0, 1.0) * 255).astype(np.uint8)
+        _, foreground = cv2.threshold(level, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        radius = round(self.core_erosion * min(own.shape))
+        if radius:
+            disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+            foreground = cv2.erode(foreground, disk)
+        return foreground.astype(bool)
 
     def seeds(self, soft: np.ndarray, index: int) -> np.ndarray:
         """GrabCut's seed map (``cv2.GC_*``) of instance ``index`` of soft masks [N, H, W]."""
         own = soft[index]
         seeds = np.full(own.shape, cv2.GC_PR_BGD, np.uint8)
         seeds[own >= PROBABLE] = cv2.GC_PR_FGD
-        seeds[own > self.foreground] = cv2.GC_FGD
+        seeds[(own > self.foreground) | self.core(own)] = cv2.GC_FGD
         seeds[own < self.background] = cv2.GC_BGD
         others = np.delete(soft, index, axis=0)
         if len(others):

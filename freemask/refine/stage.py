@@ -70,7 +70,7 @@ EXECUTION_FIELDS = {"device", "precision"}
 def unused_fields(settings: RefineConfig) -> set[str]:
     """Fields that change no result under ``settings``: how it executes, and GrabCut's own
     settings under another method (so outputs made before they existed keep their hash)."""
-    grabcut = {"grabcut_background", "grabcut_iterations"}
+    grabcut = {"grabcut_background", "grabcut_core_erosion", "grabcut_iterations"}
     return EXECUTION_FIELDS | (set() if settings.method == "grabcut" else grabcut)
 
 
@@ -179,6 +179,7 @@ def make_refiner(
             settings.grabcut_background,
             settings.grabcut_iterations,
             guided,
+            settings.grabcut_core_erosion,
         )
     if settings.weights:
         # A file in a gs:// mirror comes from the model cache; other URIs from storage.

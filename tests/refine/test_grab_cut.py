@@ -60,6 +60,34 @@ def test_sure_seeds_are_hard_constraints_and_the_cut_repeats(objects) -> None:
     assert np.array_equal(cut, grabcut.cut(image, seeds.copy()))
 
 
+def two_tone_ring() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image, exact ring, attention): a ring on a blue ground whose right half is the ground's
+    own blue and its left half yellow; the attention covers all of it, sure only on the left."""
+    rows, columns = np.mgrid[:96, :96]
+    radius = np.hypot(rows - 48, columns - 48)
+    ring = (radius >= 18) & (radius <= 32)
+    image = np.zeros((96, 96, 3), np.uint8)
+    image[:] = (30, 60, 200)
+    image[ring & (columns < 48)] = (240, 220, 40)
+    image[ring & (columns >= 48)] = (40, 70, 190)
+    soft = np.where(ring, np.where(columns < 48, 0.95, 0.55), 0.0).astype(np.float32)
+    soft = cv2.GaussianBlur(soft, (0, 0), 2.0)
+    return image, ring, soft
+
+
+def test_the_attention_core_keeps_a_part_that_shares_the_background_colour() -> None:
+    image, ring, soft = two_tone_ring()
+    far_side = ring & (np.mgrid[:96, :96][1] >= 48)
+    cut = GrabCutRefiner(0.6, 0.15).cut(image, GrabCutRefiner(0.6, 0.15).seeds(soft[None], 0))
+    assert cut[far_side].mean() < 0.5  # by colour alone the blue half is background
+    with_core = GrabCutRefiner(0.6, 0.15, core_erosion=0.03)
+    cut = with_core.cut(image, with_core.seeds(soft[None], 0))
+    assert cut[far_side].mean() > 0.9 and iou(cut, ring) > 0.85
+    # The core is the attention's foreground shrunk by about one cell: never its blurred rim.
+    core = with_core.core(soft)
+    assert core.any() and not core[~ring].any()
+
+
 def test_another_objects_sure_pixels_are_background() -> None:
     soft = np.zeros((2, 8, 8), np.float32)
     soft[0, :, :5] = 0.9
