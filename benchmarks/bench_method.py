@@ -25,8 +25,9 @@ truth; rows (i) also the dispute gap (true label IoU of the undisputed minus the
 classes of the samples a round disputed).
 
 Usage: ``python benchmarks/bench_method.py [--work DIR] [--seeds 0 1 2] [--device D]
-[--threads N] [--source text|redraws] [--disputed] [--quick]``; each seed's rows are kept in ``<work>/seed<N>/rows.json`` and reused
-(resumable). The last line is one JSON object; ``ratio`` keys compare with row (f), the ceiling.
+[--threads N] [--source text|redraws] [--disputed] [--rows a c ...] [--quick]``; each seed's rows
+are kept in ``<work>/seed<N>/rows.json`` and reused (resumable). ``--rows`` scores only those
+rows (and runs only the stages they need), in a work folder of its own. The last line is one JSON object; ``ratio`` keys compare with row (f), the ceiling.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ CEILING_SEED = 2000
 PROBE = ProbeSettings(steps=800)
 # Row d: the learned toy harmonizer, the one that matches the world's light (bench_harmonize_toyworld).
 HARMONIZED = {"harmonize": {"method": "learned", "weights": "builtin:toy-harmonizer"}}
-ROWS = ("a", "b", "c", "d")
+ALL_ROWS = ("a", "b", "c", "d", "e", "f")  # what --rows picks from (e: every active row)
 NAMES = {
     "a": "(a) attention masks (single objects)",
     "b": "(b) + composition",
@@ -115,23 +116,42 @@ def run_composed(config: RunConfig, proxy: TruthProxy | None) -> Path:
 
 
 def run_rows(
-    config: RunConfig, work: Path, proxy: TruthProxy | None, disputed: bool = False
+    config: RunConfig,
+    work: Path,
+    proxy: TruthProxy | None,
+    disputed: bool = False,
+    letters: tuple[str, ...] = ALL_ROWS,
 ) -> dict[str, tuple[LocalStorage, list[Sample]]]:
-    """Run the stages; return each row's training set (storage and samples); ``disputed``: the
-    rows (i) too."""
+    """Run the stages the rows of ``letters`` need; return each row's training set (storage and
+    samples); ``disputed``: the rows (i) too."""
     root = run_composed(config, proxy)
-    run_harmonize(config, str(root / "compose"), str(root / "harmonize"))
+    prefixes = {"a": "generate", "b": "compose-unrefined", "c": "compose", "d": "harmonize"}
+    rows = {}
+    if "d" in letters:
+        run_harmonize(config, str(root / "compose"), str(root / "harmonize"))
+    for row, prefix in prefixes.items():
+        if row in letters:
+            storage = LocalStorage(root / prefix)
+            rows[row] = (storage, read_manifest(storage))
+    if "e" in letters:
+        rows.update(active_rows(config, root, disputed))
+    if "f" in letters:
+        rows["f"] = ceiling_row(config, work, len(read_manifest(LocalStorage(root / "compose"))))
+    return rows
+
+
+def active_rows(
+    config: RunConfig, root: Path, disputed: bool
+) -> dict[str, tuple[LocalStorage, list[Sample]]]:
+    """Run the active loop on row (c) (and with ``ignore_disputed``, when ``disputed``); return
+    each round's kept set and the exported dataset (row e*)."""
     active_config = config.model_copy(update={"harmonize": HarmonizeConfig()})  # as by default
     run_active(active_config, str(root / "compose"), str(root / "active"))
     if disputed:
         ignoring = config.active.model_copy(update={"ignore_disputed": True})
         disputed_config = active_config.model_copy(update={"active": ignoring})
         run_active(disputed_config, str(root / "compose"), str(root / "active-disputed"))
-    prefixes = {"a": "generate", "b": "compose-unrefined", "c": "compose", "d": "harmonize"}
     rows = {}
-    for row, prefix in prefixes.items():
-        storage = LocalStorage(root / prefix)
-        rows[row] = (storage, read_manifest(storage))
     for letter, (_, prefix) in ACTIVE_ROWS.items():
         if letter == "i" and not disputed:
             continue
@@ -143,7 +163,11 @@ def run_rows(
             number += 1
     exported = LocalStorage(root / "active")  # the candidate the run ships (the pool included)
     rows["e*"] = (exported, read_manifest(exported))
-    count = len(rows["c"][1])
+    return rows
+
+
+def ceiling_row(config: RunConfig, work: Path, count: int) -> tuple[LocalStorage, list[Sample]]:
+    """Row (f): ``count`` rendered scenes with exact labels, drawn as the relation table says."""
     ceiling = str(work / "ceiling")
     write_toy_scenes(
         ceiling,
@@ -153,8 +177,7 @@ def run_rows(
         objects=(2, 3),
         thesaurus=str(THESAURUS),
     )
-    rows["f"] = (LocalStorage(ceiling), read_manifest(LocalStorage(ceiling)))
-    return rows
+    return LocalStorage(ceiling), read_manifest(LocalStorage(ceiling))
 
 
 def score_row(
@@ -208,12 +231,15 @@ def run_seed(
     device: str,
     source: str = "text",
     disputed: bool = False,
+    letters: tuple[str, ...] = ALL_ROWS,
 ) -> dict[str, dict]:
-    """Every row of one seed (reused from ``rows.json`` when this seed has finished; rows
+    """The rows of ``letters`` of one seed (reused from ``rows.json`` when this seed has finished; rows
     scored before an interruption are kept in ``rows.partial.json`` and not scored again)."""
     settings = probe_settings(quick)
     store = LocalStorage(work)  # atomic writes: a killed run leaves whole files
     scoring = {"quick": quick, "probe": asdict(settings), "device": device}
+    if letters != ALL_ROWS:
+        scoring["rows"] = list(letters)
     check_scored_with(store, {**scoring, "source": source} if source != "redraws" else scoring)
     if store.exists("rows.json"):
         return read_json(store, "rows.json")
@@ -222,7 +248,7 @@ def run_seed(
     proxy = load_truth_proxy() if source == "text" else None
     results = read_json(store, "rows.partial.json") if store.exists("rows.partial.json") else {}
     trained_on: dict[tuple[str, ...], str] = {}  # a round that kept everything: same probe
-    for row, (storage, samples) in run_rows(config, work, proxy, disputed).items():
+    for row, (storage, samples) in run_rows(config, work, proxy, disputed, letters).items():
         ids = (str(storage.root), *(f"{s.id}:{s.semantic_mask}" for s in samples))
         if row in results:
             trained_on.setdefault(ids, row)
@@ -261,7 +287,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--disputed", action="store_true", help="rows (i) too: rounds with ignore_disputed"
     )
+    parser.add_argument(
+        "--rows", nargs="+", choices=ALL_ROWS, default=list(ALL_ROWS), help="only these rows"
+    )
     args = parser.parse_args(argv)
+    letters = tuple(sorted(set(args.rows)))
     device = str(resolve_device(args.device))
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -279,12 +309,19 @@ def main(argv: list[str] | None = None) -> None:
     test = load_pairs(test_store, read_manifest(test_store))
     results = {
         seed: run_seed(
-            args.work / f"seed{seed}", seed, test, args.quick, device, args.source, args.disputed
+            args.work / f"seed{seed}",
+            seed,
+            test,
+            args.quick,
+            device,
+            args.source,
+            args.disputed,
+            letters,
         )
         for seed in args.seeds
     }
 
-    for seed in args.seeds:  # the filters' precision, read from the finished runs
+    for seed in args.seeds if "e" in letters else []:  # the filters' precision, from the runs
         config = method_config(args.work / f"seed{seed}", seed, args.quick, args.source)
         root = Path(config.workdir)
         chosen = read_json(LocalStorage(root / "active"), "_SUCCESS")["summary"]
@@ -325,7 +362,7 @@ def main(argv: list[str] | None = None) -> None:
             if known:
                 figures[f"{row}.{key}"] = round(float(np.mean(known)), 4)
                 figures[f"{row}.{key}_sd"] = round(float(np.std(known)), 4)
-    for seed in args.seeds:
+    for seed in args.seeds if "e" in letters else []:
         print(f"seed {seed} exports {results[seed]['e*']['chosen']}")
     names = ["background", *classes]
     print("downstream IoU per class (mean over seeds):")
