@@ -25,9 +25,10 @@ truth; rows (i) also the dispute gap (true label IoU of the undisputed minus the
 classes of the samples a round disputed).
 
 Usage: ``python benchmarks/bench_method.py [--work DIR] [--seeds 0 1 2] [--device D]
-[--threads N] [--source text|redraws] [--disputed] [--rows a c ...] [--quick]``; each seed's rows
-are kept in ``<work>/seed<N>/rows.json`` and reused (resumable). ``--rows`` scores only those
-rows (and runs only the stages they need), in a work folder of its own. The last line is one JSON object; ``ratio`` keys compare with row (f), the ceiling.
+[--threads N] [--source text|redraws] [--disputed] [--rows a c ...] [--set SECTION.KEY=VALUE]
+[--quick]``; each seed's rows are kept in ``<work>/seed<N>/rows.json`` and reused (resumable).
+``--rows`` scores only those rows (and runs only the stages they need), ``--set`` changes a
+setting over the demo's; either in a work folder of its own. The last line is one JSON object; ``ratio`` keys compare with row (f), the ceiling.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_quality import THESAURUS, bench_config, write_inputs
+from bench_quality import THESAURUS, bench_config, parse_settings, write_inputs
 from probe_segmenter import ProbeSettings, load_pairs, predict_probe, train_probe
 
 from freemask.active import run_active
@@ -80,11 +81,15 @@ ACTIVE_ROWS = {  # letter: (name, folder of its active run)
 }
 
 
-def method_config(work: Path, seed: int, quick: bool, source: str = "text") -> RunConfig:
+def method_config(
+    work: Path, seed: int, quick: bool, source: str = "text", settings: dict | None = None
+) -> RunConfig:
     """bench_quality's configuration (demo settings, objects drawn from ``source``, rendered
-    backgrounds, harmonization on for row d), with up to 3 active rounds (off by default);
-    quick: tiny counts to check the code runs."""
-    config = bench_config(work, seed, HARMONIZED, quick, source)
+    backgrounds, harmonization on for row d) with ``settings`` ({section: {key: value}}) over
+    it, and up to 3 active rounds (off by default); quick: tiny counts to check the code runs."""
+    sections = {**HARMONIZED, **(settings or {})}
+    merged = {name: {**HARMONIZED.get(name, {}), **values} for name, values in sections.items()}
+    config = bench_config(work, seed, merged, quick, source)
     rows_e = config.active.model_copy(update={"max_rounds": 3})  # the loop is off by default
     config = config.model_copy(update={"active": rows_e})
     if quick:
@@ -232,6 +237,7 @@ def run_seed(
     source: str = "text",
     disputed: bool = False,
     letters: tuple[str, ...] = ALL_ROWS,
+    overrides: dict | None = None,
 ) -> dict[str, dict]:
     """The rows of ``letters`` of one seed (reused from ``rows.json`` when this seed has finished; rows
     scored before an interruption are kept in ``rows.partial.json`` and not scored again)."""
@@ -240,10 +246,12 @@ def run_seed(
     scoring = {"quick": quick, "probe": asdict(settings), "device": device}
     if letters != ALL_ROWS:
         scoring["rows"] = list(letters)
+    if overrides:
+        scoring["settings"] = overrides
     check_scored_with(store, {**scoring, "source": source} if source != "redraws" else scoring)
     if store.exists("rows.json"):
         return read_json(store, "rows.json")
-    config = method_config(work, seed, quick, source)
+    config = method_config(work, seed, quick, source, overrides)
     write_inputs(work, config.classes, seed, config.generate.height, quick, source)
     proxy = load_truth_proxy() if source == "text" else None
     results = read_json(store, "rows.partial.json") if store.exists("rows.partial.json") else {}
@@ -290,8 +298,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--rows", nargs="+", choices=ALL_ROWS, default=list(ALL_ROWS), help="only these rows"
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a setting over the demo's (in a work folder of its own: recorded in scoring.json)",
+    )
     args = parser.parse_args(argv)
     letters = tuple(sorted(set(args.rows)))
+    overrides = parse_settings(args.set, "--set")
     device = str(resolve_device(args.device))
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -317,12 +333,13 @@ def main(argv: list[str] | None = None) -> None:
             args.source,
             args.disputed,
             letters,
+            overrides,
         )
         for seed in args.seeds
     }
 
     for seed in args.seeds if "e" in letters else []:  # the filters' precision, from the runs
-        config = method_config(args.work / f"seed{seed}", seed, args.quick, args.source)
+        config = method_config(args.work / f"seed{seed}", seed, args.quick, args.source, overrides)
         root = Path(config.workdir)
         chosen = read_json(LocalStorage(root / "active"), "_SUCCESS")["summary"]
         results[seed]["e*"]["chosen"] = chosen["chosen"]

@@ -394,14 +394,23 @@ def parse_variant(text: str) -> tuple[str, dict]:
     """``("grabcut", {"refine": {"method": "grabcut"}})`` for "grabcut=refine.method=grabcut"
     (values parsed as YAML scalars; several settings separated by commas)."""
     name, _, assignments = text.partition("=")
+    settings = parse_settings(assignments.split(","), f"--variant {text!r}")
+    if not name or "generate" in settings:
+        raise SystemExit(f"--variant {text!r}: expected NAME=SECTION.KEY=VALUE after generate")
+    return name, settings
+
+
+def parse_settings(assignments: list[str], where: str) -> dict:
+    """``{"refine": {"grabcut_background": 0.05}}`` for ``["refine.grabcut_background=0.05"]``
+    (values parsed as YAML scalars)."""
     settings: dict = {}
-    for assignment in assignments.split(","):
+    for assignment in assignments:
         key, _, value = assignment.partition("=")
         section, _, field = key.partition(".")
-        if not (name and section and field and value) or section == "generate":
-            raise SystemExit(f"--variant {text!r}: expected NAME=SECTION.KEY=VALUE after generate")
+        if not (section and field and value):
+            raise SystemExit(f"{where}: expected SECTION.KEY=VALUE, got {assignment!r}")
         settings.setdefault(section, {})[field] = yaml.safe_load(value)
-    return name, settings
+    return settings
 
 
 def reuse_drawn(shipped: Path, folder: Path) -> None:
