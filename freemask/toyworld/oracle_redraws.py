@@ -6,6 +6,7 @@ trained on VAE round trips alone misreads them (it agreed with the toy labeller 
 draws, 0.90 on redraws). Here rendered scenes are redrawn image-to-image with their own captions at
 a spread of strengths, so the denoiser has redrawn them yet kept their layout: the render's mask
 stays the truth. Redraws are cached in chunks under ``work``, so a killed run resumes.
+Measured with 2,400 of them beside the 3,600 round trips: no gain (``freemask.toyworld.oracle``).
 """
 
 from __future__ import annotations
