@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from freemask.config import GenerateConfig
 from freemask.records import read_manifest
 from freemask.storage import LocalStorage
 from freemask.toyworld.dataset import write_toy_scenes
-from freemask.toyworld.model import IMAGE_SIDE, TOY_SD_ID
+from freemask.toyworld.gate import gate_settings
 from freemask.toyworld.probe_segmenter import load_pairs
 from freemask.toyworld.render import OBJECTS
 
@@ -29,19 +28,6 @@ from freemask.toyworld.render import OBJECTS
 STRENGTHS = (0.45, 0.6, 0.7)
 CHUNK = 96
 BATCH = 16
-
-
-def redraw_settings() -> GenerateConfig:
-    """The demo's drawing settings (toy model, 20 DPM-Solver++ steps, guidance 4) on the CPU."""
-    return GenerateConfig(
-        model_id=TOY_SD_ID,
-        device="cpu",
-        height=IMAGE_SIDE,
-        width=IMAGE_SIDE,
-        num_inference_steps=20,
-        guidance_scale=4.0,
-        negative_prompt="",
-    )
 
 
 def redrawn_scenes(work: Path, scenes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,14 +71,14 @@ def _image_to_image():
     from freemask.generate.stage import image_to_image
     from freemask.models import load_sd_pipeline
 
-    return image_to_image(load_sd_pipeline(redraw_settings()))
+    return image_to_image(load_sd_pipeline(gate_settings(device="cpu")))
 
 
 @torch.no_grad()
 def _redraw(
     pipe, images: np.ndarray, captions: list[str], strength: float, first_seed: int
 ) -> np.ndarray:
-    settings = redraw_settings()
+    settings = gate_settings(device="cpu")  # the demo's drawing settings
     result = pipe(
         captions[: len(images)],
         image=torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255,
