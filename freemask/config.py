@@ -236,14 +236,6 @@ class GenerateConfig(StrictModel):
             "exact truth (`truth_mask`)."
         ),
     )
-    init_truth_reach: Annotated[float, Field(ge=0.0, le=0.25)] = Field(
-        0.03,
-        description=(
-            "How far (fraction of the image's longer side, each axis) an `init_images` label "
-            "may be moved to where its redraw put the object, found by matching the two "
-            "images' edges; 0 keeps the start image's label where it was."
-        ),
-    )
     strength: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
         0.6,
         description=(

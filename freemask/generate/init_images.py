@@ -4,8 +4,7 @@
 (e.g. photographs a user labelled, or the toy world's rendered objects). The k-th sample of a
 class starts from that class's k-th image (by sample id, cycling), prompted with that image's
 own caption when it has one naming the class. Where the samples have label
-masks, the redraw keeps their layout, so the mask, moved by the few pixels the redraw moved its
-object (``truth_registration``), is the new sample's truth.
+masks, the redraw keeps their layout, so the mask is the new sample's exact truth.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from numpy.typing import DTypeLike
 
 from freemask.errors import FreemaskError
 from freemask.generate.prompts import Prompt
-from freemask.generate.truth_registration import redraw_shift, shifted
 from freemask.records import Sample, ignore_value, label_dtype, read_manifest
 from freemask.storage import Storage, open_storage, read_image
 
@@ -64,19 +62,6 @@ class InitImages:
         truth = np.where(source == source_id, class_id, 0).astype(self.labels)
         truth[source == ignore_value(source)] = ignore_value(self.labels)
         return _resize(truth, size, cv2.INTER_NEAREST)
-
-    def redraw_truth(
-        self, class_name: str, index: int, class_id: int, drawn: np.ndarray, reach: int
-    ) -> tuple[np.ndarray | None, tuple[int, int]]:
-        """The truth of ``drawn``, the redraw of the class's ``index``-th start image: its label
-        (``truth``) moved by the shift, each axis within ``reach`` pixels, that aligns the start
-        image's object with the redraw's; and that shift (rows, cols)."""
-        size = drawn.shape[:2]
-        truth = self.truth(class_name, index, class_id, size)
-        if truth is None:
-            return None, (0, 0)
-        shift = redraw_shift(self.image(class_name, index, size), drawn, truth, reach)
-        return shifted(truth, shift), shift
 
 
 def _resize(image: np.ndarray, size: tuple[int, int], interpolation: int) -> np.ndarray:

@@ -211,7 +211,9 @@ def run_generate(
                         if reason:
                             output.drop(item.id, reason)
                         else:
-                            truth, mask = redraw_truth(init, item, image, mask, settings)
+                            truth = init and init.truth(
+                                item.class_name, item.index, item.class_id, image.shape[:2]
+                            )
                             checked = as_checked(item, verdict, config.classes)
                             sample, files = to_record(
                                 checked, image, mask, settings, stamp, truth, labels
@@ -280,26 +282,6 @@ def rejections(output: StageOutput, planned: list[PlannedSample]) -> dict[str, A
         "rejected_by_reason": dict(sorted(per_reason.items())),
         "flagged_classes": flagged,
     }
-
-
-def redraw_truth(
-    init: InitImages | None,
-    item: PlannedSample,
-    image: np.ndarray,
-    mask: ObjectMask,
-    settings: GenerateConfig,
-) -> tuple[np.ndarray | None, ObjectMask]:
-    """A redraw's truth (None when not redrawn or its start has no label) and its mask with
-    the shift that truth was moved by (``truth_shift``, pixels) among its scores."""
-    if init is None:
-        return None, mask
-    reach = round(settings.init_truth_reach * max(image.shape[:2]))
-    truth, (down, right) = init.redraw_truth(
-        item.class_name, item.index, item.class_id, image, reach
-    )
-    if truth is None:
-        return None, mask
-    return truth, replace(mask, scores={**mask.scores, "truth_shift": float(np.hypot(down, right))})
 
 
 def with_init_prompt(item: PlannedSample, init: InitImages) -> PlannedSample:

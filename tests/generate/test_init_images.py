@@ -7,7 +7,6 @@ import pytest
 
 from freemask.errors import FreemaskError
 from freemask.generate import run_generate
-from freemask.generate.truth_registration import shifted
 from freemask.records import IGNORE_INDEX, Instance, Sample, read_manifest, write_manifest
 from freemask.storage import LocalStorage, encode_image, read_image
 
@@ -46,9 +45,7 @@ def test_redraws_carry_their_start_images_truth_and_caption(
     tiny_pipe, make_config, tmp_path
 ) -> None:
     masks = write_init_set(tmp_path / "init", {"cat": 2, "traffic light": 1})
-    config = make_config(
-        init_images=str(tmp_path / "init"), images_per_class=3, strength=0.5, init_truth_reach=0
-    )
+    config = make_config(init_images=str(tmp_path / "init"), images_per_class=3, strength=0.5)
     result = run_generate(config, None, str(tmp_path / "out"), pipe=tiny_pipe)
     storage = LocalStorage(tmp_path / "out")
     samples = read_manifest(storage)
@@ -69,29 +66,6 @@ def test_redraws_carry_their_start_images_truth_and_caption(
         assert sample.prompt == f"a photo of a red {name}"
     # Three samples per class cycle through the class's init samples.
     assert sorted(used["cat"]) == [0, 0, 1] and used["traffic light"] == [0, 0, 0]
-
-
-def test_a_redraws_truth_is_its_start_label_moved_by_the_recorded_shift(
-    tiny_pipe, make_config, tmp_path
-) -> None:
-    masks = write_init_set(tmp_path / "init", {"cat": 1, "traffic light": 1})
-    config = make_config(init_images=str(tmp_path / "init"), images_per_class=2, strength=0.5)
-    run_generate(config, None, str(tmp_path / "out"), pipe=tiny_pipe)
-    storage = LocalStorage(tmp_path / "out")
-    reach = round(config.generate.init_truth_reach * config.generate.width)
-    for sample in read_manifest(storage):
-        name = sample.instances[0].class_name
-        start = np.where(masks[name][0], config.classes.index(name) + 1, 0).astype(np.uint8)
-        start[0, :] = IGNORE_INDEX
-        truth = read_image(storage, sample.truth_mask)
-        moves = [
-            (down, right)
-            for down in range(-reach, reach + 1)
-            for right in range(-reach, reach + 1)
-            if np.array_equal(truth, shifted(start, (down, right)))
-        ]
-        assert len(moves) == 1, "the truth is the start label, moved within reach"
-        assert sample.scores["truth_shift"] == pytest.approx(np.hypot(*moves[0]))
 
 
 def test_a_class_without_init_images_is_refused_before_drawing(
