@@ -193,6 +193,7 @@ def placement_completeness(
                         config.generate.ignore_band,
                         config.compose.band_width,
                         own,
+                        own if config.compose.paste_extent == "truth" else None,
                     )
                 except CutoutError:
                     continue

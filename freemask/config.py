@@ -405,6 +405,15 @@ class ComposeConfig(StrictModel):
             "An instance with less of itself visible is dropped and its pixels become ignore (255)."
         ),
     )
+    paste_extent: Literal["label", "truth"] = Field(
+        "label",
+        description=(
+            "How much of a drawn object is pasted: `label`, what its label and feathered band "
+            "cover; `truth`, where its sample has a truth mask (redraws of labelled samples, "
+            "the toy world's proxy truth), the whole object, the part its label misses as "
+            "ignore: a control that measures what cutting objects to their labels costs."
+        ),
+    )
     band_width: Annotated[float, Field(ge=0.0, le=0.5)] = Field(
         0.04,
         description=(

@@ -65,15 +65,17 @@ def cut_out(
     band: tuple[float, float],
     band_width: float = 0.04,
     truth: np.ndarray | None = None,
+    extent: np.ndarray | None = None,
 ) -> Cutout:
     """Crop a single-object sample to its object (label 1 or its class id; ignore uncertain:
     255, or 65535 in a 16-bit label).
 
     Alpha is 1 on object pixels, 0 outside object and band, and on band pixels rises with the
     soft mask from the band's low to high end; band pixels farther than ``band_width`` (a
-    fraction of the image's longer side) from the certain mask are cut off. ``truth`` (bool,
-    the object's exact pixels, or class ids) is cropped alongside. Raises CutoutError for an
-    empty mask or one that covers the whole image.
+    fraction of the image's longer side) from the certain mask are cut off. ``extent`` (bool,
+    the object's whole extent where known) is pasted too, alpha 1, its pixels beyond the label
+    ignore. ``truth`` (bool, the object's exact pixels, or class ids) is cropped alongside.
+    Raises CutoutError for an empty mask or one that covers the whole image.
     """
     ignore = ignore_value(label)
     inside = (label != 0) & (label != ignore)
@@ -90,11 +92,12 @@ def cut_out(
         low, high = band
         ramp = np.clip((soft.astype(np.float32) - low) / max(high - low, 1e-6), 0.0, 1.0)
         alpha[uncertain] = ramp[uncertain]
+    missed = np.zeros_like(inside) if extent is None else extent & ~inside
+    alpha[missed] = 1.0
     rows, cols = np.nonzero(alpha > 0)
     top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
-    labels = np.where(inside, 1, np.where(uncertain & (alpha > 0), IGNORE_INDEX, 0)).astype(
-        np.uint8
-    )
+    unsure = (uncertain & (alpha > 0)) | missed
+    labels = np.where(inside, 1, np.where(unsure, IGNORE_INDEX, 0)).astype(np.uint8)
     return Cutout(
         image=image[top:bottom, left:right].copy(),
         alpha=alpha[top:bottom, left:right].copy(),

@@ -30,6 +30,7 @@ from freemask.config import RunConfig, config_hash
 from freemask.errors import FreemaskError
 from freemask.model_cache import resolve_model_source
 from freemask.progress import progress_bar
+from freemask.quality import own_object
 from freemask.record_checks import require_usable
 from freemask.records import (
     Instance,
@@ -322,11 +323,13 @@ def _cutout(
                     f"mask {label.shape} or soft mask {None if soft is None else soft.shape} "
                     f"does not match the image {image.shape[:2]}"
                 )
-            truth = None
+            truth = extent = None
             if source.truth_mask:
                 exact = read_image(storage, source.truth_mask)
                 labels = label_dtype(len(config.classes))
                 truth = np.where(exact == ignore_value(exact), 0, exact).astype(labels)
+                if config.compose.paste_extent == "truth":
+                    extent = own_object(exact, label)
             cache[source.id] = cut_out(
                 image,
                 label,
@@ -334,6 +337,7 @@ def _cutout(
                 config.generate.ignore_band,
                 config.compose.band_width,
                 truth,
+                extent,
             )
         except CutoutError as exc:
             cache[source.id] = str(exc)

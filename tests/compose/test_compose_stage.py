@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from freemask.compose import run_backgrounds, run_compose
-from freemask.records import IGNORE_INDEX, read_manifest
+from freemask.records import IGNORE_INDEX, read_manifest, write_manifest
 from freemask.stage_output import StageOutput, read_rejected
-from freemask.storage import LocalStorage, read_array, read_image
+from freemask.storage import LocalStorage, encode_image, read_array, read_image
 
 
 def tree(folder: Path) -> dict[str, bytes]:
@@ -83,6 +84,47 @@ def test_interrupted_compose_resumes_to_the_same_bytes(compose_run, tmp_path, mo
     again = compose(config, tmp_path / "resumed")
     assert again.skipped == 2
     assert tree(tmp_path / "resumed") == tree(tmp_path / "whole")
+
+
+def give_objects_truth(folder: Path, grow: int = 4) -> None:
+    """Each object's truth: its disc grown by ``grow`` pixels (the label missed that rim),
+    drawn in the object's colour."""
+    storage = LocalStorage(folder)
+    samples = read_manifest(storage)
+    for sample in samples:
+        label = read_image(storage, sample.semantic_mask)
+        image = read_image(storage, sample.image, mode="RGB").copy()
+        class_id = sample.instances[0].class_id
+        disc = label == class_id
+        grown = cv2.dilate(disc.astype(np.uint8), np.ones((2 * grow + 1,) * 2, np.uint8)) > 0
+        image[grown] = image[disc][0]
+        truth = np.where(grown, class_id, 0).astype(np.uint8)
+        sample.truth_mask = f"truth/{sample.id}.png"
+        storage.write_bytes(sample.image, encode_image(image, sample.image))
+        storage.write_bytes(sample.truth_mask, encode_image(truth, sample.truth_mask))
+    write_manifest(storage, samples)
+
+
+def test_pasting_whole_objects_shows_what_the_labels_missed_as_ignore(compose_run, tmp_path):
+    config = compose_run()
+    give_objects_truth(Path(config.workdir) / "generate")
+    shown = {}
+    for extent in ("label", "truth"):
+        config.compose.paste_extent = extent
+        compose(config, tmp_path / extent)
+        storage = LocalStorage(tmp_path / extent)
+        object_pixels = labelled = 0
+        for sample in read_manifest(storage):
+            semantic = read_image(storage, sample.semantic_mask)
+            truth = read_image(storage, sample.truth_mask)
+            if extent == "truth":
+                # Every pixel of a pasted object is labelled its class or ignore, never background.
+                assert (semantic[truth != 0] != 0).all()
+            object_pixels += int((truth != 0).sum())
+            labelled += int(((semantic != 0) & (semantic != IGNORE_INDEX)).sum())
+        shown[extent] = object_pixels / labelled
+    # Cut to its label, an object loses its missed rim; pasted whole, the composite shows it.
+    assert shown["truth"] > shown["label"] * 1.2
 
 
 def test_class_with_no_fitting_background_is_rejected_with_a_reason(compose_run, tmp_path) -> None:

@@ -154,3 +154,27 @@ def test_scene_truth_is_none_unless_every_object_has_truth() -> None:
     scene = Scene(np.zeros((20, 20, 3), np.uint8))
     scene.paste(solid(5, 5, (1, 2, 3)), (0, 0, 5, 5), False, "cat", 1)
     assert scene.truth() is None
+
+
+def test_an_objects_whole_extent_is_pasted_with_the_part_its_label_misses_ignored() -> None:
+    # A ring labelled as a crescent: its label holds the left half only.
+    rows, cols = np.mgrid[:40, :40]
+    ring = ((rows - 20) ** 2 + (cols - 20) ** 2 < 15**2) & (
+        (rows - 20) ** 2 + (cols - 20) ** 2 > 6**2
+    )
+    label = np.where(ring & (cols < 20), 1, 0).astype(np.uint8)
+    image = np.full((40, 40, 3), 30, np.uint8)
+    image[ring] = (220, 40, 40)
+    cropped = cut_out(image, label, None, (0.35, 0.6), truth=ring)
+    whole = cut_out(image, label, None, (0.35, 0.6), truth=ring, extent=ring)
+    assert cropped.label.shape == (29, 14) and whole.label.shape == (29, 29)
+    assert (whole.alpha[whole.truth] == 1.0).all(), "every pixel of the object is pasted"
+    assert (whole.label[whole.truth & (whole.label != 1)] == IGNORE_INDEX).all()
+    assert (whole.label == 1).sum() == (cropped.label == 1).sum(), "no pixel gains a class"
+    scene = Scene(np.zeros((40, 40, 3), np.uint8))
+    scene.paste(whole, (5, 5, 29, 29), False, "ring", 3)
+    _, semantic, (instance,) = scene.finish(0.0)
+    truth = scene.truth()
+    assert (truth == 3).sum() == ring.sum(), "the composite shows the whole ring"
+    assert set(np.unique(semantic[truth == 3])) == {3, IGNORE_INDEX}
+    assert instance.mask.sum() == (label == 1).sum(), "the instance is what the label claims"
