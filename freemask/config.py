@@ -1186,9 +1186,39 @@ class RunConfig(StrictModel):
         return classes
 
 
-def config_hash(section: BaseModel, exclude: set[str] | None = None) -> str:
-    """Return a short, stable hash of a config section's resolved values (less ``exclude``)."""
+# Settings added after outputs had been made without them, each with the value that does what
+# the code did before it existed. At that value a setting stays out of hashes, sample ids and
+# settings records (``recorded_values``), so outputs made before it was added are still the
+# same settings' outputs: upgrading never forces a finished run to be made again, and any other
+# value is recorded and guarded as usual. Add a field here when it is added with a default (or
+# a value) that keeps the old behaviour.
+ADDED_SETTINGS: dict[type[BaseModel], dict[str, Any]] = {
+    GenerateConfig: {
+        "class_check": "none",
+        "class_check_model": None,
+        "class_check_revision": None,
+        "class_check_threshold": 0.5,
+        "class_check_relabel": False,
+        "class_check_relabel_margin": 0.3,
+    },
+    ComposeConfig: {"paste_extent": "label"},
+    RefineConfig: {"grabcut_core_erosion": None},
+    ActiveConfig: {"later_judges": "previous_round"},
+}
+
+
+def recorded_values(section: BaseModel, exclude: set[str] | None = None) -> dict[str, Any]:
+    """A config section's resolved values as hashes and settings records take them: less
+    ``exclude``, and less each setting of ``ADDED_SETTINGS`` at its before-it-existed value."""
     values = section.model_dump(mode="json", exclude=exclude)
+    added = ADDED_SETTINGS.get(type(section), {})
+    return {key: value for key, value in values.items() if key not in added or value != added[key]}
+
+
+def config_hash(section: BaseModel, exclude: set[str] | None = None) -> str:
+    """Return a short, stable hash of a config section's resolved values (``recorded_values``:
+    less ``exclude`` and the added settings at their old behaviour)."""
+    values = recorded_values(section, exclude)
     canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from freemask.config import recorded_values
 from freemask.errors import FreemaskError, ManifestError, WriteConflictError
 from freemask.records import (
     MANIFEST,
@@ -281,9 +282,10 @@ class StageOutput:
 
 
 def settings_of(section: BaseModel, name: str, exclude: set[str] | None = None) -> dict[str, Any]:
-    """A config section's resolved values as ``{"<name>.<field>": value}`` (less ``exclude``):
-    what a prefix records of the settings its output was made with."""
-    values = section.model_dump(mode="json", exclude=exclude)
+    """A config section's resolved values as ``{"<name>.<field>": value}`` (less ``exclude``,
+    and less settings added since at their old behaviour: ``config.recorded_values``): what a
+    prefix records of the settings its output was made with."""
+    values = recorded_values(section, exclude)
     return {f"{name}.{key}": value for key, value in values.items()}
 
 

@@ -1,10 +1,12 @@
 """Config loading: valid files resolve, every kind of mistake gives one clear line."""
 
+import hashlib
+import json
 from pathlib import Path
 
 import pytest
 
-from freemask.config import RunConfig, config_hash, load_config
+from freemask.config import ADDED_SETTINGS, RunConfig, config_hash, load_config, recorded_values
 from freemask.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,6 +115,29 @@ def test_config_hash_is_stable_and_sensitive(tmp_path: Path) -> None:
     )
     assert config_hash(base.generate) == config_hash(same.generate)
     assert config_hash(base.generate) != config_hash(other.generate)
+
+
+def test_settings_added_later_keep_the_hash_of_outputs_made_before_them() -> None:
+    for model, added in ADDED_SETTINGS.items():
+        legacy = model.model_validate(added)  # each old behaviour is a valid value
+        # The release before these fields hashed the section without them.
+        before = legacy.model_dump(mode="json", exclude=set(added))
+        canonical = json.dumps(before, sort_keys=True, separators=(",", ":"))
+        assert config_hash(legacy) == hashlib.sha256(canonical.encode()).hexdigest()[:12]
+        assert recorded_values(legacy) == before
+
+
+def test_an_added_setting_at_a_new_value_is_hashed_and_recorded() -> None:
+    compose = RunConfig(classes=["cat"]).compose
+    assert "paste_extent" not in recorded_values(compose)
+    whole = compose.model_copy(update={"paste_extent": "truth"})
+    assert recorded_values(whole)["paste_extent"] == "truth"
+    assert config_hash(whole) != config_hash(compose)
+    refine = RunConfig(classes=["cat"]).refine  # the default core is not the old behaviour
+    assert recorded_values(refine)["grabcut_core_erosion"] == refine.grabcut_core_erosion
+    no_core = refine.model_copy(update={"grabcut_core_erosion": None})
+    assert "grabcut_core_erosion" not in recorded_values(no_core)
+    assert config_hash(no_core) != config_hash(refine)
 
 
 def test_relative_input_paths_resolve_beside_the_config_file(tmp_path: Path, monkeypatch) -> None:

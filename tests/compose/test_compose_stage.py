@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from freemask.compose import run_backgrounds, run_compose
+from freemask.errors import FreemaskError
 from freemask.records import IGNORE_INDEX, read_manifest, write_manifest
 from freemask.stage_output import StageOutput, read_rejected
 from freemask.storage import LocalStorage, encode_image, read_array, read_image
@@ -125,6 +126,23 @@ def test_pasting_whole_objects_shows_what_the_labels_missed_as_ignore(compose_ru
         shown[extent] = object_pixels / labelled
     # Cut to its label, an object loses its missed rim; pasted whole, the composite shows it.
     assert shown["truth"] > shown["label"] * 1.2
+
+
+def test_an_output_made_before_paste_extent_existed_resumes_until_it_is_changed(
+    compose_run, tmp_path
+) -> None:
+    config = compose_run()
+    out = tmp_path / "scenes"
+    compose(config, out)
+    # At 'label', what compose did before the setting existed, it is not recorded: outputs
+    # made before it keep their ids and settings, and a re-run finds everything done.
+    assert "compose.paste_extent" not in (out / "stage.json").read_text()
+    before = tree(out)
+    assert compose(config, out).skipped == config.compose.images
+    assert tree(out) == before
+    config.compose.paste_extent = "truth"
+    with pytest.raises(FreemaskError, match=r"compose\.paste_extent '\(unset\)' -> 'truth'"):
+        compose(config, out)
 
 
 def test_class_with_no_fitting_background_is_rejected_with_a_reason(compose_run, tmp_path) -> None:
