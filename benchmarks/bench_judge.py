@@ -11,10 +11,15 @@
    judge's rank correlation with true quality, the share of clean scenes (true IoU >= 0.85)
    discarded, and the kept fraction. Three seeds, mean +- sd, and the worst seed.
 
+3. **The same filter on redraw pools** (``--pools text-shipped redraws-shipped``): objects the toy
+   model redrew image-to-image from renders, whose truth is the render's exact mask, a check of
+   the text-path figures that does not lean on the proxy.
+
 Usage: ``python benchmarks/bench_judge.py [--labeller builtin:toy-labeller] [--seeds 0 1 2]
-[--quality-work build/bench-quality] [--test build/bench_method/test] [--keep-rule R]
-[--iou-threshold T]`` (the demo's active settings by default) after bench_quality has
-made its text-path pools. The last line is one JSON object.
+[--quality-work build/bench-quality] [--test build/bench_method/test] [--pools P ...]
+[--keep-rule R] [--iou-threshold T]`` (the demo's active settings by default) after
+bench_quality has made its pools (``--sources text redraws`` for the redraw pools). The last
+line is one JSON object.
 """
 
 from __future__ import annotations
@@ -110,6 +115,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quality-work", type=Path, default=REPO / "build/bench-quality")
     parser.add_argument("--test", type=Path, default=REPO / "build/bench_method/test")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--pools",
+        nargs="+",
+        default=["text-shipped"],
+        help="bench_quality pools per seed: text-shipped (proxy truth), redraws-shipped and "
+        "redraws-test-sizes-shipped (exact truth)",
+    )
     parser.add_argument("--keep-rule", default=None, help="active.keep_rule (default: the demo's)")
     parser.add_argument(
         "--iou-threshold", type=float, default=None, help="active.iou_threshold (the demo's)"
@@ -129,23 +141,27 @@ def main(argv: list[str] | None = None) -> None:
     print(f"held-out rendered scenes ({TEST_SCENES}, exact truth): mIoU {held_out['miou']:.3f}")
     print("  " + ", ".join(f"{k} {v:.3f}" for k, v in held_out["per_class_iou"].items()))
 
-    per_seed = {}
-    for seed in args.seeds:
-        pool = args.quality_work / f"seed{seed}" / "text-shipped" / "run" / "compose"
-        per_seed[seed] = as_filter(judge, config, pool)
-    print(
-        f"\nas round 1's filter on the text path's composed pools (truth: proxy), keep rule "
-        f"{config.active.keep_rule}, iou_threshold {config.active.iou_threshold}, seeds "
-        f"{args.seeds} (mean +- sd, worst seed, per seed)"
-    )
-    for figure in FILTER_FIGURES:
-        values = [per_seed[seed][figure] for seed in args.seeds]
-        better_high = figure != "clean_discarded"
-        print(f"  {figure:<24} {mean_sd_worst(values, better_high)}")
+    filters = {}
+    for name in args.pools:
+        per_seed = {}
+        for seed in args.seeds:
+            pool = args.quality_work / f"seed{seed}" / name / "run" / "compose"
+            per_seed[seed] = as_filter(judge, config, pool)
+        truth = "proxy" if name.startswith("text") else "exact"
+        print(
+            f"\nas round 1's filter on {name}'s composed pools (truth: {truth}), keep rule "
+            f"{config.active.keep_rule}, iou_threshold {config.active.iou_threshold}, seeds "
+            f"{args.seeds} (mean +- sd, worst seed, per seed)"
+        )
+        for figure in FILTER_FIGURES:
+            values = [per_seed[seed][figure] for seed in args.seeds]
+            better_high = figure != "clean_discarded"
+            print(f"  {figure:<24} {mean_sd_worst(values, better_high)}")
+        filters[name] = {str(seed): per_seed[seed] for seed in args.seeds}
     result = {
         "labeller": args.labeller,
         "held_out": held_out,
-        "filter": {str(seed): per_seed[seed] for seed in args.seeds},
+        "filter": filters,
         "seconds": round(time.perf_counter() - started, 1),
     }
     print(json.dumps(result))
