@@ -9,7 +9,9 @@
    (``freemask.active.rounds``). Reported: the discard gap (kept scenes' mean true IoU minus the
    discarded ones'), the gap a filter that knew the truth would reach discarding as many, the
    judge's rank correlation with true quality, the share of clean scenes (true IoU >= 0.85)
-   discarded, and the kept fraction. Three seeds, mean +- sd, and the worst seed.
+   discarded, the kept fraction, and the mIoU against the pool's truth of the judge's
+   pseudo-labels beside that of the labels it judges (a judge ranks labels only where it is
+   the better of the two). Three seeds, mean +- sd, and the worst seed.
 
 3. **The same filter on redraw pools** (``--pools text-shipped redraws-shipped``): objects the toy
    model redrew image-to-image from renders, whose truth is the render's exact mask, a check of
@@ -38,7 +40,7 @@ from bench_quality import THESAURUS
 from freemask.active.rounds import SCORE, filter_samples, pseudo_label
 from freemask.config import RunConfig, load_config
 from freemask.quality import LabelQuality, discard_precision
-from freemask.records import read_manifest
+from freemask.records import Sample, read_manifest
 from freemask.segment import Segmenter, load_labeller, predict
 from freemask.storage import LocalStorage, read_image
 from freemask.toyworld.dataset import write_toy_scenes
@@ -50,6 +52,8 @@ FILTER_FIGURES = (
     "judge_rank_correlation",
     "clean_discarded",
     "kept_fraction",
+    "judge_miou",
+    "label_miou",
 )
 
 
@@ -83,6 +87,22 @@ def accuracy(judge: Segmenter, config: RunConfig, test: Path) -> dict:
     return {"miou": round(summary["miou"], 4), "per_class_iou": per_class}
 
 
+def judge_against_labels(
+    samples: list[Sample], storage: LocalStorage, pseudo: LocalStorage, classes: list[str]
+) -> dict[str, float]:
+    """mIoU against the pool's truth of the judge's pseudo-labels and of the labels it judges:
+    a judge can rank labels only where it is the better of the two."""
+    judged, labelled = LabelQuality(classes), LabelQuality(classes)
+    for sample in samples:
+        truth = read_image(storage, sample.truth_mask)
+        judged.add(read_image(pseudo, f"{sample.id}.png"), truth)
+        labelled.add(read_image(storage, sample.semantic_mask), truth)
+    return {
+        "judge_miou": round(judged.summary()["miou"], 4),
+        "label_miou": round(labelled.summary()["miou"], 4),
+    }
+
+
 def as_filter(judge: Segmenter, config: RunConfig, pool: Path) -> dict:
     """Round 1's filter on the composed pool under ``pool``, scored against its truth."""
     storage = LocalStorage(pool)
@@ -91,12 +111,13 @@ def as_filter(judge: Segmenter, config: RunConfig, pool: Path) -> dict:
         pseudo = LocalStorage(temp)
         pseudo_label(judge, samples, storage, pseudo)
         selection = filter_samples(samples, storage, pseudo, config.active, 1)
+        against = judge_against_labels(samples, storage, pseudo, config.classes)
     labels = len(config.classes) + 1
     figures = discard_precision(
         storage, selection.kept, selection.discarded, labels, score_key=SCORE
     )
     figures["kept_fraction"] = round(len(selection.kept) / len(samples), 4)
-    return figures
+    return {**figures, **against}
 
 
 def mean_sd_worst(values: list[float | None], higher_is_better: bool = True) -> str:
