@@ -30,6 +30,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from freemask.builtin_models import BUILTIN_PREFIX, builtin_weights_digest
 from freemask.config import recorded_values
 from freemask.errors import FreemaskError, ManifestError, WriteConflictError
 from freemask.records import (
@@ -308,7 +309,34 @@ def settings_record(
     record: dict[str, Any] = {"stage": stage, "settings_hash": settings_hash}
     if settings is not None:
         record["settings"] = settings
+        weights = shipped_weights(settings)
+        if weights:
+            record["weights"] = weights
     return record
+
+
+def shipped_weights(settings: dict[str, Any]) -> dict[str, str]:
+    """``{setting: digest}`` of the settings that name a shipped ``builtin:`` model: its weights
+    change with the release while its id does not, so the id alone cannot guard an output."""
+    digests = {
+        key: builtin_weights_digest(value)
+        for key, value in settings.items()
+        if isinstance(value, str) and value.startswith(BUILTIN_PREFIX)
+    }
+    return {key: digest for key, digest in digests.items() if digest}
+
+
+def changed_weights(recorded: dict[str, Any], record: dict[str, Any]) -> list[str]:
+    """The shipped models whose weights differ between two settings records (only where both
+    record them: an output made before weights were recorded is judged by its settings)."""
+    before, now = recorded.get("weights"), record.get("weights") or {}
+    if not isinstance(before, dict):
+        return []
+    return [
+        f"{key} {record['settings'][key]!r} weights sha256 {before[key]} -> {digest}"
+        for key, digest in sorted(now.items())
+        if key in before and before[key] != digest
+    ]
 
 
 def claim_settings(storage: Storage, record: dict[str, Any]) -> None:
@@ -322,10 +350,12 @@ def claim_settings(storage: Storage, record: dict[str, Any]) -> None:
 
 
 def check_settings(storage: Storage, record: dict[str, Any]) -> None:
-    """Refuse a prefix whose output was made with other settings, naming the changed fields
-    where both records hold them (a mix of two configurations is never written)."""
+    """Refuse a prefix whose output was made with other settings, or with other weights of a
+    shipped model, naming the changed fields where both records hold them (a mix of two
+    configurations is never written)."""
     recorded = read_json_object(storage, SETTINGS)
-    if recorded.get("settings_hash") == record["settings_hash"]:
+    weights = changed_weights(recorded, record)
+    if recorded.get("settings_hash") == record["settings_hash"] and not weights:
         return
     before, now = recorded.get("settings"), record.get("settings")
     changed = []
@@ -335,6 +365,7 @@ def check_settings(storage: Storage, record: dict[str, Any]) -> None:
             for key in sorted(set(before) | set(now))
             if before.get(key) != now.get(key)
         ]
+    changed += weights
     if changed:
         more = f"; and {len(changed) - 5} more" if len(changed) > 5 else ""
         what = f"other settings ({'; '.join(changed[:5])}{more})"

@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 from helpers import make_sample
 
+from freemask import builtin_models
+from freemask.builtin_models import builtin_weights_digest
 from freemask.errors import FreemaskError, ManifestError
 from freemask.gcs_storage import GCSStorage
 from freemask.records import read_manifest
@@ -16,8 +18,9 @@ from freemask.stage_output import (
     is_complete,
     join_shards,
     read_rejected,
+    shipped_weights,
 )
-from freemask.storage import LocalStorage, read_json
+from freemask.storage import LocalStorage, read_json, write_json
 
 
 def run_stage(storage, indices, shard=None, crash_after=None):
@@ -168,3 +171,58 @@ def test_a_refusal_names_the_changed_settings(tmp_path) -> None:
         StageOutput(storage, "refine", settings_hash="bbb", settings=changed)
     # The same settings (as a resumed run has) are accepted.
     StageOutput(storage, "refine", settings_hash="aaa", settings=made)
+
+
+def ship_labeller(tmp_path: Path, monkeypatch) -> Path:
+    """A shipped ``builtin:`` model folder: its id stays the same from release to release, its
+    weights need not."""
+    shipped = tmp_path / "labeller"
+    shipped.mkdir()
+    (shipped / "model.safetensors").write_bytes(b"release 1 weights")
+    monkeypatch.setattr(builtin_models, "builtin_model_folder", lambda model_id, field="": shipped)
+    return shipped
+
+
+def test_an_output_made_with_other_weights_of_a_shipped_model_is_refused(
+    tmp_path, monkeypatch
+) -> None:
+    shipped = ship_labeller(tmp_path, monkeypatch)
+    storage = LocalStorage(tmp_path / "out")
+    made = {"generate.class_check_model": "builtin:toy-labeller", "generate.seed": 0}
+    output = StageOutput(storage, "generate", settings_hash="aaa", settings=made)
+    output.commit(*make_sample(0)[:2])
+    recorded = read_json(storage, "stage.json")["weights"]
+    assert list(recorded) == ["generate.class_check_model"]
+    StageOutput(storage, "generate", settings_hash="aaa", settings=made)  # same weights: resumes
+    (shipped / "model.safetensors").write_bytes(b"release 2 weights, same id")
+    with pytest.raises(
+        FreemaskError,
+        match=r"generate\.class_check_model 'builtin:toy-labeller' weights sha256 "
+        rf"{recorded['generate.class_check_model']} -> [0-9a-f]{{12}}",
+    ):
+        StageOutput(storage, "generate", settings_hash="aaa", settings=made)
+
+
+def test_outputs_made_before_weights_were_recorded_resume_on_their_settings(
+    tmp_path, monkeypatch
+) -> None:
+    shipped = ship_labeller(tmp_path, monkeypatch)
+    storage = LocalStorage(tmp_path / "out")
+    made = {"segment.labeller": "builtin:toy-labeller"}
+    # stage.json as a release before this one wrote it: settings, no weights.
+    write_json(storage, "stage.json", {"stage": "active", "settings_hash": "aaa", "settings": made})
+    StageOutput(storage, "active", settings_hash="aaa", settings=made)
+    (shipped / "model.safetensors").write_bytes(b"other weights")
+    StageOutput(storage, "active", settings_hash="aaa", settings=made)  # nothing to compare
+
+
+def test_only_shipped_builtin_models_have_their_weights_recorded() -> None:
+    settings = {
+        "segment.model_id": "builtin:small-mask2former-conv",  # built from its config
+        "segment.labeller": "builtin:toy-labeller",  # shipped with the package
+        "generate.model_id": "runwayml/stable-diffusion-v1-5",  # pinned by its revision
+        "segment.batch_size": 8,
+    }
+    weights = shipped_weights(settings)
+    assert list(weights) == ["segment.labeller"]
+    assert weights["segment.labeller"] == builtin_weights_digest("builtin:toy-labeller")
