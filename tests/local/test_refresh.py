@@ -11,7 +11,6 @@ from mlflow import MlflowClient
 
 import freemask.local.runner
 from freemask.cli import main
-from freemask.cli.options import out
 from freemask.local.runner import PIPELINE
 from freemask.records import read_manifest
 from freemask.storage import LocalStorage
@@ -105,7 +104,8 @@ def test_refreshes_draw_new_samples_keep_the_newest_and_compare_side_by_side(
         # ... and the whole summary (what was dropped, each stage's seconds) beside them.
         logged = {item.path for item in client.list_artifacts(run.info.run_id)}
         assert "refresh.json" in logged
-    monkeypatch.setattr(out, "width", 200)
+    # The console reads COLUMNS at each print; setting its width would pin it for later tests.
+    monkeypatch.setenv("COLUMNS", "200")
     capsys.readouterr()
     uri = f"sqlite:///{work / 'mlflow.db'}"
     assert main(["compare", "--experiment", "freemask-demo", "--tracking-uri", uri]) == 0
