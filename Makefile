@@ -39,8 +39,13 @@ run: $(STAMP)  ## The whole pipeline on one machine (CONFIG=configs/demo.yaml by
 	@if [ "$(CONFIG)" = configs/demo.yaml ]; then $(BIN)/freemask toyworld scenes --config $(CONFIG) --out runs/demo/validation --count 100 --seed 7; fi
 	$(BIN)/freemask run --config $(CONFIG)
 
+# bench_judge reads the pools bench_quality keeps in build/bench-quality: it runs after it.
+LATER_BENCHES := benchmarks/bench_quality.py benchmarks/bench_judge.py
 bench: $(STAMP)  ## Speed and memory benchmarks (benchmarks/bench_*.py)
-	@set -e; for bench in benchmarks/bench_*.py; do echo "== $$bench"; $(BIN)/python $$bench; done
+	@set -e; for bench in $(filter-out $(LATER_BENCHES),$(sort $(wildcard benchmarks/bench_*.py))); do \
+		echo "== $$bench"; $(BIN)/python $$bench; done
+	@echo "== benchmarks/bench_quality.py"; $(BIN)/python benchmarks/bench_quality.py --work build/bench-quality
+	@echo "== benchmarks/bench_judge.py"; $(BIN)/python benchmarks/bench_judge.py
 
 compile: $(STAMP)  ## Compile the Kubeflow pipeline to build/freemask_pipeline.yaml
 	@test -f pipelines/freemask_pipeline.py || { echo "pipelines/freemask_pipeline.py does not exist yet"; exit 2; }
