@@ -48,8 +48,9 @@ def filtered_row(work: Path, seed: int, fraction: float, test) -> dict:
     kept = [i for i in range(len(samples)) if i not in dropped]
     row = {"kept": len(kept), "kept_true_iou": float(np.mean([true[i] for i in kept]))}
     scored = work / f"seed{seed}" / "rows.json"
-    if not dropped and scored.exists() and "c" in json.loads(scored.read_text()):
-        return {**row, "downstream_miou": json.loads(scored.read_text())["c"]["downstream_miou"]}
+    row_c = json.loads(scored.read_text()).get("c") if scored.exists() else None
+    if not dropped and row_c:
+        return {**row, "downstream_miou": row_c["downstream_miou"]}
     started = time.perf_counter()
     result = score_row(config, store, [samples[i] for i in kept], test, PROBE, "cpu")
     seconds = round(time.perf_counter() - started)
